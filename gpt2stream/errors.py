@@ -1,0 +1,18 @@
+"""The one exception type that entry points turn into a single-line message and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input the user can fix: a wrong flag value, a missing or corrupt file, an unknown dataset.
+
+    The message is one line that says what is wrong and what to do. Entry points catch it, print
+    ``error: <message>`` to stderr and exit with status 2, without a traceback.
+    """
+
+
+class DataStreamError(UserError):
+    """The data stream failed for good (e.g. too many consecutive network failures).
+
+    The trainer turns it into save-and-exit; the message says how to resume.
+    """
