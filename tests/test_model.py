@@ -1,0 +1,127 @@
+"""The GPT-2 model: exact shape, padding never predicted, KV cache equals recomputation, optimizer groups."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpt2stream.model import GPT, GPTConfig, sample_next
+
+
+def tiny(**kw) -> GPTConfig:
+    base = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, vocab_multiple=64)
+    base.update(kw)
+    return GPTConfig(**base)
+
+
+def test_gpt2_small_has_exactly_124_439_808_parameters():
+    with torch.device("meta"):  # no memory, no init cost
+        model = GPT(GPTConfig(vocab_multiple=1))
+    assert model.num_params() == 124_439_808
+    with torch.device("meta"):
+        padded = GPT(GPTConfig())
+    assert padded.config.padded_vocab_size == 50304
+    assert padded.num_params() == 124_439_808 + (50304 - 50257) * 768
+
+
+def test_lm_head_is_tied_and_residual_projections_scaled():
+    torch.manual_seed(0)
+    model = GPT(tiny(n_layer=8, n_embd=64, n_head=4))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    std_proj = model.transformer.h[0].attn.c_proj.weight.std().item()
+    std_fc = model.transformer.h[0].mlp.c_fc.weight.std().item()
+    assert abs(std_fc - 0.02) < 0.003
+    assert abs(std_proj - 0.02 / 4.0) < 0.002  # 1/sqrt(2 * 8)
+
+
+def test_padded_vocab_is_never_scored_or_sampled():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    with torch.no_grad():  # make the padding rows irresistible: they must still not appear
+        model.transformer.wte.weight[101:] = 100.0
+    idx = torch.randint(0, 101, (2, 8))
+    logits, loss = model(idx, idx)
+    assert logits.shape == (2, 8, 101)
+    assert torch.isfinite(loss)
+    out = model.generate(idx, 6, temperature=1.0)
+    assert int(out.max()) < 101
+
+
+def test_loss_ignores_minus_one_targets():
+    torch.manual_seed(0)
+    model = GPT(tiny())
+    idx = torch.randint(0, 101, (1, 8))
+    tgt = idx.clone()
+    _, full = model(idx, tgt)
+    tgt[0, 4:] = -1
+    logits, part = model(idx, tgt)
+    ref = torch.nn.functional.cross_entropy(logits[0, :4], tgt[0, :4])
+    assert torch.allclose(part, ref, atol=1e-6) and not torch.allclose(part, full)
+
+
+def test_kv_cache_logits_and_greedy_equal_recomputation():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.randint(0, 101, (2, 5))
+    # 30 new tokens: past the 16-token context, so the window slides too
+    cached = model.generate(idx, 30, temperature=0.0, use_cache=True)
+    plain = model.generate(idx, 30, temperature=0.0, use_cache=False)
+    assert torch.equal(cached, plain)
+    # logits of every step agree within 1e-4
+    from gpt2stream.model import KVCache
+
+    seq = cached[:, :16]
+    cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        full, _ = model(seq)
+        model(seq[:, :7], cache=cache)
+        for t in range(7, 16):
+            step, _ = model(seq[:, t : t + 1], cache=cache)
+            assert (step[:, 0] - full[:, t]).abs().max().item() < 1e-4
+
+
+def test_sampling_is_reproducible_with_a_seed_and_respects_top_k_top_p():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    a = model.generate(idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    b = model.generate(idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0]])
+    g = torch.Generator().manual_seed(0)
+    picks = {int(sample_next(logits, 1.0, top_k=2, generator=g)) for _ in range(200)}
+    assert picks == {1, 2}
+    probs_top = torch.tensor([[0.0, 10.0, 0.0, 0.0]])
+    assert {int(sample_next(probs_top, 1.0, top_p=0.5, generator=g)) for _ in range(50)} == {1}
+
+
+def test_stop_token_ends_generation():
+    torch.manual_seed(0)
+    model = GPT(tiny()).eval()
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    greedy_first = int(model.generate(idx, 1, temperature=0.0)[0, -1])
+    out = model.generate(idx, 10, temperature=0.0, stop_token=greedy_first)
+    assert out.shape[1] == 4
+
+
+def test_optimizer_groups_decay_only_matrices():
+    model = GPT(tiny())
+    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+
+
+def test_mfu_estimate_matches_hand_computation():
+    model = GPT(tiny())
+    n = model.num_params() - 16 * 32
+    fpt = 6 * n + 12 * 2 * 32 * 16
+    assert model.flops_per_token(16) == fpt
+    assert model.estimate_mfu(1000.0, 1e9) == pytest.approx(fpt * 1000.0 / 1e9)
+
+
+@pytest.mark.parametrize("kw", [dict(n_layer=0), dict(n_embd=30, n_head=4), dict(dropout=1.5)])
+def test_config_validation(kw):
+    with pytest.raises(ValueError):
+        tiny(**kw)
