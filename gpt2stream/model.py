@@ -253,7 +253,7 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, **({"fused": True} if fused else {}))
 
     def flops_per_token(self, seq_len: int) -> float:
-        """Training FLOPs (forward + backward) per token: 6N for the matmuls plus attention's 12·L·C·T (PaLM, App. B)."""
+        """Training FLOPs per token (forward + backward): 6N for the matmuls plus attention's 12·L·C·T (PaLM)."""
         c = self.config
         n = self.num_params() - self.transformer.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_embd * seq_len
