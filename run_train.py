@@ -1,0 +1,41 @@
+"""Train GPT-2 on a streamed dataset.
+
+    python run_train.py                                  # GPT-2 124M on FineWeb-Edu sample-10BT
+    python run_train.py --preset tiny --max-steps 100    # minutes on a laptop CPU
+    torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
+    python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
+    python run_train.py --print-config                   # show the resolved config and exit
+
+Every config field is a flag (see config.py); --help lists them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from gpt2stream.cli import run_main
+
+
+def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        import config
+        from gpt2stream.cli import flag_table
+
+        print(__doc__)
+        for name in flag_table(config.RunConfig()):
+            print(f"  --{name}")
+        return 0
+    import config
+
+    print_config = "--print-config" in argv
+    cfg = config.load_config([a for a in argv if a != "--print-config"])
+    if print_config:
+        sys.stdout.write(cfg.to_json())
+        return 0
+    from gpt2stream.train import train
+
+    return train(cfg)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,140 @@
+"""Command-line plumbing shared by the entry points: flag overrides onto dataclasses, and one-line errors.
+
+Flags are the dataclass field names with ``-`` or ``_`` (``--max-steps 100``, ``--max_steps=100``). Booleans take
+``--flag`` / ``--no-flag`` or an explicit ``--flag=true``. An unknown flag suggests the closest known name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gpt2stream.errors import UserError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null", "auto"}
+
+
+def _field_kind(tp: Any) -> tuple[type, bool]:
+    """(base type, whether None is allowed) for a dataclass field annotation like ``int | None``."""
+    if isinstance(tp, str):  # postponed annotations
+        tp = eval(tp, {"Optional": typing.Optional})  # noqa: S307 - our own annotations only
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def parse_value(flag: str, raw: str, tp: type, optional: bool) -> Any:
+    """Convert one flag's text to the field's type, or raise UserError naming the flag."""
+    low = raw.strip().lower()
+    if optional and low in _NONE:
+        return None
+    try:
+        if tp is bool:
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            value = float(raw) if any(c in raw for c in ".eE") else int(raw)  # allow 1e6, 524_288
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if tp is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        kind = "true/false" if tp is bool else tp.__name__
+        raise UserError(f"--{flag}: {raw!r} is not a valid {kind}") from None
+
+
+def flag_table(*configs: Any) -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Map flag name (with dashes) -> (dataclass instance, field) over nested dataclasses."""
+    table: dict[str, tuple[Any, dataclasses.Field]] = {}
+
+    def walk(obj: Any) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                walk(value)
+            elif not f.name.startswith("_"):
+                table[f.name.replace("_", "-")] = (obj, f)
+
+    for c in configs:
+        walk(c)
+    return table
+
+
+def parse_flags(
+    argv: Sequence[str], table: dict[str, tuple[Any, dataclasses.Field]], optional_value: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Parse ``argv`` into {flag: typed value}. ``optional_value`` gives flags that may stand alone, with the value
+    they then take (``--resume`` alone means ``latest``)."""
+    optional_value = optional_value or {}
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        i += 1
+        if not tok.startswith("--") or tok == "--":
+            raise UserError(f"unexpected argument {tok!r}: options look like --name value or --name=value")
+        name, eq, raw = tok[2:].partition("=")
+        name = name.replace("_", "-")
+        negated = False
+        if name not in table and name.startswith("no-") and name[3:] in table:
+            name, negated = name[3:], True
+        if name not in table:
+            close = difflib.get_close_matches(name, list(table), n=1, cutoff=0.5)
+            hint = f"; did you mean --{close[0]}?" if close else "; see --help for the options"
+            raise UserError(f"unknown option --{name}{hint}")
+        obj, f = table[name]
+        tp, optional = _field_kind(f.type)
+        if negated:
+            if tp is not bool or eq:
+                raise UserError(f"--no-{name}: only on/off options can be negated")
+            out[name] = False
+            continue
+        if not eq:
+            nxt = argv[i] if i < len(argv) else None
+            standalone = nxt is None or nxt.startswith("--")
+            literals = _TRUE | _FALSE | (_NONE if optional else set())
+            if tp is bool and (standalone or nxt.lower() not in literals):
+                out[name] = True
+                continue
+            if standalone:
+                if name in optional_value:
+                    out[name] = optional_value[name]
+                    continue
+                raise UserError(f"--{name} needs a value")
+            raw = nxt
+            i += 1
+        out[name] = parse_value(name, raw, tp, optional)
+    return out
+
+
+def apply_flags(values: dict[str, Any], table: dict[str, tuple[Any, dataclasses.Field]]) -> None:
+    for name, value in values.items():
+        obj, f = table[name]
+        setattr(obj, f.name, value)
+
+
+def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
+    """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback."""
+    try:
+        code = main(sys.argv[1:] if argv is None else argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+    sys.exit(code or 0)
