@@ -1,0 +1,187 @@
+"""One reader's stream (units -> shuffled documents -> tokens -> packed batches) and the IterableDataset around it.
+
+A reader's state after each batch is a handful of ints (see ``fresh_state``): the epoch, where the current shuffle
+window starts (index into the reader's unit list for the epoch + row offset in that unit), the window's index, the
+position in the window's emission order of the document being packed, and how many of that document's tokens
+(+ <|endoftext|>) were already handed out. Rebuilding the stream from such a state re-reads only that window and
+yields exactly the batches the uninterrupted stream would have yielded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from gpt2stream.data.packing import Packer, doc_tokens
+from gpt2stream.data.sharding import epoch_order, reader_index, reader_units
+from gpt2stream.data.shuffle import window_order, window_size
+from gpt2stream.data.sources import Row, Source, Unit
+from gpt2stream.errors import DataStreamError, UserError
+
+TOKENIZE_BATCH = 64  # documents per encode_ordinary_batch call: enough for its threads, small enough to stay lazy
+
+
+def fresh_state() -> dict[str, int]:
+    return {"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 0, "tok": 0, "docs": 0, "skipped": 0}
+
+
+def usable(text: Any) -> bool:
+    """Documents that are None, not strings, empty or only whitespace are skipped (and counted)."""
+    return isinstance(text, str) and bool(text) and not text.isspace()
+
+
+class ReaderStream:
+    """The batches of one reader (one rank x worker), resumable from any state it attached to a batch."""
+
+    def __init__(
+        self,
+        source: Source,
+        units: tuple[Unit, ...],
+        tokenizer: Any,
+        rows: int,
+        seq_len: int,
+        seed: int,
+        shuffle_buffer: int,
+        reader: int,
+        num_readers: int,
+        state: dict | None = None,
+        shuffle_units: bool = True,
+    ) -> None:
+        self.source = source
+        self.units = units
+        self.tok = tokenizer
+        self.eot = int(tokenizer.eot_id)
+        self.rows = rows
+        self.block_len = seq_len + 1
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.window = window_size(shuffle_buffer)
+        self.reader = reader
+        self.num_readers = num_readers
+        self.shuffle_units = shuffle_units
+        self.state = dict(state) if state else fresh_state()
+        self._cached: tuple[Unit, list[Row]] | None = None
+
+    def _unit_rows(self, unit: Unit) -> list[Row]:
+        if self._cached is None or self._cached[0] != unit:
+            self._cached = None  # drop the old rows before reading the new ones (peak memory)
+            self._cached = (unit, self.source.read_unit(unit))
+        return self._cached[1]
+
+    def read_window(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
+        """Up to ``window`` rows starting at (cursor, row); returns them and the position after them."""
+        out: list[Row] = []
+        while len(out) < self.window and cursor < len(mine):
+            rows = self._unit_rows(mine[cursor])
+            take = rows[row : row + self.window - len(out)]
+            out += take
+            row += len(take)
+            if row >= len(rows):
+                cursor, row = cursor + 1, 0
+        return out, cursor, row
+
+    def batches(self) -> Iterator[tuple[np.ndarray, dict]]:
+        st = self.state
+        packer = Packer(self.rows, self.block_len)
+        resume_pos, resume_tok = st["pos"], st["tok"]
+        while True:  # epochs
+            order = epoch_order(len(self.units), self.seed, st["epoch"], self.shuffle_units)
+            mine = [self.units[k] for k in reader_units(order, self.reader, self.num_readers)]
+            whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
+            used = 0
+            while True:  # windows
+                rows, next_cursor, next_row = self.read_window(mine, st["cursor"], st["row"])
+                if not rows:
+                    break
+                emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
+                                    st["window"])
+                for c in range(resume_pos, len(emit), TOKENIZE_BATCH):
+                    picked = [(c + k, rows[i].text) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
+                    good = [t for _, t in picked if usable(t)]
+                    encoded = iter(self.tok.encode_ordinary_batch(good) if good else [])
+                    for pos, text in picked:  # in order, so the counters in each state are exact
+                        if not usable(text):
+                            st["skipped"] += 1
+                            continue
+                        used += 1
+                        arr = doc_tokens(next(encoded), self.eot)
+                        if resume_tok:
+                            arr, skip = arr[resume_tok:], resume_tok  # this document was counted before the save
+                            resume_tok = 0
+                        else:
+                            st["docs"] += 1
+                            skip = 0
+                        for block in packer.push(arr):
+                            st["pos"], st["tok"] = pos, skip + len(arr) - packer.pending
+                            yield block, dict(st)
+                resume_pos = 0
+                st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)
+            if whole_epoch and used == 0:
+                raise UserError(
+                    f"reader {self.reader} found no usable text in a whole epoch of its {len(mine)} units "
+                    f"(all empty / None / non-string); check --text-column and the data"
+                )
+            st.update(epoch=st["epoch"] + 1, cursor=0, row=0, window=0, pos=0, tok=0)
+
+
+class WorkerError:
+    """A UserError raised in a DataLoader worker, carried to the main process with its message intact.
+
+    (DataLoader would re-raise it wrapped in a traceback dump.)
+    """
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        self.message = message
+
+    def reraise(self):
+        cls = DataStreamError if self.kind == "DataStreamError" else UserError
+        raise cls(self.message)
+
+
+class PackedDataset(IterableDataset):
+    """Yields ``(x, y, (logical_worker, state))`` whole batches; use with DataLoader(batch_size=None).
+
+    Physical worker p plays logical worker (p + offset) % W and starts from ``states[logical]`` (None = fresh), so
+    a restored loader continues the round-robin exactly where the saved one stopped.
+    """
+
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, rows: int, seq_len: int,
+                 seed: int, shuffle_buffer: int, rank: int, world_size: int, num_workers: int,
+                 states: list[dict | None] | None = None, offset: int = 0) -> None:
+        super().__init__()
+        self.source = source
+        self.units = units
+        self.tokenizer = tokenizer
+        self.rows = rows
+        self.seq_len = seq_len
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.slots = max(1, num_workers)
+        self.states = states or [None] * self.slots
+        self.offset = offset
+
+    def __iter__(self):
+        info = get_worker_info()
+        physical = info.id if info is not None else 0
+        logical = (physical + self.offset) % self.slots
+        stream = ReaderStream(
+            self.source, self.units, self.tokenizer, self.rows, self.seq_len, self.seed, self.shuffle_buffer,
+            reader_index(self.rank, logical, self.num_workers), self.world_size * self.slots,
+            self.states[logical],
+        )
+        try:
+            for block, st in stream.batches():
+                t = torch.from_numpy(block).long()
+                yield t[:, :-1].contiguous(), t[:, 1:].contiguous(), (logical, st)
+        except UserError as e:
+            if info is None:
+                raise
+            yield WorkerError(type(e).__name__, str(e))
