@@ -463,7 +463,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _dispatch(self, body: bytes = b"") -> None:
         try:
             self._route(body)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout):
+        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
 
     def _route(self, body: bytes) -> None:
@@ -734,7 +734,7 @@ class FaultProxy:
                 return
             try:
                 client, _ = self._sock.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -1,0 +1,138 @@
+"""Retry policy for network requests: a timeout per request, bounded consecutive failures, exponential backoff.
+
+A training run streams for days; single faults (a reset, a stall, a 503, a 429) must cost a short wait, never the
+run, and a dead network must surface as one clear error within minutes rather than a hang. ``Retrier`` counts
+*consecutive* failures: any success (or real progress on a long read) resets the count.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from gpt2stream.errors import DataStreamError
+
+log = logging.getLogger("gpt2stream.hub")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. Worst case before giving up ~ sum of the backoffs + (max_retries + 1) x timeout."""
+
+    max_retries: int = 10        # a request is tried 1 + max_retries times in a row before DataStreamError
+    timeout: float = 60.0        # seconds to connect, and seconds of silence allowed while reading
+    backoff: float = 1.0         # first wait; doubles after each consecutive failure ...
+    max_backoff: float = 60.0    # ... up to this
+    jitter: float = 0.25         # +-25% random spread so many ranks don't retry in lockstep
+    max_retry_after: float = 300.0  # a server's Retry-After is honoured up to this many seconds
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_retries", self.max_retries >= 0, "an integer >= 0"),
+            ("timeout", self.timeout > 0, "seconds > 0"),
+            ("backoff", self.backoff >= 0, "seconds >= 0"),
+            ("max_backoff", self.max_backoff >= self.backoff, f"seconds >= backoff ({self.backoff})"),
+            ("jitter", 0 <= self.jitter < 1, "a fraction in [0, 1)"),
+            ("max_retry_after", self.max_retry_after >= 0, "seconds >= 0"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"RetryPolicy.{name}={getattr(self, name)!r} is invalid: must be {allowed}")
+
+    @classmethod
+    def from_config(cls, data_cfg: Any, **overrides: Any) -> RetryPolicy:
+        """From DataConfig.max_retries / DataConfig.request_timeout (+ keyword overrides, e.g. backoff for tests)."""
+        kw = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout)}
+        kw.update(overrides)
+        return cls(**kw)
+
+    def delay(self, failures: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (1-based).
+
+        >>> RetryPolicy(backoff=1, max_backoff=8, jitter=0).delay(1), RetryPolicy(backoff=1, jitter=0).delay(4)
+        (1.0, 8.0)
+        """
+        base = min(self.max_backoff, self.backoff * 2 ** max(0, failures - 1))
+        base *= 1 + self.jitter * (2 * (rng or random).random() - 1)
+        if retry_after is not None:  # the server knows best when it will take us again
+            base = max(base, min(retry_after, self.max_retry_after))
+        return base
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Retry-After header -> seconds (it is either delta-seconds or an HTTP date); None if absent or garbage.
+
+    >>> parse_retry_after("3"), parse_retry_after(None), parse_retry_after("soon")
+    (3.0, None, None)
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class TransientError(Exception):
+    """A failure worth retrying (reset, timeout, 429, 5xx). ``retry_after``: the server's requested wait."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Retrier:
+    """Counts consecutive failures of one logical operation; sleeps between them; raises when out of retries."""
+
+    def __init__(self, policy: RetryPolicy, what: str, sleep: Callable[[float], None] = time.sleep):
+        self.policy = policy
+        self.what = what
+        self.failures = 0
+        self._sleep = sleep
+
+    def succeeded(self) -> None:
+        self.failures = 0
+
+    def failed(self, err: TransientError) -> None:
+        """Record a failure: wait the backoff, or raise DataStreamError when that was one failure too many."""
+        self.failures += 1
+        if self.failures > self.policy.max_retries:
+            raise DataStreamError(
+                f"network: {self.what} failed {self.failures} times in a row (last: {one_line(err)}); "
+                f"check the network and HF_ENDPOINT, or raise --max-retries/--request-timeout, "
+                f"then resume the run with --resume latest"
+            ) from err
+        wait = self.policy.delay(self.failures, err.retry_after)
+        log.warning("network: %s: %s; retry %d/%d in %.1fs", self.what, one_line(err), self.failures,
+                    self.policy.max_retries, wait)
+        self._sleep(wait)
+
+
+def call_with_retries(fn: Callable[[], T], policy: RetryPolicy, what: str,
+                      sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``fn`` until it returns; it signals a retryable failure by raising TransientError."""
+    retrier = Retrier(policy, what, sleep)
+    while True:
+        try:
+            return fn()
+        except TransientError as e:
+            retrier.failed(e)
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
