@@ -51,3 +51,25 @@ def pytest_sessionfinish(session, exitstatus):
     if IN_CI and _skipped:
         print(f"\nCI=true but {len(_skipped)} test(s) skipped: {_skipped[:5]}", file=sys.stderr)
         session.exitstatus = 1
+
+
+# --- Hub test server (tests/hubserver.py, helper B1) -------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def hub_repo(tmp_path_factory):
+    """A FineWeb-Edu-shaped dataset repo on disk, built once per session (real text when ../shared is present)."""
+    from tests.hubserver import build_fineweb_repo
+
+    corpus = SHARED / "corpus"
+    return build_fineweb_repo(tmp_path_factory.mktemp("hub_repo"), corpus_dir=corpus if corpus.is_dir() else None)
+
+
+@pytest.fixture
+def hub_server(hub_repo, monkeypatch):
+    """A running Hub-compatible server for ``hub_repo`` with HF_ENDPOINT pointed at it; ``.fixture`` = hub_repo."""
+    from tests.hubserver import DEFAULT_REPO, HubServer
+
+    with HubServer({DEFAULT_REPO: hub_repo.root}) as server:
+        server.fixture = hub_repo
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server

@@ -1,9 +1,8 @@
 """A Hugging Face Hub look-alike for tests: fixture builder, HTTP server and fault-injecting proxy.
 
-Usage (from a test; pytest puts tests/ on sys.path, so ``import hubserver`` works; from bench/ scripts add
-``<repo>/tests`` to sys.path first)::
+Usage (tests/ is a package; from bench/ scripts put the project root on sys.path first)::
 
-    from hubserver import HubServer, FaultProxy, Fault, build_fineweb_repo, DEFAULT_REPO, METADATA, DATA
+    from tests.hubserver import HubServer, FaultProxy, Fault, build_fineweb_repo, DEFAULT_REPO, METADATA, DATA
 
     fx = build_fineweb_repo(tmp_path / "repo")            # FineWeb-Edu-shaped dataset repo on disk
     fx.ids("sample-10BT")                                  # every document id of that config, in file/row order
@@ -21,8 +20,10 @@ Usage (from a test; pytest puts tests/ on sys.path, so ``import hubserver`` work
         ... point HF_ENDPOINT at proxy.url ...
         proxy.fired                                               # how many faults were injected
 
-Conftest fixtures built on this: ``hub_repo`` (session: the fixture repo) and ``hub_server`` (a running server
-with HF_ENDPOINT pointed at it). ``python tests/hubserver.py DIR`` builds a repo in DIR and serves it (manual use).
+Conftest fixtures built on this: ``hub_repo`` (session: the RepoFixture, text from ../shared/corpus when present)
+and ``hub_server`` (a running HubServer for it, HF_ENDPOINT pointed at it, ``hub_server.fixture`` = the RepoFixture).
+The default fixture is small (4 x 3 x 40 rows, ~45 KB per file): pass ``readahead=`` small (e.g. 4096) to HubFile
+when a test needs many ranged requests per file, or build a bigger repo with build_fineweb_repo(...). ``python tests/hubserver.py DIR`` builds a repo in DIR and serves it (manual use).
 
 Server routes (see ../shared/HUB-NOTES.md): GET /api/agent-harnesses; HEAD/GET /datasets/<repo>/resolve/<rev>/<path>
 (X-Repo-Commit, ETag, Content-Length, Accept-Ranges; Range -> 206 + Content-Range, 416 when unsatisfiable);
