@@ -10,6 +10,8 @@ Usage::
     policy = RetryPolicy.from_config(data_cfg)                 # max_retries, request_timeout
     ds = resolve_dataset("HuggingFaceFW/fineweb-edu", "sample-10BT", "train", policy=policy)
     ds.sha, ds.files                                           # pinned commit; tuple of RemoteFile(path, size, url)
+    files = list_parquet_files(repo_id, config, split, policy=policy)   # the same, parquet only, as a list
+    f = open_remote(files[0], policy)                          # == HubFile.open(files[0], policy)
     with HubFile.open(ds.files[0], policy) as f:               # io.RawIOBase: seekable, read-only
         pf = pyarrow.parquet.ParquetFile(f)
         table = pf.read_row_group(0, columns=["text", "id"])
@@ -47,7 +49,8 @@ from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.retry import Retrier, RetryPolicy, TransientError, call_with_retries, parse_retry_after
 
 __all__ = [
-    "RetryPolicy", "RemoteFile", "HubDataset", "HubFile", "resolve_dataset", "endpoint", "looks_like_repo_id",
+    "RetryPolicy", "RemoteFile", "HubDataset", "HubFile", "resolve_dataset", "list_parquet_files", "open_remote",
+    "endpoint", "looks_like_repo_id",
     "bytes_fetched_total", "parse_configs", "choose_config", "glob_to_regex", "DataStreamError", "UserError",
 ]
 
@@ -388,6 +391,22 @@ def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train
     files = tuple(RemoteFile(p, chosen[p], f"{ep}/datasets/{repo_id}/resolve/{sha}/{quote(p)}")
                   for p in sorted(chosen))
     return HubDataset(repo_id, name, split, sha, files)
+
+
+def list_parquet_files(repo_id: str, config: str | None = None, split: str = "train", *,
+                       policy: RetryPolicy | None = None, revision: str = "main") -> list[RemoteFile]:
+    """The parquet files of (dataset, config, split), sorted by path; UserError if it has no parquet files."""
+    ds = resolve_dataset(repo_id, config, split, revision=revision, policy=policy)
+    files = [f for f in ds.files if f.path.endswith(".parquet")]
+    if not files:
+        raise UserError(f"config {ds.config!r} split {split!r} of dataset {repo_id} has no parquet files "
+                        f"(found: {_listing([f.path for f in ds.files], 5)}); streaming from the Hub reads parquet")
+    return files
+
+
+def open_remote(file: RemoteFile, policy: RetryPolicy | None = None, **kw: Any) -> HubFile:
+    """A seekable read-only HubFile for ``file`` (keyword arguments go to HubFile, e.g. readahead)."""
+    return HubFile.open(file, policy, **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------------
