@@ -1,0 +1,174 @@
+"""Checkpoints: atomic save, keep-last-K, find the newest valid one, and load a model for sampling/eval.
+
+Layout (inside the run directory)::
+
+    checkpoints/step_00000100.pt     one file per checkpoint, written by rank 0
+    checkpoints/.tmp-step_...pt.PID   a save in progress (never read; removed by the next save)
+
+A checkpoint is a ``torch.save`` dict (see ``CheckpointState`` keys below) holding the model, optimizer and schedule
+state, the step and tokens seen, every rank's data-loader and RNG state, the resolved config, the tokenizer identity
+and the metrics history the plots need. It is written to a temporary file in the same directory, fsynced, and renamed
+over its final name (then the directory is fsynced), so a crash or a full disk at any moment leaves either the
+complete new file or no new file -- earlier checkpoints are never touched until a newer one is complete.
+Loading uses ``torch.load(weights_only=True)``: nothing in a checkpoint can run code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt2stream.errors import UserError
+
+FORMAT = "gpt2stream-checkpoint"
+VERSION = 1
+CKPT_DIR = "checkpoints"
+_NAME = re.compile(r"^step_(\d{8})\.pt$")
+REQUIRED_KEYS = ("format", "version", "step", "tokens_seen", "model", "optimizer", "config", "ranks")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete-looking checkpoint files, oldest first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = []
+    for p in ckpt_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def _fsync_dir(d: Path) -> None:
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:  # some filesystems / platforms cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file beside ``path``, fsync, rename. On any error the temp file is removed and the error
+    re-raised; ``path`` (if it existed) is untouched."""
+    tmp = path.parent / f".tmp-{path.name}.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep_last: int) -> Path:
+    """Write ``state`` as checkpoints/step_N.pt atomically, then delete all but the newest ``keep_last``."""
+    ckpt_dir = Path(run_dir) / CKPT_DIR
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ckpt_dir.glob(".tmp-*"):  # left by a process that was killed mid-save
+        try:
+            stale.unlink()
+        except OSError:
+            pass
+    state = {"format": FORMAT, "version": VERSION, **state}
+    path = ckpt_dir / checkpoint_name(int(state["step"]))
+    atomic_torch_save(state, path)
+    for _, old in list_checkpoints(ckpt_dir)[:-keep_last]:
+        try:
+            old.unlink()
+        except OSError:
+            pass
+    return path
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load and check one checkpoint file; UserError if it is unreadable, truncated or not ours."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, disallowed global: all mean "not usable"
+        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
+            from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not a gpt2stream checkpoint")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
+    if state["version"] > VERSION:
+        raise UserError(f"checkpoint {path} has format version {state['version']}; this gpt2stream reads <= {VERSION}")
+    return state
+
+
+def find_latest(run_dir: str | Path, warn=None, mmap: bool = False) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in run_dir/checkpoints that loads; unreadable newer ones are reported via ``warn``
+    and skipped. None when there is no checkpoint file at all; UserError when there are some but none loads."""
+    warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
+    found = list_checkpoints(Path(run_dir) / CKPT_DIR)
+    problems = []
+    for _, path in reversed(found):
+        try:
+            return path, read_checkpoint(path, mmap=mmap)
+        except UserError as e:
+            problems.append(str(e))
+            warn(f"{e}; trying the previous checkpoint")
+    if problems:
+        raise UserError(f"no valid checkpoint in {Path(run_dir) / CKPT_DIR}: {problems[0]}")
+    return None
+
+
+def resolve_checkpoint(path: str | Path, warn=None, mmap: bool = False) -> tuple[Path, dict[str, Any]]:
+    """A checkpoint file, a run directory or its checkpoints/ directory -> (file, state)."""
+    p = Path(path)
+    if p.is_dir():
+        run_dir = p.parent if p.name == CKPT_DIR and not (p / CKPT_DIR).is_dir() else p
+        got = find_latest(run_dir, warn=warn, mmap=mmap)
+        if got is None:
+            raise UserError(f"no checkpoint in {run_dir / CKPT_DIR}; train first (run_train.py --out-dir {run_dir})")
+        return got
+    if not p.exists():
+        raise UserError(f"{p} does not exist: give a run directory or a checkpoint file")
+    return p, read_checkpoint(p, mmap=mmap)
+
+
+def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu"):
+    """(GPT in eval mode, RunConfig) from a loaded checkpoint dict."""
+    from config import RunConfig
+    from gpt2stream.model import GPT, GPTConfig
+
+    cfg = RunConfig.from_dict(state["config"])
+    m = cfg.model
+    if m.vocab_size is None:
+        raise UserError("checkpoint config has no vocab_size (written by an incompatible version)")
+    model = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                          vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, its RunConfig, tokenizer spec) from a run directory (newest valid checkpoint) or a
+    checkpoint file. The tokenizer spec is what training used: "gpt2" or an absolute path to tokenizer.json."""
+    _, state = resolve_checkpoint(path, mmap=True)
+    model, cfg = model_from_state(state, device)
+    return model, cfg, state.get("tokenizer_spec", cfg.data.tokenizer)

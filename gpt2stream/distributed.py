@@ -1,0 +1,132 @@
+"""Process-group setup and teardown: which rank am I, on which device, and how to leave cleanly.
+
+``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK; without them this is a single process. NCCL is used on CUDA and
+gloo elsewhere. ``exit_process`` ends an entry point with a flushed ``os._exit``: with gloo, interpreter finalization
+sometimes aborts (SIGABRT) while gloo's threads still hold Python objects, which would make torchrun report a
+finished job as failed (shared/TORCH-NOTES.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from gpt2stream.errors import UserError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str  # "nccl", "gloo" or "" when not distributed
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device_type(self) -> str:
+        return self.device.type
+
+
+def pick_device(spec: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {spec}: MPS is not available on this machine; use --device cpu or auto")
+    return dev
+
+
+def env_world() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed(device_spec: str = "auto") -> DistInfo:
+    """Start the process group when launched by torchrun with more than one process; pick this rank's device."""
+    rank, local_rank, world = env_world()
+    device = pick_device(device_spec, local_rank)
+    backend = ""
+    if world > 1:
+        if device.type == "mps":
+            raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)
+
+
+def print0(*args, info: DistInfo | None = None, **kwargs) -> None:
+    """print() on rank 0 only (every rank when ``info`` is None and we are not under torchrun)."""
+    rank = info.rank if info is not None else env_world()[0]
+    if rank == 0:
+        print(*args, **kwargs, flush=True)
+
+
+def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.ddp:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.ddp:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
+def gather_objects(obj: object, info: DistInfo) -> list:
+    """Every rank's ``obj``, in rank order, on every rank (small python objects only)."""
+    if not info.ddp:
+        return [obj]
+    out: list = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def barrier(info: DistInfo) -> None:
+    if info.ddp:
+        dist.barrier()
+
+
+def shutdown(info: DistInfo | None = None, *, sync: bool = True) -> None:
+    """Leave the process group; ``sync=False`` skips the barrier when other ranks may already be gone."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if sync:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def exit_process(code: int) -> None:
+    """Flush and leave without interpreter finalization (see the module docstring). Entry points only."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed pipe must not change the exit code
+            pass
+    os._exit(code)
