@@ -31,7 +31,7 @@ class Progress:
         self.interval = interval
         self.enabled = enabled
         self.start = time.perf_counter()
-        self._last = 0.0
+        self._last = self.start  # first line after one interval, not at once
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._open_line = False
 

@@ -1,0 +1,81 @@
+"""Command line of ``train_tokenizer.py``: read documents, train, write tokenizer.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from gpt2stream.errors import UserError
+from tokenizer.patterns import PATTERNS
+from tokenizer.progress import Progress, human
+from tokenizer.train import check_vocab_size, default_workers, train_bpe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train_tokenizer.py",
+        description="Train a byte-level BPE tokenizer (GPT-2 style) and write an HF-compatible tokenizer.json.",
+    )
+    src = p.add_argument_group("data (same sources as model training)")
+    src.add_argument("--data", default="HuggingFaceFW/fineweb-edu",
+                     help="Hub dataset id, or local parquet/jsonl/txt file, directory or glob (default: %(default)s)")
+    src.add_argument("--data-config", default="sample-10BT", help="Hub dataset config (default: %(default)s)")
+    src.add_argument("--split", default="train", help="Hub split (default: %(default)s)")
+    src.add_argument("--text-column", default="text", help="column/key holding the text (default: %(default)s)")
+    src.add_argument("--txt-docs", choices=("file", "paragraph", "line"), default="file",
+                     help="how a local .txt file splits into documents (default: %(default)s)")
+    src.add_argument("--max-docs", type=int, default=None, help="read at most this many documents")
+    src.add_argument("--max-chars", type=int, default=None, help="read at most this many characters")
+    tr = p.add_argument_group("training")
+    tr.add_argument("--vocab-size", type=int, default=50257,
+                    help="256 byte tokens + merges + <|endoftext|> (default: %(default)s, as GPT-2)")
+    tr.add_argument("--pattern", choices=sorted(PATTERNS), default="gpt2",
+                    help="pre-tokenization split regex: GPT-2's or GPT-4's (default: %(default)s)")
+    tr.add_argument("--workers", type=int, default=None,
+                    help="processes that split the text (default: CPUs, at most 4); never changes the result")
+    tr.add_argument("--out", default="tokenizer.json", help="output path (default: %(default)s)")
+    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    check_vocab_size(args.vocab_size)
+    for name in ("max_docs", "max_chars"):
+        v = getattr(args, name)
+        if v is not None and v < 1:
+            raise UserError(f"--{name.replace('_', '-')} {v} must be >= 1 (leave it out to read everything)")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} must be >= 1")
+    out_dir = Path(args.out).resolve().parent
+    if not out_dir.is_dir():
+        raise UserError(f"cannot write --out {args.out}: directory {out_dir} does not exist")
+    if not os.access(out_dir, os.W_OK):
+        raise UserError(f"cannot write --out {args.out}: directory {out_dir} is not writable")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, train, save. Raises UserError for bad input (the entry point turns it into ``error: ...``)."""
+    args = build_parser().parse_args(argv)
+    check_args(args)  # before reading any data: a bad flag should not cost a download
+
+    from config import DataConfig  # the data pipeline's config; imported late so --help stays fast
+    from gpt2stream.data import iter_documents
+
+    # val_docs=0: the tokenizer reads from the first document (the model's held-out set is not special here)
+    data_cfg = DataConfig(data=args.data, data_config=args.data_config, split=args.split,
+                          text_column=args.text_column, txt_docs=args.txt_docs, val_docs=0)
+    progress = Progress(sys.stderr, interval=1.0, enabled=not args.quiet)
+    start = time.perf_counter()
+    docs = iter_documents(data_cfg, max_docs=args.max_docs, max_chars=args.max_chars)
+    workers = args.workers if args.workers is not None else default_workers()
+    tok = train_bpe(docs, args.vocab_size, pattern=args.pattern, workers=workers, progress=progress)
+    tok.save(args.out)
+    skipped = f", {docs.skipped} unusable skipped" if docs.skipped else ""
+    print(
+        f"wrote {args.out}: {tok.n_vocab} tokens ({args.pattern} split) from {human(docs.docs)} documents, "
+        f"{human(docs.chars)} chars{skipped}, in {time.perf_counter() - start:.1f}s",
+        file=sys.stderr,
+    )
