@@ -58,6 +58,7 @@ log = logging.getLogger("gpt2stream.hub")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
+_MAX_KEEP = 64 << 20  # the read-ahead buffer keeps at most one block this big
 _PROGRESS_RESET = 1 << 20  # a broken transfer that still delivered 1 MiB counts as progress, not a failure
 _TOTAL_LOCK = threading.Lock()
 _TOTAL_FETCHED = 0
@@ -493,12 +494,10 @@ class HubFile(io.RawIOBase):
             if len(out) < n:
                 start = pos + len(out)
                 want = n - len(out)
-                if want >= self.readahead:  # big read: straight through, not kept
-                    out += self._fetch(start, start + want)
-                else:
-                    end = min(self.size, start + max(want, self.readahead))
-                    self._buf, self._buf_start = self._fetch(start, end), start
-                    out += self._buf[:want]
+                block = self._fetch(start, min(self.size, start + max(want, self.readahead)))
+                # keep the block (pyarrow reads a 64 KiB footer, then re-reads parts of it), unless huge
+                self._buf, self._buf_start = (block, start) if len(block) <= _MAX_KEEP else (b"", 0)
+                out = out + block[:want] if out else (block if len(block) == want else block[:want])
             self._pos = pos + n
             return out
 

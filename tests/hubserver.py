@@ -23,7 +23,8 @@ Usage (tests/ is a package; from bench/ scripts put the project root on sys.path
 Conftest fixtures built on this: ``hub_repo`` (session: the RepoFixture, text from ../shared/corpus when present)
 and ``hub_server`` (a running HubServer for it, HF_ENDPOINT pointed at it, ``hub_server.fixture`` = the RepoFixture).
 The default fixture is small (4 x 3 x 40 rows, ~45 KB per file): pass ``readahead=`` small (e.g. 4096) to HubFile
-when a test needs many ranged requests per file, or build a bigger repo with build_fineweb_repo(...). ``python tests/hubserver.py DIR`` builds a repo in DIR and serves it (manual use).
+when a test needs many ranged requests per file, or build a bigger repo with build_fineweb_repo(...).
+``python tests/hubserver.py DIR`` builds a repo in DIR and serves it (manual use).
 
 Server routes (see ../shared/HUB-NOTES.md): GET /api/agent-harnesses; HEAD/GET /datasets/<repo>/resolve/<rev>/<path>
 (X-Repo-Commit, ETag, Content-Length, Accept-Ranges; Range -> 206 + Content-Range, 416 when unsatisfiable);
@@ -110,10 +111,11 @@ _WORDS = (
 def _generated_paragraphs(rng: random.Random, n: int) -> list[str]:
     """English-like filler used when ../shared/corpus is absent (a user's fresh clone)."""
     paras = []
+    weights = [1 / (rank + 1) for rank in range(len(_WORDS))]  # Zipf-like: function words dominate, as in English
     for _ in range(n):
         sents = []
         for _ in range(rng.randint(2, 6)):
-            words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 20))]
+            words = rng.choices(_WORDS, weights, k=rng.randint(6, 20))
             sents.append(" ".join(words).capitalize() + rng.choice(".....?!"))
         paras.append(" ".join(sents))
     return paras
@@ -401,6 +403,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     hub: HubServer
     protocol_version = "HTTP/1.1"
     server_version = "hubserver/1.0"
+    disable_nagle_algorithm = True  # header and body go out in separate writes: avoid 40 ms delayed-ACK stalls
 
     def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
         pass
@@ -752,6 +755,7 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         client.settimeout(self.io_timeout)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
             self._conns.add(client)
         upstream: socket.socket | None = None
@@ -776,6 +780,7 @@ class FaultProxy:
                     return self._inject(fault, client)
                 if upstream is None:
                     upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
+                    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     uin = upstream.makefile("rb")
                 upstream.sendall(head + body)
                 rhead = _read_head(uin)

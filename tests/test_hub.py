@@ -1,0 +1,320 @@
+"""gpt2stream.hub against the local Hub-compatible server: resolution, ranged reads, errors, and the test server."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import pickle
+import random
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from gpt2stream import hub
+from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.hub import HubFile, RetryPolicy, glob_to_regex, parse_configs, resolve_dataset
+from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo, parse_range
+
+FAST = RetryPolicy(max_retries=2, timeout=5.0, backoff=0.01, max_backoff=0.02)
+
+
+# -- resolution -------------------------------------------------------------------------------------------------
+
+def test_resolve_config_to_pinned_files(hub_server, hub_repo):
+    ds = resolve_dataset(DEFAULT_REPO, "sample-10BT", "train", policy=FAST)
+    assert ds.sha == hub_server.sha() and ds.config == "sample-10BT" and ds.split == "train"
+    assert [f.path for f in ds.files] == hub_repo.files("sample-10BT") and len(ds.files) == 4
+    for f in ds.files:
+        assert f.size == (hub_repo.root / f.path).stat().st_size
+        assert f.url == f"{hub_server.url}/datasets/{DEFAULT_REPO}/resolve/{ds.sha}/{f.path}"
+
+
+def test_default_config_and_dump_config(hub_server, hub_repo):
+    ds = resolve_dataset(DEFAULT_REPO, None, "train", policy=FAST)
+    assert ds.config == "default"
+    assert [f.path for f in ds.files] == hub_repo.files("default") and len(ds.files) == 3
+    one = resolve_dataset(DEFAULT_REPO, "CC-MAIN-2019-35", "train", policy=FAST)
+    assert [f.path for f in one.files] == ["data/CC-MAIN-2019-35/000_00000.parquet"]
+
+
+def test_list_parquet_files_and_open_remote(hub_server, hub_repo):
+    files = hub.list_parquet_files(DEFAULT_REPO, "sample-10BT", "train", policy=FAST)
+    assert [f.path for f in files] == hub_repo.files("sample-10BT")
+    with hub.open_remote(files[1], FAST) as f:
+        assert f.read() == (hub_repo.root / files[1].path).read_bytes()
+
+
+def test_tree_pagination_is_followed(hub_repo, monkeypatch):
+    with HubServer({DEFAULT_REPO: hub_repo.root}, page_size=2) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        ds = resolve_dataset(DEFAULT_REPO, "default", "train", policy=FAST)
+        assert [f.path for f in ds.files] == hub_repo.files("default")
+        tree_requests = [r for r in server.requests if "/tree/" in r.path]
+        assert len(tree_requests) >= 3, "data/ has 3 dirs + 3 files: 2 per page needs several pages"
+
+
+def test_hf_endpoint_is_read_at_call_time(hub_repo, monkeypatch):
+    # two servers, one process: each call goes where HF_ENDPOINT points *now*
+    with HubServer({DEFAULT_REPO: hub_repo.root}) as a, HubServer({DEFAULT_REPO: hub_repo.root}) as b:
+        for server in (a, b, a):
+            monkeypatch.setenv("HF_ENDPOINT", server.url + "/")
+            ds = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
+            assert ds.files[0].url.startswith(server.url + "/datasets/")
+        assert len(a.requests) == 2 * len(b.requests) > 0
+
+
+def test_unknown_dataset_config_split_revision(hub_server):
+    with pytest.raises(UserError, match=r"dataset 'nobody/nothing' not found on http://127\.0\.0\.1:\d+.*HF_TOKEN"):
+        resolve_dataset("nobody/nothing", "sample-10BT", policy=FAST)
+    with pytest.raises(UserError) as e:
+        resolve_dataset(DEFAULT_REPO, "sample-1T", policy=FAST)
+    msg = str(e.value)
+    assert "no config 'sample-1T'" in msg and "sample-10BT" in msg and "default" in msg and "CC-MAIN-2013-20" in msg
+    with pytest.raises(UserError, match=r"no split 'validation'; its splits are: train"):
+        resolve_dataset(DEFAULT_REPO, "sample-10BT", "validation", policy=FAST)
+    with pytest.raises(UserError, match=r"has no revision 'v9'"):
+        resolve_dataset(DEFAULT_REPO, "sample-10BT", revision="v9", policy=FAST)
+    with pytest.raises(UserError, match="not a Hub dataset id"):
+        resolve_dataset("no such/thing here", policy=FAST)
+    assert "\n" not in msg
+
+
+def test_token_is_sent_when_required(hub_repo, monkeypatch, tmp_path):
+    with HubServer({DEFAULT_REPO: hub_repo.root}, token="hf_secret") as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+        monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "no-token-here"))
+        with pytest.raises(UserError, match="set HF_TOKEN"):
+            resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
+        monkeypatch.setenv("HF_TOKEN", "hf_secret")
+        ds = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
+        with HubFile.open(ds.files[0], FAST) as f:
+            assert f.read(4) == b"PAR1"
+        monkeypatch.delenv("HF_TOKEN")  # the file `hf auth login` writes works too
+        (tmp_path / "token").write_text("hf_secret\n")
+        monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))
+        assert len(resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files) == 4
+
+
+def test_readme_without_configs_infers_splits(tmp_path, monkeypatch):
+    fx = build_fineweb_repo(tmp_path / "src", n_files=2, row_groups=1, rows_per_group=5, dump_files=1)
+    repo = tmp_path / "plain"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "train-00000.parquet").write_bytes((fx.root / fx.files()[0]).read_bytes())
+    (repo / "data" / "test-00000.parquet").write_bytes((fx.root / fx.files()[1]).read_bytes())
+    (repo / "README.md").write_text("# no YAML here\n")
+    with HubServer({"me/plain": repo}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        assert [f.path for f in resolve_dataset("me/plain", policy=FAST).files] == ["data/train-00000.parquet"]
+        assert [f.path for f in resolve_dataset("me/plain", None, "test", policy=FAST).files] == [
+            "data/test-00000.parquet"]
+
+
+def test_glob_and_config_parsing():
+    rx = glob_to_regex("data/*/*")
+    assert rx.fullmatch("data/CC-MAIN-2013-20/000_00000.parquet") and not rx.fullmatch("data/a.parquet")
+    assert not rx.fullmatch("data/a/b/c.parquet")
+    assert glob_to_regex("data/**/*.parquet").fullmatch("data/a/b/c.parquet")
+    assert glob_to_regex("**/*.parquet").fullmatch("x.parquet")
+    assert glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00001.parquet")
+    assert not glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00002.parquet")
+    card = {"configs": [
+        {"config_name": "a", "data_files": "x/*"},
+        {"config_name": "b", "data_files": ["y/1", "y/2"], "default": True},
+        {"config_name": "c", "data_files": [{"split": "train", "path": "t/*"}, {"split": "test", "path": ["u/*"]}]},
+        {"config_name": "d", "data_files": {"train": "v/*", "validation": ["w/1", "w/2"]}},
+        {"config_name": "e", "data_dir": "sub", "data_files": "*.parquet"},
+    ]}
+    configs, default = parse_configs(card)
+    assert default == "b"
+    assert configs == {
+        "a": {"train": ["x/*"]}, "b": {"train": ["y/1", "y/2"]}, "c": {"train": ["t/*"], "test": ["u/*"]},
+        "d": {"train": ["v/*"], "validation": ["w/1", "w/2"]}, "e": {"train": ["sub/*.parquet"]},
+    }
+    with pytest.raises(UserError, match="several configs and no default.*a, c"):
+        hub.choose_config({"a": {}, "c": {}}, None, None, "x/y")
+
+
+def test_looks_like_repo_id(tmp_path):
+    assert hub.looks_like_repo_id("HuggingFaceFW/fineweb-edu") and hub.looks_like_repo_id("wikitext")
+    assert not hub.looks_like_repo_id(str(tmp_path)) and not hub.looks_like_repo_id("data/*.parquet")
+    assert not hub.looks_like_repo_id("../x")
+
+
+# -- the seekable file object -----------------------------------------------------------------------------------
+
+def test_parquet_through_hubfile_equals_local_and_bytes_are_counted(hub_server, hub_repo):
+    ds = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
+    hub_server.reset_counters()
+    before = hub.bytes_fetched_total()
+    for rf in ds.files:
+        local = pq.ParquetFile(hub_repo.root / rf.path)
+        with HubFile.open(rf, FAST, readahead=4096) as f:
+            remote = pq.ParquetFile(f)
+            assert remote.metadata.num_row_groups == local.metadata.num_row_groups == 3
+            for i in range(3):
+                got = remote.read_row_group(i, columns=["text", "id"])
+                assert got.equals(local.read_row_group(i, columns=["text", "id"]))
+            assert f.bytes_fetched == hub_server.bytes_served[rf.path] <= rf.size
+            # read-ahead: pyarrow's small reads (footer, pages) do not each become a request
+            assert f.requests <= 2 + 3 * 2 + rf.size // 4096
+    assert hub.bytes_fetched_total() - before == hub_server.total_bytes_served()
+    assert sum(pq.ParquetFile(hub_repo.root / r.path).metadata.num_rows for r in ds.files) == len(hub_repo.ids())
+
+
+def test_full_read_is_byte_identical_and_one_request(hub_server, hub_repo):
+    rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[2]
+    hub_server.reset_counters()
+    with HubFile.open(rf, FAST) as f:  # default 4 MiB read-ahead covers the whole small file
+        assert f.read() == (hub_repo.root / rf.path).read_bytes()
+        assert f.requests == 1 and f.bytes_fetched == rf.size == hub_server.bytes_served[rf.path]
+        table = pq.read_table(f, columns=["id"])  # re-reads come from the buffer
+        assert f.requests == 1
+    assert table["id"].to_pylist() == hub_repo.file_ids[rf.path]
+
+
+def test_seek_tell_read_semantics(hub_server, hub_repo):
+    rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[0]
+    data = (hub_repo.root / rf.path).read_bytes()
+    f = HubFile.open(rf, FAST, readahead=1000)
+    assert f.seekable() and f.readable() and not f.writable()
+    assert f.seek(-8, io.SEEK_END) == len(data) - 8 and f.read(100) == data[-8:] and f.read(5) == b""
+    assert f.seek(10) == 10 and f.read(3000) == data[10:3010] and f.tell() == 3010  # bigger than read-ahead
+    assert f.seek(-10, io.SEEK_CUR) == 3000 and f.read(20) == data[3000:3020]
+    buf = bytearray(50)
+    assert f.readinto(buf) == 50 and bytes(buf) == data[3020:3070]
+    rng = random.Random(0)
+    for _ in range(50):
+        a = rng.randrange(len(data))
+        n = rng.randrange(1, 5000)
+        f.seek(a)
+        assert f.read(n) == data[a:a + n]
+    f.seek(len(data) + 5)
+    assert f.read(1) == b""
+    with pytest.raises(OSError, match="negative seek"):
+        f.seek(-1)
+    f.close()
+    with pytest.raises(ValueError):
+        f.read(1)
+    with io.BufferedReader(HubFile.open(rf, FAST)) as br:  # usable wherever a normal binary file is
+        assert br.read(4) == b"PAR1"
+
+
+def _read_tail(f: HubFile) -> tuple[int, bytes]:
+    return f.tell(), f.read(16)
+
+
+def test_pickle_and_forked_worker(hub_server, hub_repo):
+    rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[3]
+    data = (hub_repo.root / rf.path).read_bytes()
+    f = HubFile.open(rf, FAST, readahead=2048)
+    f.seek(100)
+    assert f.read(10) == data[100:110]  # the parent has a live session and a buffer now
+    g = pickle.loads(pickle.dumps(f))
+    assert (g.tell(), g.name, g.size, g.readahead) == (110, rf.path, rf.size, 2048)
+    assert g.read(20) == data[110:130]
+    for method in ("fork", "spawn"):
+        with mp.get_context(method).Pool(1) as pool:
+            assert pool.apply(_read_tail, (f,), {}) == (110, data[110:126])
+    f.close()
+
+
+def test_server_ignoring_range_is_refused(hub_repo, monkeypatch):
+    with HubServer({DEFAULT_REPO: hub_repo.root}, ignore_range=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[0]
+        f = HubFile.open(rf, FAST, readahead=1024)
+        f.seek(100)
+        with pytest.raises(DataStreamError, match=r"ignored a Range request .*HTTP 200 instead of 206"):
+            f.read(10)
+        f.seek(0)
+        with pytest.raises(DataStreamError):
+            f.read(50)
+        f.seek(0)  # asking for the whole file and getting it with a 200 is the same bytes: accepted
+        assert pq.read_table(HubFile.open(rf, FAST))["id"].to_pylist() == hub_repo.file_ids[rf.path]
+
+
+def test_redirected_data_is_followed(hub_repo, monkeypatch):
+    with HubServer({DEFAULT_REPO: hub_repo.root}, redirect_data=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[1]
+        with HubFile.open(rf, FAST, readahead=8192) as f:
+            assert pq.read_table(f, columns=["id"])["id"].to_pylist() == hub_repo.file_ids[rf.path]
+        assert any(r.status == 302 for r in server.requests) and any("/cdn/" in r.path for r in server.requests)
+
+
+def test_dead_endpoint_gives_up_with_one_clear_line(monkeypatch):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now: connection refused, quickly
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(DataStreamError) as e:
+        resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
+    msg = str(e.value)
+    assert "failed 3 times in a row" in msg and "--max-retries" in msg and "--resume" in msg and "\n" not in msg
+
+
+# -- the test server itself (other helpers rely on it) -----------------------------------------------------------
+
+def test_server_routes(hub_server, hub_repo):
+    base, sha = hub_server.url, hub_server.sha()
+    assert requests.get(f"{base}/api/agent-harnesses", timeout=5).status_code == 200
+    head = requests.head(f"{base}/datasets/{DEFAULT_REPO}/resolve/main/README.md", timeout=5)
+    assert head.status_code == 200 and head.headers["X-Repo-Commit"] == sha and head.headers["ETag"]
+    assert int(head.headers["Content-Length"]) == (hub_repo.root / "README.md").stat().st_size
+    path = hub_repo.files()[0]
+    size = (hub_repo.root / path).stat().st_size
+    r = requests.get(f"{base}/datasets/{DEFAULT_REPO}/resolve/{sha}/{path}", headers={"Range": "bytes=-8"}, timeout=5)
+    assert r.status_code == 206 and r.headers["Content-Range"] == f"bytes {size - 8}-{size - 1}/{size}"
+    assert r.content == (hub_repo.root / path).read_bytes()[-8:]
+    r = requests.get(f"{base}/datasets/{DEFAULT_REPO}/resolve/{sha}/{path}", headers={"Range": f"bytes={size}-"},
+                     timeout=5)
+    assert r.status_code == 416
+    for url, code in [(f"{base}/api/datasets/x/y/revision/main", "RepoNotFound"),
+                      (f"{base}/api/datasets/{DEFAULT_REPO}/revision/nope", "RevisionNotFound"),
+                      (f"{base}/datasets/{DEFAULT_REPO}/resolve/{sha}/fineweb-edu.py", "EntryNotFound")]:
+        r = requests.get(url, timeout=5)
+        assert r.status_code == 404 and r.headers["X-Error-Code"] == code
+    info = requests.get(f"{base}/api/datasets/{DEFAULT_REPO}/revision/{sha}", timeout=5).json()
+    assert info["sha"] == sha and {"rfilename": path} in info["siblings"]
+    assert {c["config_name"] for c in info["cardData"]["configs"]} >= {"default", "sample-10BT"}
+    tree = requests.get(f"{base}/api/datasets/{DEFAULT_REPO}/tree/{sha}/sample%2F10BT?recursive=false", timeout=5)
+    assert [e["path"] for e in tree.json()] == hub_repo.files()
+    pi = requests.post(f"{base}/api/datasets/{DEFAULT_REPO}/paths-info/{sha}",
+                       data={"paths": [path, "sample", "missing"]}, timeout=5).json()
+    assert [(e["path"], e["type"]) for e in pi] == [(path, "file"), ("sample", "directory")]
+    assert hub_server.bytes_served[path] == 8
+
+
+def test_parse_range():
+    assert parse_range("bytes=0-9", 100) == (0, 9)
+    assert parse_range("bytes=90-", 100) == (90, 99)
+    assert parse_range("bytes=-10", 100) == (90, 99)
+    assert parse_range("bytes=95-200", 100) == (95, 99)
+    assert parse_range("bytes=100-", 100) is None and parse_range("bytes=5-2", 100) is None
+    assert parse_range("items=0-1", 100) is None
+
+
+def test_fixture_shape(hub_repo):
+    pf = pq.ParquetFile(hub_repo.root / hub_repo.files()[0])
+    assert pf.schema_arrow.names == ["text", "id", "dump", "url", "file_path", "language", "language_score",
+                                     "token_count", "score", "int_score"]
+    assert pf.metadata.num_row_groups == 3 and pf.metadata.num_rows == 120
+    ids = hub_repo.ids("default") + hub_repo.ids("sample-10BT")
+    assert len(ids) == len(set(ids)) == 3 * 20 + 4 * 120
+    texts = hub_repo.texts()
+    assert all(isinstance(t, str) and len(t) > 20 for t in texts) and len(set(texts)) > 100
+
+
+def test_fixture_without_corpus_is_english_like(tmp_path):
+    fx = build_fineweb_repo(tmp_path, n_files=1, row_groups=2, rows_per_group=5, dump_files=1, corpus_dir=None)
+    texts = fx.texts()
+    words = [w.strip(".?!").lower() for w in " ".join(texts).split()]
+    common = sum(w in ("the", "of", "and", "to", "in", "a", "is", "that") for w in words)
+    assert len(texts) == 10 and len(words) > 200 and common / len(words) > 0.15
+    assert all(t[0].isupper() and t.rstrip()[-1] in ".?!" for t in texts)
