@@ -14,9 +14,8 @@ neighbouring pairs (prev, a) -> (prev, new) and (b, next) -> (new, next). Nothin
 **Tie-breaking rule**: the pair with the highest count wins; among equal counts, the pair ``(left id, right id)``
 that is smallest as a tuple of token ids wins (ids 0..255 are byte values, id 256 + k is the k-th merge).
 
-**Duplicates**: a pair whose joined bytes are already a token (possible when the same string was reached by another
-split earlier) is never merged; it is dropped from the candidates. So every token's bytes are unique, as tiktoken's
-ranks require.
+**Duplicates**: a pair whose joined bytes are already a token is never merged (dropped from the candidates), so every
+token's bytes are unique, as tiktoken's ranks require. (Not seen in practice with left-to-right merging; a guard.)
 
 Pairs are stored as one int ``left << 21 | right`` (cheaper than tuples as dict keys; ordering is the same as tuples).
 """
