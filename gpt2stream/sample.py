@@ -1,0 +1,473 @@
+"""Interactive sampling: load a model, read prompts, stream continuations token by token, keep a transcript.
+
+Used by ``run_sample.py`` (see its docstring for the flags). The pieces are small and separately testable:
+``SampleSettings`` (the knobs that ``/commands`` change), ``apply_command`` (one ``/command`` line -> new settings),
+``StreamDecoder`` (token ids -> complete UTF-8 characters, never half a character), ``prepare_prompt`` (text ->
+context ids, cut to the model's context), ``load_source`` (run dir / checkpoint / HF weights -> model + tokenizer)
+and ``Session`` (the prompt loop).
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from gpt2stream.errors import UserError
+
+EOT_TEXT = "<|endoftext|>"
+_OFF = {"off", "none", "0", ""}
+
+
+@dataclass
+class SampleSettings:
+    """What a generation does; every field is a flag and most can be changed in the session with a /command."""
+
+    max_new_tokens: int = 256  # tokens generated per sample (at most; <|endoftext|> may end it earlier)
+    temperature: float = 0.8  # softmax temperature; 0 = greedy (always the most likely token)
+    top_k: int | None = 200  # sample only among the k most likely tokens; None/0 = no limit
+    top_p: float | None = None  # nucleus sampling: the smallest set of tokens holding this much probability; None = off
+    num_samples: int = 1  # continuations per prompt
+    seed: int | None = None  # fixed seed = reproducible output for a given prompt; None = different each time
+    stop_at_eot: bool = True  # <|endoftext|> ends a sample (--no-stop-at-eot prints it and goes on)
+
+    def __post_init__(self) -> None:
+        if self.top_k == 0:
+            self.top_k = None
+        if self.top_p == 1.0:
+            self.top_p = None
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name: str, value: object, allowed: str) -> UserError:
+            return UserError(f"{name.replace('_', '-')}={value!r} is invalid: {allowed}")
+
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
+        if not self.temperature >= 0:
+            raise bad("temperature", self.temperature, "must be >= 0 (0 = greedy)")
+        if self.top_k is not None and self.top_k < 0:
+            raise bad("top_k", self.top_k, "must be >= 1, or 0/none for no limit")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise bad("top_p", self.top_p, "must be in (0, 1]; 1 or none = off")
+        if not isinstance(self.num_samples, int) or self.num_samples < 1:
+            raise bad("num_samples", self.num_samples, "must be an integer >= 1")
+
+    def describe(self) -> str:
+        top_k = self.top_k if self.top_k else "off"
+        top_p = self.top_p if self.top_p else "off"
+        seed = "random" if self.seed is None else self.seed
+        eot = "stop" if self.stop_at_eot else "continue"
+        return (f"temperature={self.temperature:g} top_k={top_k} top_p={top_p} max_new_tokens={self.max_new_tokens} "
+                f"num_samples={self.num_samples} seed={seed} eot={eot}")
+
+
+@dataclass
+class SampleArgs:
+    """Command-line options of run_sample.py (besides --prompt, which is taken verbatim)."""
+
+    out_dir: str = ""  # run directory: sample from its latest valid checkpoint
+    ckpt: str = ""  # one checkpoint (file or directory)
+    init: str = ""  # Hugging Face GPT-2 weights: "gpt2", "gpt2-medium", ..., or a local directory
+    tokenizer: str = ""  # "gpt2" or a tokenizer.json; default: the checkpoint's own, or gpt2 for --init
+    device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N", "mps"
+    transcript: str = ""  # file the session is appended to; default generated.txt in the run directory; "off" = none
+    settings: SampleSettings = field(default_factory=SampleSettings)
+
+
+# ---- settings commands --------------------------------------------------------------------------------------------
+
+HELP = """commands:
+  /temp T      temperature (0 = greedy)           /topk K     top-k (0 or off = no limit)
+  /topp P      top-p nucleus (1 or off = off)     /max N      max new tokens per sample
+  /n N         samples per prompt                 /seed S     fixed seed (off = random)
+  /eot on|off  stop a sample at <|endoftext|>     /settings   show the current settings
+  /help        this text                          /quit       exit (or Ctrl-D)
+Ctrl-C stops the current generation. An empty prompt starts from <|endoftext|>."""
+
+# command -> (field, parser)
+_COMMANDS = {
+    "/temp": ("temperature", float), "/temperature": ("temperature", float),
+    "/topk": ("top_k", "optint"), "/top_k": ("top_k", "optint"),
+    "/topp": ("top_p", "optfloat"), "/top_p": ("top_p", "optfloat"),
+    "/max": ("max_new_tokens", int), "/max_new_tokens": ("max_new_tokens", int),
+    "/n": ("num_samples", int), "/num_samples": ("num_samples", int),
+    "/seed": ("seed", "optint"),
+    "/eot": ("stop_at_eot", "bool"),
+}
+
+
+def _parse_setting(kind: object, raw: str) -> object:
+    low = raw.strip().lower()
+    if kind == "optint":
+        return None if low in _OFF - {"0"} else int(low)
+    if kind == "optfloat":
+        return None if low in _OFF else float(low)
+    if kind == "bool":
+        if low in ("on", "true", "yes", "1", "stop"):
+            return True
+        if low in ("off", "false", "no", "0", "continue"):
+            return False
+        raise ValueError(raw)
+    return kind(low)  # type: ignore[operator]
+
+
+def apply_command(line: str, settings: SampleSettings) -> tuple[SampleSettings, str, bool]:
+    """Apply one ``/command`` line -> (new settings, message for the user, quit?). Bad input keeps the settings.
+
+    >>> s, msg, quit = apply_command("/temp 0.5", SampleSettings())
+    >>> s.temperature, msg, quit
+    (0.5, 'temperature = 0.5', False)
+    """
+    parts = line.strip().split(None, 1)
+    cmd = parts[0].lower()
+    arg = parts[1] if len(parts) > 1 else ""
+    if cmd in ("/quit", "/exit", "/q"):
+        return settings, "bye", True
+    if cmd in ("/help", "/?", "/h"):
+        return settings, HELP, False
+    if cmd in ("/settings", "/show"):
+        return settings, settings.describe(), False
+    if cmd not in _COMMANDS:
+        return settings, f"unknown command {cmd}; /help lists the commands", False
+    name, kind = _COMMANDS[cmd]
+    if not arg:
+        return settings, f"{name} = {getattr(settings, name)} (give a value to change it: {cmd} VALUE)", False
+    try:
+        value = _parse_setting(kind, arg)
+        new = dataclasses.replace(settings, **{name: value})  # __post_init__ normalises and validates
+    except (ValueError, UserError) as e:
+        reason = str(e) if isinstance(e, UserError) else f"{arg!r} is not a valid value"
+        return settings, f"{cmd}: {reason}; unchanged", False
+    return new, f"{name} = {getattr(new, name)}", False
+
+
+# ---- decoding and prompts -----------------------------------------------------------------------------------------
+
+
+class StreamDecoder:
+    """Token ids in, complete characters out: a character split across tokens is printed once all its bytes came.
+
+    Feeding every id and then ``flush()`` gives exactly ``tokenizer.decode(ids)`` (invalid bytes become U+FFFD).
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token_id: int) -> str:
+        return self._utf8.decode(self.tokenizer.decode_bytes([token_id]))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+def prepare_prompt(text: str, tokenizer, block_size: int) -> tuple[list[int], str | None]:
+    """Prompt text -> (context ids, notice or None). Empty -> [<|endoftext|>]; too long -> the last block_size ids.
+
+    A literal ``<|endoftext|>`` in the prompt is the special token (a document boundary), as in training data.
+    """
+    ids = tokenizer.encode(text, allowed_special={EOT_TEXT}) if text else []
+    if not ids:
+        return [tokenizer.eot_id], None
+    if len(ids) > block_size:
+        notice = (f"note: the prompt is {len(ids)} tokens, longer than the model's context of {block_size}; "
+                  f"kept the last {block_size}")
+        return ids[-block_size:], notice
+    return ids, None
+
+
+def check_vocab(model, tokenizer, tokenizer_spec: str) -> None:
+    """The tokenizer must produce exactly the ids the model was trained on (same vocabulary size)."""
+    model_vocab = model.config.vocab_size
+    if tokenizer.n_vocab != model_vocab:
+        raise UserError(
+            f"tokenizer {tokenizer_spec!r} has {tokenizer.n_vocab} tokens but the model's vocabulary is {model_vocab}: "
+            "pass the tokenizer the model was trained with (--tokenizer PATH/tokenizer.json)"
+        )
+
+
+# ---- model sources ------------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module
+    tokenizer: object
+    tokenizer_spec: str
+    label: str  # what was loaded, for messages
+    run_dir: Path | None  # where generated.txt goes by default
+
+
+def _find_run_dir(path: Path) -> Path | None:
+    """The run directory holding a checkpoint path: the nearest ancestor (or itself) with a config.json."""
+    for p in [path, *path.parents][:4]:
+        if p.is_dir() and (p / "config.json").is_file() and (p / "checkpoints").exists():
+            return p
+    return None
+
+
+def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torch.device) -> Loaded:
+    """Load the model named by exactly one of out_dir / ckpt / init, and its tokenizer; check they fit."""
+    from tokenizer import load_tokenizer
+
+    given = [n for n, v in (("--out-dir", out_dir), ("--ckpt", ckpt), ("--init", init)) if v]
+    if len(given) > 1:
+        raise UserError(f"give only one of --out-dir, --ckpt, --init (got {' and '.join(given)})")
+    if init:
+        from gpt2stream.model import GPT
+
+        model = GPT.from_pretrained(init)
+        spec = tokenizer or "gpt2"
+        label, run_dir = f"--init {init}", None
+    else:
+        if not out_dir and not ckpt:
+            from config import TrainConfig
+
+            out_dir = TrainConfig().out_dir
+        path = Path(ckpt or out_dir).expanduser()
+        if not path.exists():
+            what = "checkpoint" if ckpt else "run directory"
+            raise UserError(f"{what} {str(path)!r} does not exist: train first (python run_train.py), or pass "
+                            "--out-dir RUN_DIR, --ckpt PATH or --init gpt2")
+        try:
+            from gpt2stream.checkpoint import load_model
+        except ImportError:
+            raise UserError("this build has no checkpoint support (gpt2stream.checkpoint); use --init") from None
+        model, _cfg, saved_spec = load_model(path, device="cpu")
+        spec = tokenizer or saved_spec
+        label = f"{'--ckpt' if ckpt else '--out-dir'} {path}"
+        run_dir = path if out_dir else _find_run_dir(path)
+    tok = load_tokenizer(spec)
+    check_vocab(model, tok, spec)
+    model = model.to(device).eval()
+    return Loaded(model, tok, spec, label, run_dir)
+
+
+def default_transcript(run_dir: Path | None) -> Path:
+    """generated.txt in the run directory; for --init (no run directory) under $XDG_DATA_HOME/gpt2stream."""
+    if run_dir is not None:
+        return run_dir / "generated.txt"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gpt2stream" / "generated.txt"
+
+
+# ---- generation and the session -----------------------------------------------------------------------------------
+
+
+def stream_tokens(model, ids: list[int], settings: SampleSettings, eot_id: int, generator: torch.Generator,
+                  use_cache: bool = True) -> Iterator[int]:
+    """Yield new token ids for one sample; <|endoftext|> ends it (not yielded) when settings.stop_at_eot."""
+    device = next(model.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    for nxt in model.generate_stream(
+        idx, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
+        top_p=settings.top_p, stop_token=eot_id if settings.stop_at_eot else None, generator=generator,
+        use_cache=use_cache,
+    ):
+        t = int(nxt[0])
+        if settings.stop_at_eot and t == eot_id:
+            return
+        yield t
+
+
+class Session:
+    """The prompt loop: one prompt at a time, each answered with settings.num_samples streamed samples."""
+
+    def __init__(self, loaded: Loaded, settings: SampleSettings, out: TextIO, err: TextIO,
+                 transcript: Path | None) -> None:
+        self.loaded = loaded
+        self.settings = settings
+        self.out, self.err = out, err
+        self.transcript = transcript
+        self.device = next(loaded.model.parameters()).device
+
+    def note(self, msg: str) -> None:
+        print(msg, file=self.err, flush=True)
+
+    def _generator(self) -> torch.Generator:
+        seed = self.settings.seed
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def answer(self, prompt: str) -> bool:
+        """Generate and stream all samples for one prompt; False if Ctrl-C interrupted it."""
+        tok = self.loaded.tokenizer
+        model = self.loaded.model
+        ids, notice = prepare_prompt(prompt, tok, model.config.block_size)
+        if notice:
+            self.note(notice)
+        s = self.settings
+        gen = self._generator()  # one generator per prompt: with a seed, the same prompt gives the same samples
+        samples: list[str] = []
+        completed = True
+        for i in range(s.num_samples):
+            if s.num_samples > 1:
+                self.out.write(f"----- sample {i + 1}/{s.num_samples} -----\n")
+            dec = StreamDecoder(tok)
+            parts: list[str] = []
+            try:
+                for t in stream_tokens(model, ids, s, tok.eot_id, gen):
+                    text = dec.push(t)
+                    if text:
+                        parts.append(text)
+                        self.out.write(text)
+                        self.out.flush()
+            except KeyboardInterrupt:
+                completed = False
+            tail = dec.flush()
+            parts.append(tail)
+            self.out.write(tail + "\n")
+            if not completed:
+                self.out.write("[interrupted]\n")
+            self.out.flush()
+            samples.append("".join(parts) + ("" if completed else "\n[interrupted]"))
+            if not completed:
+                break
+        self._record(prompt, samples)
+        return completed
+
+    def _record(self, prompt: str, samples: list[str]) -> None:
+        if self.transcript is None:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        lines = [f"=== {stamp} UTC  {self.loaded.label}  {self.settings.describe()}", f">>> {prompt}"]
+        for i, text in enumerate(samples):
+            lines.append(f"--- sample {i + 1}/{len(samples)}")
+            lines.append(text)
+        try:
+            self.transcript.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.transcript, "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n\n")
+        except OSError as e:
+            self.note(f"warning: cannot write the transcript {self.transcript}: {e}; continuing without it")
+            self.transcript = None
+
+    def handle_line(self, line: str) -> bool:
+        """One input line: a /command or a prompt. Returns False when the session should end."""
+        if line.startswith("/"):
+            self.settings, msg, quit_ = apply_command(line, self.settings)
+            self.note(msg)
+            return not quit_
+        self.answer(line)
+        return True
+
+    def run_interactive(self, inp: TextIO) -> None:
+        try:
+            import readline  # noqa: F401 - line editing and history for input()
+        except ImportError:
+            pass
+        while True:
+            try:
+                line = input("> ") if inp is sys.stdin else _read_line(inp, self.out)
+            except EOFError:  # Ctrl-D
+                self.out.write("\n")
+                self.out.flush()
+                return
+            except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, like a shell
+                self.out.write("\n")
+                continue
+            if not self.handle_line(line):
+                return
+
+    def run_lines(self, inp: TextIO) -> None:
+        """Piped input: each line is a prompt (or a /command); the answers go to stdout."""
+        for raw in inp:
+            if not self.handle_line(raw.rstrip("\r\n")):
+                return
+
+
+def _read_line(inp: TextIO, out: TextIO) -> str:
+    out.write("> ")
+    out.flush()
+    line = inp.readline()
+    if not line:
+        raise EOFError
+    return line.rstrip("\r\n")
+
+
+# ---- command line -------------------------------------------------------------------------------------------------
+
+
+def split_prompt(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Take ``--prompt TEXT`` / ``--prompt=TEXT`` out of argv verbatim (the text may start with dashes or be empty)."""
+    prompt, rest, i = None, [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--prompt":
+            if i + 1 >= len(argv):
+                raise UserError("--prompt needs a value (--prompt '' starts from <|endoftext|>)")
+            prompt, i = argv[i + 1], i + 2
+            continue
+        if tok.startswith("--prompt="):
+            prompt = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+        i += 1
+    return prompt, rest
+
+
+def parse_args(argv: list[str]) -> tuple[SampleArgs, str | None]:
+    from gpt2stream.cli import apply_flags, flag_table, parse_flags
+
+    prompt, rest = split_prompt(argv)
+    args = SampleArgs()
+    table = flag_table(args)
+    apply_flags(parse_flags(rest, table), table)
+    args.settings.__post_init__()
+    return args, prompt
+
+
+def transcript_path(args: SampleArgs, loaded: Loaded) -> Path | None:
+    if args.transcript.strip().lower() in ("off", "none"):
+        return None
+    return Path(args.transcript).expanduser() if args.transcript else default_transcript(loaded.run_dir)
+
+
+def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = None,
+         stderr: TextIO | None = None) -> int:
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    args, prompt = parse_args(argv)
+    device = resolve_device(args.device)
+    loaded = load_source(args.out_dir, args.ckpt, args.init, args.tokenizer, device)
+    session = Session(loaded, args.settings, stdout, stderr, transcript_path(args, loaded))
+    if prompt is not None:
+        session.answer(prompt)
+        return 0
+    interactive = stdin.isatty()
+    if interactive:
+        n = sum(p.numel() for p in loaded.model.parameters())
+        session.note(f"{loaded.label}: {n / 1e6:.1f}M parameters, context {loaded.model.config.block_size}, "
+                     f"tokenizer {loaded.tokenizer_spec}, on {device}")
+        session.note(f"settings: {args.settings.describe()}")
+        where = session.transcript if session.transcript else "off"
+        session.note(f"transcript: {where}.  /help for commands; Ctrl-C stops a generation, Ctrl-D or /quit exits.")
+        session.run_interactive(stdin)
+    else:
+        session.run_lines(stdin)
+    return 0

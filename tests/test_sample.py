@@ -1,0 +1,333 @@
+"""run_sample.py end to end: a real pseudo-terminal session, --prompt, piped stdin, errors; plus the pure helpers."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2stream.errors import UserError
+from gpt2stream.hf_interop import export_hf
+from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.sample import SampleSettings, StreamDecoder, apply_command, prepare_prompt, stream_tokens
+from tokenizer import load_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_SAMPLE = str(ROOT / "run_sample.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_hf(tmp_path_factory) -> Path:
+    """A small random GPT-2 with GPT-2's vocabulary, saved in the Hugging Face layout (config.json + safetensors)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50257))
+    return export_hf(model, tmp_path_factory.mktemp("tiny_hf"), eot_id=50256)
+
+
+@pytest.fixture(scope="module")
+def gpt2_tok():
+    return load_tokenizer("gpt2")
+
+
+def _env(tmp_path: Path) -> dict:
+    env = dict(os.environ)
+    env["XDG_DATA_HOME"] = str(tmp_path / "xdg")  # where --init transcripts go by default
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run(args: list[str], tmp_path: Path, stdin: str = "", timeout: float = 60, env: dict | None = None):
+    return subprocess.run([sys.executable, RUN_SAMPLE, *args], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=env or _env(tmp_path), cwd=tmp_path)
+
+
+# ---- pure helpers -------------------------------------------------------------------------------------------------
+
+
+def test_apply_command_changes_validates_and_quits():
+    s = SampleSettings()
+    s2, msg, quit_ = apply_command("/temp 0.5", s)
+    assert (s2.temperature, quit_, s.temperature) == (0.5, False, 0.8)
+    assert apply_command("/topk off", s)[0].top_k is None
+    assert apply_command("/topk 0", s)[0].top_k is None
+    assert apply_command("/topk 40", s)[0].top_k == 40
+    assert apply_command("/topp 0.9", s)[0].top_p == 0.9
+    assert apply_command("/topp 1", s)[0].top_p is None
+    assert apply_command("/max 7", s)[0].max_new_tokens == 7
+    assert apply_command("/n 3", s)[0].num_samples == 3
+    assert apply_command("/seed 11", s)[0].seed == 11
+    assert apply_command("/seed off", apply_command("/seed 11", s)[0])[0].seed is None
+    assert apply_command("/eot off", s)[0].stop_at_eot is False
+    bad, msg, _ = apply_command("/temp -1", s)
+    assert bad is s and "unchanged" in msg and "temperature" in msg
+    bad, msg, _ = apply_command("/max lots", s)
+    assert bad is s and "not a valid value" in msg
+    assert "unknown command" in apply_command("/frobnicate", s)[1]
+    assert "/topk" in apply_command("/help", s)[1]
+    assert apply_command("/quit", s)[2] is True
+
+
+def test_stream_decoder_never_splits_a_character(gpt2_tok):
+    text = "naïve café — 日本語のテキスト 🙂🚀 done"
+    ids = gpt2_tok.encode(text)
+    assert any(not gpt2_tok.decode_bytes([i]).decode("utf-8", "ignore") for i in ids)  # some ids are partial chars
+    dec = StreamDecoder(gpt2_tok)
+    pieces = [dec.push(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == text
+    assert "\ufffd" not in "".join(pieces)
+    # a cut-off character at the end comes out as one replacement character, as decode() does
+    dec = StreamDecoder(gpt2_tok)
+    cut = gpt2_tok.encode("🙂")[:1]
+    assert "".join(dec.push(i) for i in cut) + dec.flush() == gpt2_tok.decode(cut)
+
+
+def test_prepare_prompt_empty_long_and_special(gpt2_tok):
+    assert prepare_prompt("", gpt2_tok, 64) == ([50256], None)
+    ids, notice = prepare_prompt("word " * 100, gpt2_tok, 64)  # 101 tokens: the last " " is one
+    assert len(ids) == 64 and ids == gpt2_tok.encode("word " * 100)[-64:]
+    assert "101 tokens" in notice and "last 64" in notice
+    assert prepare_prompt("a<|endoftext|>b", gpt2_tok, 64)[0] == [64, 50256, 65]
+
+
+def test_settings_validation_names_the_field():
+    with pytest.raises(UserError, match="num-samples=0"):
+        SampleSettings(num_samples=0)
+    with pytest.raises(UserError, match="top-p"):
+        SampleSettings(top_p=-0.5)
+
+
+def test_kv_cache_greedy_equals_recomputation_past_the_context(tiny_hf):
+    model = GPT.from_pretrained(str(tiny_hf)).eval()
+    s = SampleSettings(temperature=0.0, max_new_tokens=150, stop_at_eot=False)  # context is 64: slides twice
+    prompt = list(range(1000, 1040))
+    cached = list(stream_tokens(model, prompt, s, 50256, torch.Generator(), use_cache=True))
+    plain = list(stream_tokens(model, prompt, s, 50256, torch.Generator(), use_cache=False))
+    assert len(cached) == 150 and cached == plain
+    # sampled (not greedy) with the same seed: identical too, so the cache changes nothing but speed
+    s = SampleSettings(temperature=1.0, top_k=None, max_new_tokens=100, stop_at_eot=False)
+    a = list(stream_tokens(model, prompt, s, 50256, torch.Generator().manual_seed(5), use_cache=True))
+    b = list(stream_tokens(model, prompt, s, 50256, torch.Generator().manual_seed(5), use_cache=False))
+    assert a == b
+
+
+# ---- non-interactive entry point ------------------------------------------------------------------------------------
+
+
+def test_prompt_flag_is_reproducible_with_a_seed_and_writes_the_transcript(tiny_hf, tmp_path):
+    args = ["--init", str(tiny_hf), "--prompt", "The cat", "--max-new-tokens", "30", "--seed", "7"]
+    a = _run(args, tmp_path)
+    b = _run(args, tmp_path)
+    c = _run([*args[:-1], "8"], tmp_path)
+    assert a.returncode == 0, a.stderr
+    assert a.stdout == b.stdout and a.stdout != c.stdout
+    assert len(a.stdout.strip()) > 0
+    transcript = tmp_path / "xdg" / "gpt2stream" / "generated.txt"  # the --init default
+    log = transcript.read_text()
+    assert log.count(">>> The cat") == 3 and a.stdout.rstrip("\n") in log and "seed=7" in log
+
+
+def test_greedy_prompt_output_matches_the_model(tiny_hf, tmp_path, gpt2_tok):
+    r = _run(["--init", str(tiny_hf), "--prompt", "Once upon", "--max-new-tokens", "25", "--temperature", "0",
+              "--no-stop-at-eot", "--transcript", "off"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    model = GPT.from_pretrained(str(tiny_hf)).eval()
+    idx = torch.tensor([gpt2_tok.encode("Once upon")])
+    expect = model.generate(idx, 25, temperature=0.0)[0, idx.size(1):].tolist()
+    assert r.stdout == gpt2_tok.decode(expect) + "\n"
+    assert not (tmp_path / "xdg").exists()  # --transcript off writes nothing
+
+
+def test_piped_stdin_answers_one_prompt_per_line(tiny_hf, tmp_path):
+    transcript = tmp_path / "t.txt"
+    stdin = "first prompt\n/n 2\nsecond prompt\n\n"
+    r = _run(["--init", str(tiny_hf), "--max-new-tokens", "5", "--seed", "1", "--transcript", str(transcript)],
+             tmp_path, stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    assert "num_samples = 2" in r.stderr
+    assert r.stdout.count("----- sample 1/2 -----") == 2  # the second prompt and the empty one
+    log = transcript.read_text()
+    assert [ln for ln in log.splitlines() if ln.startswith(">>>")] == [">>> first prompt", ">>> second prompt", ">>> "]
+    assert log.count("--- sample 2/2") == 2
+
+
+def test_long_prompt_is_cut_with_a_notice(tiny_hf, tmp_path):
+    r = _run(["--init", str(tiny_hf), "--prompt", "lorem ipsum " * 60, "--max-new-tokens", "68", "--transcript",
+              "off", "--no-stop-at-eot"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "longer than the model's context of 64; kept the last 64" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out-dir", "no/such/run"], "run directory 'no/such/run' does not exist"),
+        (["--ckpt", "missing.pt"], "checkpoint 'missing.pt' does not exist"),
+        ([], "runs/gpt2-124m' does not exist"),
+        (["--init", "{hf}", "--tokenizer", "{tokjson}"], "has 257 tokens but the model's vocabulary is 50257"),
+        (["--init", "{hf}", "--ckpt", "x"], "give only one of"),
+        (["--init", "{hf}", "--temperature", "hot"], "--temperature: 'hot' is not a valid float"),
+        (["--init", "{hf}", "--top-p", "2"], "top-p=2.0 is invalid"),
+        (["--init", "{hf}", "--frobnicate", "1"], "unknown option --frobnicate"),
+        (["--init", "{hf}", "--device", "cuda:0"], "CUDA is not available"),
+    ],
+)
+def test_bad_input_raises_a_user_error(tiny_hf, tmp_path, monkeypatch, args, message):
+    from gpt2stream.sample import main
+    from tokenizer.core import Tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    tokjson = tmp_path / "tokenizer.json"
+    Tokenizer("bytes", r"\S+|\s+", {bytes([i]): i for i in range(256)}, {"<|endoftext|>": 256}).save(tokjson)
+    args = [a.format(hf=tiny_hf, tokjson=tokjson) for a in args]
+    with pytest.raises(UserError) as info:
+        main([*args, "--prompt", "x", "--transcript", "off"])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_input_through_the_entry_point_is_one_line_and_exit_2(tmp_path):
+    r = _run(["--out-dir", "nowhere", "--prompt", "x"], tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith("error: run directory 'nowhere' does not exist") and r.stderr.count("\n") == 1
+
+
+def test_init_gpt2_without_the_hub_fails_fast_with_one_line(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = _env(tmp_path)
+    env.pop("HF_HUB_OFFLINE", None)
+    env["HF_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    env["HF_HOME"] = str(tmp_path / "hf")
+    t0 = time.monotonic()
+    r = _run(["--init", "gpt2", "--prompt", "hi"], tmp_path, env=env, timeout=60)
+    assert time.monotonic() - t0 < 30
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: cannot get GPT-2 weights 'gpt2'"), r.stderr
+
+
+# ---- the interactive session in a real pseudo-terminal ------------------------------------------------------------
+
+# Make the pty the child's controlling terminal, so that Ctrl-C typed into it sends SIGINT like a real terminal.
+_CTTY = "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); os.execv(sys.argv[1], sys.argv[1:])"
+
+
+class Pty:
+    def __init__(self, args: list[str], env: dict, cwd: Path):
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-c", _CTTY, sys.executable, RUN_SAMPLE, *args],
+                                     stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd,
+                                     start_new_session=True, close_fds=True)
+        os.close(slave)
+        self.buf = b""
+
+    def expect(self, needle: str, timeout: float = 30) -> str:
+        """Read until needle appears; return everything read up to and including it (and drop it from the buffer)."""
+        want = needle.encode()
+        deadline = time.monotonic() + timeout
+        while want not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timed out waiting for {needle!r}; got {self.buf[-2000:]!r}")
+            ready, _, _ = select.select([self.master], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError(f"session ended while waiting for {needle!r}; got {self.buf[-2000:]!r}")
+                self.buf += chunk
+        i = self.buf.index(want) + len(want)
+        head, self.buf = self.buf[:i], self.buf[i:]
+        return head.decode("utf-8", "replace")
+
+    def read_some(self, n_bytes: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n_bytes:
+            assert time.monotonic() < deadline, f"only {len(self.buf)} bytes of output: {self.buf!r}"
+            if select.select([self.master], [], [], 1)[0]:
+                self.buf += os.read(self.master, 65536)
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> int:
+        try:
+            return self.proc.wait(timeout=30)
+        finally:
+            os.close(self.master)
+
+
+@pytest.mark.slow
+def test_interactive_session_in_a_pty(tiny_hf, tmp_path):
+    transcript = tmp_path / "session.txt"
+    t = Pty(["--init", str(tiny_hf), "--max-new-tokens", "12", "--seed", "3", "--transcript", str(transcript)],
+            _env(tmp_path), tmp_path)
+    try:
+        banner = t.expect("> ")
+        assert "/help for commands" in banner and "Ctrl-C stops a generation" in banner
+        # a prompt: the continuation streams out, then a new prompt
+        t.send("Hello there\r")
+        t.expect("Hello there")  # the terminal's echo
+        t.expect("\n> ")
+        # change a setting
+        t.send("/max 1000000\r")
+        t.expect("max_new_tokens = 1000000")
+        t.send("/eot off\r")
+        t.expect("stop_at_eot = False")
+        # a long generation, interrupted with Ctrl-C: the session goes on
+        t.send("Tell me everything\r")
+        t.expect("Tell me everything")
+        t.buf = b""
+        t.read_some(300)  # it is streaming
+        t.send("\x03")
+        t.expect("[interrupted]")
+        t.expect("> ")
+        assert t.proc.poll() is None
+        # still usable after the interrupt: greedy output, then /help, then quit
+        t.send("/temp 0\r")
+        t.expect("temperature = 0.0")
+        t.send("/max 5\r")
+        t.expect("max_new_tokens = 5")
+        t.send("Again\r")
+        t.expect("Again")
+        t.expect("> ")
+        t.send("/help\r")
+        t.expect("/quit")
+        t.send("/quit\r")
+        t.expect("bye")
+        assert t.close() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.close()
+    log = transcript.read_text()
+    prompts = [ln for ln in log.splitlines() if ln.startswith(">>>")]
+    assert prompts == [">>> Hello there", ">>> Tell me everything", ">>> Again"]
+    assert log.count("[interrupted]") == 1
+    assert "temperature=0 " in log.split(">>> Again")[0].splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_ctrl_d_and_ctrl_c_at_the_prompt(tiny_hf, tmp_path):
+    t = Pty(["--init", str(tiny_hf), "--transcript", "off"], _env(tmp_path), tmp_path)
+    try:
+        t.expect("> ")
+        t.send("\x03")  # Ctrl-C at the prompt: a fresh prompt, not an exit
+        t.expect("> ")
+        assert t.proc.poll() is None
+        t.send("\x04")  # Ctrl-D: exit
+        assert t.close() == 0
+    finally:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.close()
