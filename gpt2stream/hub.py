@@ -44,6 +44,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.retry import Retrier, RetryPolicy, TransientError, call_with_retries, parse_retry_after
@@ -547,15 +548,16 @@ class HubFile(io.RawIOBase):
             want = end - start
             received = 0
             try:
-                for chunk in resp.iter_content(_CHUNK):
-                    take = chunk[: want - received]
-                    got += take
-                    received += len(take)
+                while received < want:
+                    # read1: whatever has arrived, so a transfer that breaks keeps every byte it delivered
+                    chunk = resp.raw.read1(min(_CHUNK, want - received))
+                    if not chunk:
+                        break
+                    got += chunk
+                    received += len(chunk)
                     self.bytes_fetched += len(chunk)
                     _count(len(chunk))
-                    if received >= want:
-                        break
-            except (requests.RequestException, OSError) as e:  # reset / stall mid-body
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:  # reset / stall mid-body
                 raise TransientError(f"{type(e).__name__} after {received} of {want} bytes: {e}") from e
             if received < want:
                 raise TransientError(f"connection closed after {received} of {want} bytes")
