@@ -32,9 +32,11 @@ def main(argv: list[str]) -> int:
     if print_config:
         sys.stdout.write(cfg.to_json())
         return 0
+    from gpt2stream.distributed import exit_process
     from gpt2stream.train import train
 
-    return train(cfg)
+    # leave through os._exit: gloo can abort during interpreter finalization (see gpt2stream/distributed.py)
+    exit_process(train(cfg, argv))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,530 @@
+"""The training loop: DDP, gradient accumulation, bf16 autocast, schedules, evaluation, checkpoints, exact resume.
+
+``train(cfg)`` is what ``run_train.py`` calls, in one process or under torchrun. It returns the exit code:
+
+    0    finished (or nothing to do)
+    2    bad input (config, data, incompatible checkpoint...): ``error: ...`` on stderr
+    3    the data stream failed for good: a checkpoint was saved, the message says how to resume
+    4    the loss became NaN/inf: stopped without saving; the last good checkpoint is kept
+    5    a checkpoint could not be written (disk full?): the previous checkpoint is intact
+    130  / 143  stopped by SIGINT / SIGTERM after saving a checkpoint
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt2stream import distributed as D
+from gpt2stream.checkpoint import find_latest, resolve_checkpoint, save_checkpoint
+from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.metrics import MetricsLog, peak_flops, run_info
+from gpt2stream.schedules import PlateauSchedule, cosine_lr
+
+EXIT_OK, EXIT_USER, EXIT_DATA, EXIT_NAN, EXIT_SAVE = 0, 2, 3, 4, 5
+_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# Fields that must match the checkpoint: they change the shapes of the saved tensors or what the token ids mean.
+_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple")
+
+
+# ---- small pure helpers ------------------------------------------------------------------------------------------
+
+def grad_accum_steps(total_batch_size: int, batch_size: int, seq_len: int, world_size: int) -> int:
+    """Micro-steps per optimizer step so that one step sees total_batch_size tokens."""
+    per = batch_size * seq_len * world_size
+    if total_batch_size % per:
+        raise UserError(
+            f"--total-batch-size {total_batch_size} is not divisible by batch_size x seq_len x processes = "
+            f"{batch_size} x {seq_len} x {world_size} = {per}; use a multiple of {per} or change --batch-size")
+    return total_batch_size // per
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
+    """None = plain fp32. 'auto' is bf16 on CUDA only (CPU bf16 is opt-in: its speed depends on the CPU)."""
+    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> list[str]:
+    """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
+    diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
+            if getattr(saved.model, f) != getattr(now.model, f)]
+    if saved.data.seq_len != now.data.seq_len:
+        diff.append(f"seq_len: checkpoint {saved.data.seq_len}, now {now.data.seq_len}")
+    if saved_tok != now_tok:
+        diff.append(f"tokenizer: checkpoint {saved_tok}, now {now_tok}")
+    return diff
+
+
+def format_eta(seconds: float) -> str:
+    """>>> format_eta(3725.2)
+    '1:02:05'
+    """
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+# ---- configuration on resume -------------------------------------------------------------------------------------
+
+def _explicit_flags(argv: list[str] | None, cfg: Any) -> dict[str, Any]:
+    from config import split_preset
+    from gpt2stream.cli import flag_table, parse_flags
+
+    if argv is None:
+        return {}
+    _, rest = split_preset([a for a in argv if a != "--print-config"])
+    return parse_flags(rest, flag_table(cfg), optional_value={"resume": "latest"})
+
+
+def resume_config(cfg: Any, argv: list[str] | None, warn) -> tuple[Any, Path, dict[str, Any]]:
+    """(effective config, checkpoint path, checkpoint state) for --resume.
+
+    The run continues with the checkpoint's config; flags given explicitly on this command line override it (so
+    ``--resume --max-steps 5000`` extends a run). Without argv (called from Python) ``cfg`` is used as given.
+    """
+    from config import RunConfig
+    from gpt2stream.cli import apply_flags, flag_table
+
+    if cfg.train.resume == "latest":
+        got = find_latest(cfg.train.out_dir, warn=warn)
+        if got is None:
+            raise UserError(f"--resume: no checkpoint in {Path(cfg.train.out_dir) / 'checkpoints'}; "
+                            f"check --out-dir, or drop --resume to start a new run")
+        path, state = got
+    else:
+        path, state = resolve_checkpoint(cfg.train.resume, warn=warn)
+    if argv is None:
+        return cfg, path, state
+    eff = RunConfig.from_dict(state["config"])
+    flags = _explicit_flags(argv, eff)
+    if "out-dir" not in flags:
+        flags["out-dir"] = cfg.train.out_dir if cfg.train.resume == "latest" else str(path.parent.parent)
+    apply_flags(flags, flag_table(eff))
+    eff.validate()
+    return eff, path, state
+
+
+# ---- the trainer -------------------------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Leave the loop with an exit code (after whatever saving the reason calls for)."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+class Trainer:
+    def __init__(self, cfg: Any, info: D.DistInfo, argv: list[str] | None = None) -> None:
+        self.info = info
+        self.argv = argv
+        self.cfg = cfg
+        self.signal_received: int | None = None
+        self.log_file = None
+
+    # -- output --------------------------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if self.info.master:
+            print(msg, flush=True)
+            if self.log_file is not None:
+                self.log_file.write(msg + "\n")
+                self.log_file.flush()
+
+    def warn(self, msg: str) -> None:
+        if self.info.master:
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        from gpt2stream.data import TrainLoader, val_batches
+        from gpt2stream.model import GPT, GPTConfig
+        from tokenizer import load_tokenizer
+
+        info, cfg = self.info, self.cfg
+        state = None
+        if cfg.train.resume:
+            cfg, ckpt_path, state = resume_config(cfg, self.argv, self.warn)
+            self.cfg = cfg
+        self.out = Path(cfg.train.out_dir)
+        if state is None and D_has_checkpoints(self.out):
+            raise UserError(f"{self.out} already has checkpoints; continue it with --resume, or choose a new --out-dir")
+        tok = load_tokenizer(cfg.data.tokenizer)
+        if cfg.model.vocab_size is None:
+            cfg.model.vocab_size = tok.n_vocab
+        elif cfg.model.vocab_size != tok.n_vocab:
+            raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
+                            f"leave vocab_size unset so it is taken from the tokenizer")
+        self.tok = tok
+        tok_spec = cfg.data.tokenizer if cfg.data.tokenizer == "gpt2" else str(Path(cfg.data.tokenizer).resolve())
+        self.tok_spec = tok_spec
+        if state is not None:
+            from config import RunConfig
+
+            saved = RunConfig.from_dict(state["config"])
+            diff = incompatible_fields(saved, cfg, state.get("tokenizer_identity", "?"), tok.identity)
+            if diff:
+                raise UserError(f"cannot resume from {ckpt_path}: the run's settings differ ({'; '.join(diff)}); "
+                                f"resume with the checkpoint's settings or start a new run with another --out-dir")
+            if state["world_size"] != info.world_size:
+                raise UserError(f"cannot resume from {ckpt_path} exactly: it was written by {state['world_size']} "
+                                f"process(es), this run has {info.world_size}; use torchrun --nproc_per_node="
+                                f"{state['world_size']} (or the same total over nodes)")
+        self.accum = grad_accum_steps(cfg.train.total_batch_size, cfg.train.batch_size, cfg.data.seq_len,
+                                      info.world_size)
+        dev = info.device
+        self.amp = autocast_dtype(cfg.train.dtype, dev)
+        self.compile = cfg.train.compile if cfg.train.compile is not None else dev.type == "cuda"
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls that remain under autocast
+            torch.backends.cudnn.allow_tf32 = True
+
+        torch.manual_seed(cfg.train.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
+        m = cfg.model
+        model = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                              vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
+        if state is not None:
+            model.load_state_dict(state["model"])
+        model.to(dev)
+        self.model = model  # the plain module: state_dict (no _orig_mod./module. prefixes), generation
+        self.fwd_model = torch.compile(model) if self.compile else model  # training and eval forward
+        if info.ddp:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.ddp_model = DDP(self.fwd_model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        else:
+            self.ddp_model = self.fwd_model
+        self.optimizer = model.configure_optimizers(cfg.train.weight_decay, cfg.train.lr,
+                                                    (cfg.train.beta1, cfg.train.beta2), dev.type)
+        self.plateau = None
+        if cfg.train.schedule == "plateau":
+            t = cfg.train
+            self.plateau = PlateauSchedule(t.lr, t.min_lr, t.plateau_factor, t.plateau_patience,
+                                           t.plateau_threshold, t.plateau_cooldown, t.plateau_window, t.warmup_steps)
+        self.step = 0
+        self.saved_step = -1
+        history: list[dict] = []
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.plateau is not None and state.get("schedule"):
+                self.plateau.load_state_dict(state["schedule"])
+            self.step = int(state["step"])
+            self.saved_step = self.step
+            history = list(state.get("metrics", []))
+        self.loader = TrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
+                                  world_size=info.world_size, seed=cfg.train.seed)
+        if state is not None:
+            self.loader.load_state_dict(state["ranks"][info.rank]["loader"])
+            set_rng_state(state["ranks"][info.rank]["rng"], dev)
+        else:
+            torch.manual_seed(cfg.train.seed + 1000 * info.rank)  # dropout masks differ across ranks
+        self.loader_state = self.loader.state_dict()  # the state after the last *completed* step's batches
+        self.val = val_batches(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
+                               world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
+        if info.master:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log_file = open(self.out / "train.log", "a")
+            (self.out / "config.json").write_text(cfg.to_json())
+            if tok_spec != "gpt2":
+                shutil.copyfile(tok_spec, self.out / "tokenizer.json")
+        self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, history)
+        self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
+        self.tokens_per_step = cfg.train.total_batch_size
+        header = run_info(dev, info.world_size, info.backend)
+        self.log(f"run {self.out} | git {header['git_commit']} | " +
+                 " ".join(f"{k} {v}" for k, v in header["versions"].items()))
+        self.log("hardware " + " | ".join(f"{k} {v}" for k, v in header["hardware"].items()))
+        self.log("config " + cfg.to_json().replace("\n", "").replace("  ", ""))
+        self.log(f"model {model.num_params():,} params | tokenizer {tok.identity} ({tok.n_vocab} tokens) | "
+                 f"{self.accum} micro-steps x {cfg.train.batch_size} x {cfg.data.seq_len} x {info.world_size} "
+                 f"processes = {self.tokens_per_step:,} tokens/step | dtype {self.amp or torch.float32} | "
+                 f"compile {self.compile} | val {sum(x.numel() for x, _ in self.val):,} tokens on rank 0 | "
+                 f"MFU peak {self.peak:.3g} FLOP/s ({self.peak_src})")
+        if state is not None:
+            self.log(f"resumed from {ckpt_path} at step {self.step}")
+
+    # -- pieces of a step ----------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        t = self.cfg.train
+        if self.plateau is not None:
+            return self.plateau.lr_at(step)
+        return cosine_lr(step, t.lr, t.min_lr, t.warmup_steps, t.max_steps)
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.info.device_type, dtype=self.amp)
+
+    def agree(self, *flags: float) -> list[float]:
+        """Every rank's flags, max-reduced: all ranks take the same decision."""
+        t = torch.tensor(flags, dtype=torch.float64, device=self.info.device)
+        return D.all_reduce_max(t, self.info).tolist()
+
+    def evaluate(self) -> float | None:
+        total = torch.zeros(2, dtype=torch.float64, device=self.info.device)  # sum of losses x tokens, tokens
+        self.fwd_model.eval()
+        with torch.no_grad():
+            for x, y in self.val:
+                x, y = x.to(self.info.device), y.to(self.info.device)
+                with self.autocast():
+                    _, loss = self.fwd_model(x, y)
+                total[0] += loss.double() * y.numel()
+                total[1] += y.numel()
+        self.fwd_model.train()
+        D.all_reduce_sum(total, self.info)
+        return (total[0] / total[1]).item() if total[1] > 0 else None
+
+    def sample(self) -> str:
+        g = torch.Generator(device=self.info.device).manual_seed(self.cfg.train.seed + self.step)
+        idx = torch.tensor([[self.tok.eot_id]], device=self.info.device)  # start a fresh document
+        self.model.eval()
+        with self.autocast():
+            ids = [int(t) for t in self.model.generate_stream(idx, self.cfg.eval.sample_tokens, temperature=1.0,
+                                                               top_k=50, generator=g)]
+        self.model.train()
+        return self.tok.decode(ids)
+
+    def save(self) -> None:
+        """Checkpoint the state after step ``self.step`` (collective: every rank calls it)."""
+        mine = {"loader": self.loader_state, "rng": rng_state(self.info.device)}
+        ranks = D.gather_objects(mine, self.info)
+        ok = 1.0
+        if self.info.master:
+            state = {
+                "step": self.step, "tokens_seen": self.step * self.tokens_per_step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.plateau.state_dict() if self.plateau else {},
+                "config": self.cfg.to_dict(), "tokenizer_identity": self.tok.identity,
+                "tokenizer_spec": self.tok_spec, "world_size": self.info.world_size,
+                "ranks": ranks, "metrics": self.metrics.records,
+            }
+            try:
+                path = save_checkpoint(state, self.out, self.cfg.eval.keep_last)
+                self.log(f"saved checkpoint {path}")
+            except OSError as e:
+                ok = 0.0
+                print(f"error: could not write the checkpoint for step {self.step} ({e}); nothing earlier was "
+                      f"touched: the previous checkpoint is intact. Free space, then continue with --resume",
+                      file=sys.stderr, flush=True)
+        if self.agree(1.0 - ok)[0] > 0:
+            raise _Stop(EXIT_SAVE)
+        self.saved_step = self.step
+
+    def plot(self) -> None:
+        if not self.info.master:
+            return
+        try:
+            from gpt2stream.plot import plot_metrics
+
+            plot_metrics(self.metrics.records, self.out / "loss_plot.png", title=str(self.out.name))
+        except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            self.warn(f"could not draw loss_plot.png ({type(e).__name__}: {e})")
+
+    def resume_hint(self) -> str:
+        return f"continue with: python run_train.py --out-dir {self.out} --resume" + (
+            f" (under torchrun --nproc_per_node={self.info.world_size})" if self.info.ddp else "")
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+    def fetch(self, it) -> tuple[list, BaseException | None]:
+        batches = []
+        try:
+            for _ in range(self.accum):
+                batches.append(next(it))
+        except Exception as e:  # noqa: BLE001 - decided collectively below
+            return batches, e
+        return batches, None
+
+    def run(self) -> int:
+        cfg, info = self.cfg, self.info
+        t, ev = cfg.train, cfg.eval
+        if self.step >= t.max_steps:
+            self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
+            return EXIT_OK
+        it = iter(self.loader)
+        step_times: list[float] = []
+        while self.step < t.max_steps:
+            t0 = time.perf_counter()
+            stop = self.agree(float(self.signal_received or 0))[0]
+            if stop:
+                self.save()
+                sig = signal.Signals(int(stop))
+                self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
+                return _SIGNAL_EXIT.get(sig, 1)
+            batches, err = self.fetch(it)
+            failed = self.agree(0.0 if err is None else (2.0 if isinstance(err, DataStreamError) else 1.0))[0]
+            if failed:
+                if err is not None:
+                    if isinstance(err, UserError):
+                        print(f"error: [rank {info.rank}] data: {err}", file=sys.stderr, flush=True)
+                    else:
+                        traceback.print_exception(err)
+                self.save()  # the state after the last completed step: nothing is lost
+                self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; "
+                         f"{self.resume_hint()}")
+                return EXIT_DATA if failed == 2.0 else EXIT_USER
+            self.loader_state = self.loader.state_dict()
+
+            lr = self.lr_at(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=info.device)
+            for micro, (x, y) in enumerate(batches):
+                x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+                last = micro == self.accum - 1
+                # DDP averages gradients across ranks in backward; do it once, on the last micro-step
+                sync = contextlib.nullcontext() if (last or not info.ddp) else self.ddp_model.no_sync()
+                with sync:
+                    with self.autocast():
+                        _, loss = self.ddp_model(x, y)
+                    loss = loss / self.accum  # mean over the micro-steps, like one big batch
+                    loss.backward()
+                loss_sum += loss.detach()
+            D.all_reduce_sum(loss_sum, info)
+            train_loss = loss_sum.item() / info.world_size
+            clip = t.grad_clip if t.grad_clip > 0 else math.inf
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+            if not math.isfinite(train_loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                last_ck = f"step {self.saved_step}" if self.saved_step >= 0 else "none (no checkpoint was saved yet)"
+                if info.master:
+                    print(f"error: the training loss became {train_loss} at step {self.step + 1}; stopping without "
+                          f"saving. Last good checkpoint: {last_ck}. Try a lower --lr or --grad-clip, then --resume",
+                          file=sys.stderr, flush=True)
+                return EXIT_NAN
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if info.device_type == "cuda":
+                torch.cuda.synchronize()
+            self.step += 1
+            dt = time.perf_counter() - t0
+            step_times.append(dt)
+            recent = step_times[1:][-20:] or step_times  # the first step includes warm-up/compilation
+            avg = sum(recent) / len(recent)
+            tok_s = self.tokens_per_step / dt
+            mfu = self.model.estimate_mfu(tok_s / info.world_size, self.peak, cfg.data.seq_len)
+            self.metrics.log(step=self.step, loss=train_loss, lr=lr, grad_norm=norm, ms=round(dt * 1000, 2),
+                             tok_s=round(tok_s, 1), mfu=round(mfu, 5), tokens=self.step * self.tokens_per_step,
+                             epoch=self.loader.epoch)
+            if self.step % ev.log_every == 0 or self.step == 1 or self.step == t.max_steps:
+                self.log(f"step {self.step:>6}/{t.max_steps} | loss {train_loss:.4f} | lr {lr:.3e} | norm "
+                         f"{norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {mfu * 100:5.2f}% | "
+                         f"ETA {format_eta(avg * (t.max_steps - self.step))}")
+            last_step = self.step == t.max_steps
+            if (ev.eval_every and self.step % ev.eval_every == 0) or last_step:
+                val = self.evaluate()
+                if val is not None:
+                    self.metrics.log(step=self.step, val_loss=val)
+                    if self.plateau is not None:
+                        self.plateau.observe(val)
+                    self.log(f"step {self.step:>6} | val loss {val:.4f}")
+                self.plot()
+            if ev.sample_every and (self.step % ev.sample_every == 0 or last_step) and info.master:
+                text = self.sample()
+                self.metrics.log(step=self.step, sample=text)
+                self.log(f"sample @ step {self.step}: {text!r}")
+            if (ev.save_every and self.step % ev.save_every == 0) or last_step:
+                self.save()
+        self.log(f"done: {self.step} steps, {self.step * self.tokens_per_step:,} tokens; run directory {self.out}")
+        return EXIT_OK
+
+    def close(self) -> None:
+        loader = getattr(self, "loader", None)
+        if loader is not None:
+            loader.close()
+        if self.log_file is not None:
+            self.log_file.close()
+
+
+def D_has_checkpoints(out: Path) -> bool:  # noqa: N802 - reads as "directory has checkpoints"
+    from gpt2stream.checkpoint import CKPT_DIR, list_checkpoints
+
+    return bool(list_checkpoints(out / CKPT_DIR))
+
+
+def _install_signal_handlers(trainer: Trainer) -> dict:
+    """SIGINT/SIGTERM set a flag; the loop saves and exits at the next step boundary. A second one stops at once."""
+    old = {}
+
+    def handler(signum, frame):
+        if trainer.signal_received is not None:
+            raise KeyboardInterrupt
+        trainer.signal_received = signum
+        if trainer.info.master:
+            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
+                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    for sig in _SIGNAL_EXIT:
+        try:
+            old[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (e.g. called from a notebook worker): no graceful stop
+            pass
+    return old
+
+
+def train(cfg: Any, argv: list[str] | None = None) -> int:
+    """Run training as configured; return the process exit code (see the module docstring).
+
+    ``argv`` is the command line that produced ``cfg``: on --resume, the flags in it override the checkpoint's
+    config (and only those). Under torchrun the process group is set up here and torn down before returning.
+    """
+    info = D.init_distributed(cfg.train.device)
+    trainer = Trainer(cfg, info, argv)
+    old = _install_signal_handlers(trainer)
+    code, clean = 1, True
+    try:
+        trainer.setup()
+        code = trainer.run()
+    except _Stop as s:
+        code = s.code
+    except UserError as e:
+        if info.master or not info.ddp:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        code = EXIT_USER
+    except KeyboardInterrupt:
+        print("interrupted (no checkpoint saved)", file=sys.stderr, flush=True)
+        code, clean = 130, False
+    except BaseException:
+        clean = False  # other ranks may be stuck in a collective: don't wait for them
+        raise
+    finally:
+        trainer.close()
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        D.shutdown(info, sync=clean)
+    return code
