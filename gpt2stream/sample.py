@@ -231,6 +231,13 @@ def _find_run_dir(path: Path) -> Path | None:
     return None
 
 
+def _saved_tokenizer(spec: str, run_dir: Path | None) -> str:
+    """The training tokenizer: its recorded path, or the copy in the run directory if the run was moved."""
+    if spec != "gpt2" and not Path(spec).exists() and run_dir is not None and (run_dir / "tokenizer.json").exists():
+        return str(run_dir / "tokenizer.json")
+    return spec
+
+
 def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torch.device) -> Loaded:
     """Load the model named by exactly one of out_dir / ckpt / init, and its tokenizer; check they fit."""
     from tokenizer import load_tokenizer
@@ -243,7 +250,7 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
 
         model = GPT.from_pretrained(init)
         spec = tokenizer or "gpt2"
-        label, run_dir = f"--init {init}", None
+        label, run_dir, identity = f"--init {init}", None, None
     else:
         if not out_dir and not ckpt:
             from config import TrainConfig
@@ -254,16 +261,19 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
             what = "checkpoint" if ckpt else "run directory"
             raise UserError(f"{what} {str(path)!r} does not exist: train first (python run_train.py), or pass "
                             "--out-dir RUN_DIR, --ckpt PATH or --init gpt2")
-        try:
-            from gpt2stream.checkpoint import load_model
-        except ImportError:
-            raise UserError("this build has no checkpoint support (gpt2stream.checkpoint); use --init") from None
-        model, _cfg, saved_spec = load_model(path, device="cpu")
-        spec = tokenizer or saved_spec
-        label = f"{'--ckpt' if ckpt else '--out-dir'} {path}"
-        run_dir = path if out_dir else _find_run_dir(path)
+        from gpt2stream.checkpoint import model_from_state, resolve_checkpoint
+
+        ckpt_file, state = resolve_checkpoint(path, mmap=True)  # a run dir -> its newest valid checkpoint
+        model, _cfg = model_from_state(state, "cpu")
+        run_dir = _find_run_dir(ckpt_file) or (path if out_dir else None)
+        spec = tokenizer or _saved_tokenizer(state.get("tokenizer_spec", _cfg.data.tokenizer), run_dir)
+        identity = state.get("tokenizer_identity")
+        label = f"{ckpt_file} (step {state['step']})"
     tok = load_tokenizer(spec)
     check_vocab(model, tok, spec)
+    if identity and tok.identity != identity:
+        raise UserError(f"tokenizer {spec!r} ({tok.identity}) is not the one the model was trained with ({identity}): "
+                        "leave out --tokenizer, or pass the training tokenizer.json")
     model = model.to(device).eval()
     return Loaded(model, tok, spec, label, run_dir)
 

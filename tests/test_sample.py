@@ -331,3 +331,52 @@ def test_ctrl_d_and_ctrl_c_at_the_prompt(tiny_hf, tmp_path):
         if t.proc.poll() is None:
             t.proc.kill()
             t.close()
+
+
+# ---- checkpoints written by the trainer ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """Two optimizer steps of a 1-layer model through run_train.py on a tiny local jsonl: a real run directory."""
+    import json
+
+    d = tmp_path_factory.mktemp("run")
+    with open(d / "docs.jsonl", "w") as f:
+        for i in range(200):
+            f.write(json.dumps({"text": f"Document {i}: the quick brown fox jumps over the lazy dog. " * 4}) + "\n")
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "run_train.py"), "--preset", "tiny", "--data", "docs.jsonl", "--out-dir", "run",
+         "--max-steps", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "64",
+         "--seq-len", "64", "--batch-size", "2", "--total-batch-size", "256", "--val-docs", "20",
+         "--eval-tokens", "1024", "--num-workers", "0", "--sample-every", "0"],
+        cwd=d, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return d / "run"
+
+
+@pytest.mark.slow
+def test_sample_from_a_trained_run_directory_and_checkpoint(trained_run, tmp_path):
+    from gpt2stream.checkpoint import list_checkpoints
+
+    r = _run(["--out-dir", str(trained_run), "--prompt", "The fox", "--max-new-tokens", "10", "--seed", "2"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) > 0
+    log = (trained_run / "generated.txt").read_text()  # the default transcript lives in the run directory
+    assert ">>> The fox" in log and "step_00000002.pt (step 2)" in log
+    ((_, ckpt),) = list_checkpoints(trained_run / "checkpoints")
+    r2 = _run(["--ckpt", str(ckpt), "--prompt", "The fox", "--max-new-tokens", "10", "--seed", "2"], tmp_path)
+    assert r2.returncode == 0 and r2.stdout == r.stdout
+    assert (trained_run / "generated.txt").read_text().count(">>> The fox") == 2
+
+
+def test_mismatched_tokenizer_for_a_checkpoint_is_refused(trained_run, tmp_path):
+    from gpt2stream.sample import load_source
+    from tokenizer.core import Tokenizer
+
+    tokjson = tmp_path / "tokenizer.json"
+    Tokenizer("bytes", r"\S+|\s+", {bytes([i]): i for i in range(256)}, {"<|endoftext|>": 256}).save(tokjson)
+    with pytest.raises(UserError, match="has 257 tokens but the model's vocabulary is 50257"):
+        load_source(str(trained_run), "", "", str(tokjson), torch.device("cpu"))
+    loaded = load_source(str(trained_run), "", "", "", torch.device("cpu"))
+    assert loaded.tokenizer_spec == "gpt2" and loaded.run_dir == trained_run
