@@ -46,12 +46,19 @@ def train_bpe(
     workers = default_workers() if workers is None else workers
     progress = progress if progress is not None else Progress(enabled=False)
 
-    counts = count_chunks(docs, regex_str, workers=workers, progress=progress)
+    read = [0]
+
+    def counted(docs: Iterable[str]) -> Iterable[str]:
+        for doc in docs:
+            read[0] += len(doc)
+            yield doc
+
+    counts = count_chunks(counted(docs), regex_str, workers=workers, progress=progress)
     if not counts:
         raise UserError("the corpus is empty: no text was read; check --data, --split, --text-column")
-    total = sum(counts.values())
     progress.done(
-        f"split: {human(total)} chunks, {human(len(counts))} distinct, {progress.elapsed():.1f}s"
+        f"split: {human(read[0])} chars read, {human(sum(counts.values()))} chunks, {human(len(counts))} distinct, "
+        f"{human(read[0] / max(progress.elapsed(), 1e-9))} chars/s, {progress.elapsed():.1f}s"
     )
     # sorted so the word order (and so every intermediate state) is the same however the counting was split up
     chunks = sorted((s.encode("utf-8", errors="replace"), c) for s, c in counts.items())
