@@ -29,6 +29,9 @@ KNOWN_EXT = PARQUET_EXT + JSONL_EXT + TXT_EXT
 TXT_MODES = ("file", "paragraph", "line")
 MAX_CHUNK_BYTES = 4 << 20  # byte range of one jsonl/txt unit (upper bound)
 MIN_CHUNK_BYTES = 4 << 10
+# Hub read-ahead: pyarrow reads a column chunk in one call, so read-ahead only needs to cover the footer's small
+# reads; more would fetch bytes of row groups this reader does not own.
+HUB_READAHEAD = 1 << 20
 
 
 class Row(NamedTuple):
@@ -80,22 +83,23 @@ class LocalFile(FileRef):
         return f"LocalFile({self.path!r})"
 
 
-class HubFile(FileRef):
-    """A parquet file of a Hub dataset, read with ranged requests through gpt2stream.hub (retrying, timeouts)."""
+class HubRef(FileRef):
+    """A parquet file of a Hub dataset (gpt2stream.hub.RemoteFile), read by ranged GETs with retries and timeouts."""
 
-    def __init__(self, remote: Any, policy: Any) -> None:
+    def __init__(self, remote: Any, policy: Any, readahead: int) -> None:
         self.remote = remote
         self.policy = policy
-        self.name = getattr(remote, "path", None) or getattr(remote, "name", None) or str(remote)
-        self.size = int(getattr(remote, "size", 0) or 0)
+        self.readahead = readahead
+        self.name = remote.path
+        self.size = int(remote.size)
 
     def open(self):
         from gpt2stream import hub
 
-        return hub.open_remote(self.remote, self.policy)
+        return hub.open_remote(self.remote, self.policy, readahead=self.readahead)
 
     def __repr__(self) -> str:
-        return f"HubFile({self.name!r})"
+        return f"HubRef({self.name!r})"
 
 
 @dataclass(frozen=True)
@@ -472,5 +476,5 @@ def _open_hub(data_cfg: Any) -> Source:
 
     policy = hub.RetryPolicy.from_config(data_cfg)
     remotes = hub.list_parquet_files(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy)
-    files: list[FileRef] = [HubFile(r, policy) for r in remotes]
+    files: list[FileRef] = [HubRef(r, policy, HUB_READAHEAD) for r in remotes]
     return ParquetSource(files, data_cfg.text_column, data_cfg.id_column)

@@ -1,0 +1,207 @@
+"""The data pipeline streaming from the Hub-compatible test server (tests/hubserver.py) through HF_ENDPOINT:
+same batches as reading the same files locally, exactly-once documents, bounded bytes on resume, faults."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import DataConfig
+from gpt2stream.data import TrainLoader, iter_documents, val_documents
+from gpt2stream.errors import UserError
+from tests.hubserver import DATA, DEFAULT_REPO, Fault, FaultProxy, HubServer, build_fineweb_repo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TextIndexTokenizer:
+    """Each known text -> one token (its index in the fixture + 1), eot = 0: batches of seq_len=1, batch_size=1
+    are single documents, so the stream's documents can be compared with the fixture's."""
+
+    eot_id = 0
+    identity = "test:text-index"
+
+    def __init__(self, texts):
+        self.index = {}
+        for i, t in enumerate(texts):
+            self.index.setdefault(t, i)
+
+    def encode_ordinary_batch(self, texts, num_threads=8):
+        return [[self.index[t] + 1] for t in texts]
+
+
+def hub_cfg(**kw) -> DataConfig:
+    base = dict(data=DEFAULT_REPO, data_config="sample-10BT", split="train", seq_len=32, shuffle_buffer=10,
+                num_workers=0, val_docs=7, max_retries=3, request_timeout=5.0)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def take(loader, n, states=None):
+    out = []
+    for x, y in loader:
+        out.append(torch.cat([x, y[:, -1:]], 1))
+        if states is not None:
+            states.append(copy.deepcopy(loader.state_dict()))
+        if len(out) == n:
+            break
+    loader.close()
+    return out
+
+
+def test_hub_stream_equals_local_read(hub_server):
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    fx = hub_server.fixture
+    c = hub_cfg(num_workers=2)
+    remote = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=5), 25)
+    local_dir = fx.root / "sample" / "10BT"
+    local = take(TrainLoader(hub_cfg(num_workers=2, data=str(local_dir)), batch_size=2, tokenizer=tok, seed=5), 25)
+    assert all(torch.equal(a, b) for a, b in zip(remote, local, strict=True))
+    texts = fx.texts("sample-10BT")
+    assert val_documents(c) == texts[-len(fx.file_ids[fx.files()[-1]]):][:7]
+    assert list(iter_documents(c, max_docs=5)) == texts[:5]
+
+
+@pytest.mark.parametrize("world,workers", [(1, 2), (2, 1), (3, 2)])
+def test_hub_every_document_once(hub_server, world, workers):
+    fx = hub_server.fixture
+    texts = fx.texts("sample-10BT")
+    tok = TextIndexTokenizer(texts)
+    c = hub_cfg(seq_len=1, num_workers=workers)
+    got: list[int] = []
+    for rank in range(world):
+        loader = TrainLoader(c, batch_size=1, tokenizer=tok, rank=rank, world_size=world, seed=1)
+        done: set[int] = set()
+        for x, _y in loader:
+            worker = (loader.state_dict()["next_worker"] - 1) % max(1, workers)
+            if loader.epoch > 0:
+                done.add(worker)
+                if len(done) == max(1, workers):
+                    break
+            else:
+                got.append(x.item() - 1)
+        loader.close()
+    n_last = len(fx.file_ids[fx.files()[-1]])
+    expected = Counter(tok.index[t] for t in texts[: len(texts) - n_last] + texts[len(texts) - n_last + 7 :])
+    assert Counter(got) == expected
+
+
+def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
+    """Resuming late costs about what resuming early costs (one window's row groups), not the bytes read so far."""
+    import gpt2stream.data.sources as sources
+    from tokenizer import load_tokenizer
+
+    monkeypatch.setattr(sources, "HUB_READAHEAD", 16 << 10)  # the fixture's files are small
+    fx = _bigger_repo(tmp_path)
+    tok = load_tokenizer("gpt2")
+    c = hub_cfg(shuffle_buffer=8, seq_len=64)
+    with HubServer({DEFAULT_REPO: fx.root}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        states: list[dict] = []
+        ref = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=2), 200, states)
+        assert states[-1]["workers"][0]["epoch"] == 0 and states[-1]["workers"][0]["cursor"] >= 6
+
+        def resume_cost(k):
+            loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)  # listing + footers: not counted
+            loader.load_state_dict(states[k])
+            server.reset_counters()
+            got = take(loader, 3)
+            assert all(torch.equal(a, b) for a, b in zip(got, ref[k + 1 : k + 4], strict=True))
+            return server.total_bytes_served()
+
+        # what the run had fetched by batch k, replayed from scratch
+        loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)
+        server.reset_counters()
+        take(loader, 190)
+        progress_bytes = server.total_bytes_served()
+        early, late = resume_cost(10), resume_cost(190)
+    print(f"resume bytes: early {early}, late {late}, progress {progress_bytes}")
+    group = max(os.path.getsize(fx.root / f) for f in fx.files()) / 6
+    assert late < 4 * group + (64 << 10), (late, group)
+    assert late < progress_bytes / 4, (late, progress_bytes)
+    assert late < 3 * early + (64 << 10), (early, late)
+
+
+def _bigger_repo(tmp_path: Path):
+    """Files of ~100 KB+ so that row groups are read by their own requests, not from the footer's block."""
+    return build_fineweb_repo(tmp_path / "repo", n_files=3, row_groups=6, rows_per_group=20, dump_files=0,
+                              paragraphs_per_doc=(2, 4))
+
+
+@pytest.mark.slow
+def test_hub_single_faults_lose_and_duplicate_nothing(tmp_path, monkeypatch):
+    import gpt2stream.data.sources as sources
+    from tokenizer import load_tokenizer
+
+    monkeypatch.setattr(sources, "HUB_READAHEAD", 16 << 10)  # more, smaller requests to hit
+    tok = load_tokenizer("gpt2")
+    c = hub_cfg(num_workers=2, request_timeout=2.0, seq_len=64)
+    with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server, FaultProxy(server.url) as proxy:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        clean = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=9), 150)
+        monkeypatch.setenv("HF_ENDPOINT", proxy.url)
+        loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=9)
+        proxy.add(Fault.reset(DATA, nth=1, after_bytes=2000))
+        proxy.add(Fault.http(503, DATA, nth=3))
+        proxy.add(Fault.http(429, DATA, nth=5, retry_after="0"))
+        proxy.add(Fault.stall(DATA, nth=7, stall_seconds=8))
+        faulty = take(loader, 150)
+        assert proxy.fired == 4
+    assert all(torch.equal(a, b) for a, b in zip(clean, faulty, strict=True))
+
+
+_PERSISTENT_FAULT_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from config import DataConfig
+from gpt2stream.data import TrainLoader
+from gpt2stream.errors import DataStreamError
+from tokenizer import load_tokenizer
+loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"))
+print("LISTED", flush=True)
+sys.stdin.readline()   # the test turns the faults on now
+try:
+    for _ in loader:
+        pass
+except DataStreamError as e:
+    print("ERROR", type(e).__name__, str(e), flush=True)
+"""
+
+
+def test_hub_persistent_failure_raises_one_clear_error_from_workers(hub_server):
+    c = hub_cfg(num_workers=2, max_retries=2, request_timeout=2.0)
+    with FaultProxy(hub_server.url) as proxy:
+        env = dict(os.environ, HF_ENDPOINT=proxy.url, PYTHONPATH=str(ROOT))
+        script = _PERSISTENT_FAULT_SCRIPT.format(root=str(ROOT), cfg=json.dumps(c.__dict__))
+        p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert p.stdout.readline().strip() == "LISTED"
+            proxy.add(Fault.http(500, DATA, times=None))
+            out, err = p.communicate("go\n", timeout=120)
+        finally:
+            p.kill()
+    lines = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
+    print(lines)
+    assert lines, (out, err[-3000:])
+    assert lines[0].startswith("ERROR DataStreamError ")
+    assert "Caught" not in lines[0] and "Traceback" not in lines[0]  # the worker's message, intact
+    assert "500" in lines[0] or "fail" in lines[0].lower()
+
+
+def test_hub_unknown_dataset_config_split(hub_server):
+    for kw in (dict(data="nobody/nothing"), dict(data_config="no-such-config"), dict(split="nosplit")):
+        with pytest.raises(UserError):
+            TrainLoader(hub_cfg(**kw), batch_size=1, tokenizer=TextIndexTokenizer([]))
+    with pytest.raises(UserError, match="no column 'body'.*'text', 'id'"):
+        TrainLoader(hub_cfg(text_column="body"), batch_size=1, tokenizer=TextIndexTokenizer([]))
