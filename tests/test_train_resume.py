@@ -1,0 +1,43 @@
+"""Exact resume: N uninterrupted steps == k steps, kill -9, --resume to N (losses and bit-identical weights)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_train_common import (
+    TINY, assert_same_weights, final_state, make_jsonl, run, run_and_kill_after, train_lines,
+)
+
+N = 10
+
+
+def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> None:
+    data = make_jsonl(tmp_path / "docs.jsonl")
+    common = [*TINY, "--data", str(data), "--num-workers", str(workers), "--max-steps", str(N), "--eval-every", "3",
+              "--save-every", "4", *extra]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run([*common, "--out-dir", str(full)], nproc=nproc)
+    run_and_kill_after([*common, "--out-dir", str(cut)], cut / "checkpoints" / "step_00000004.pt", nproc=nproc)
+    # flags on --resume: the checkpoint's config is used; only the out dir is needed to find it
+    p = run(["--out-dir", str(cut), "--resume"], nproc=nproc)
+    resumed_at = int(p.stdout.split("resumed from ")[1].split(" at step ")[1].split()[0])
+    assert resumed_at < N, p.stdout
+    assert train_lines(cut) == train_lines(full)
+    assert len([r for r in train_lines(full) if r[1] != "val"]) == N
+    a, b = final_state(full), final_state(cut)
+    assert a["step"] == b["step"] == N
+    assert_same_weights(a["model"], b["model"])
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k in a["optimizer"]["state"]:
+        assert_same_weights(a["optimizer"]["state"][k], b["optimizer"]["state"][k])
+    assert (cut / "loss_plot.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_exact_resume_single_process_with_workers(tmp_path):
+    _exact_resume(tmp_path, nproc=1, workers=2)
+
+
+@pytest.mark.slow
+def test_exact_resume_torchrun_2_processes(tmp_path):
+    _exact_resume(tmp_path, nproc=2, workers=1)
