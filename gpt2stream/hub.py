@@ -533,6 +533,7 @@ class HubFile(io.RawIOBase):
             before = len(got)
             try:
                 self._fetch_into(got, start + len(got), end)
+                retrier.succeeded()
             except TransientError as e:
                 if len(got) - before >= min(_PROGRESS_RESET, end - start - before):
                     retrier.succeeded()  # it moved forward: not a *consecutive* failure
@@ -544,8 +545,7 @@ class HubFile(io.RawIOBase):
         resp = _request(self._http(), "GET", self.url, self.policy, headers={"Range": f"bytes={start}-{end - 1}"},
                         stream=True)
         try:
-            self._check_range(resp, start, end)
-            want = end - start
+            want = self._check_range(resp, start, end)  # a server may send less than asked: the loop asks again
             received = 0
             try:
                 while received < want:
@@ -564,7 +564,8 @@ class HubFile(io.RawIOBase):
         finally:
             resp.close()
 
-    def _check_range(self, resp: requests.Response, start: int, end: int) -> None:
+    def _check_range(self, resp: requests.Response, start: int, end: int) -> int:
+        """Bytes the answer to 'Range: bytes=start-(end-1)' carries; DataStreamError if it is not that range."""
         status = resp.status_code
         if status == 206:
             m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
@@ -575,9 +576,9 @@ class HubFile(io.RawIOBase):
             if m.group(3) != "*" and int(m.group(3)) != self.size:
                 raise DataStreamError(f"network: {self.name} is {m.group(3)} bytes on the server, expected "
                                       f"{self.size}: it changed under a pinned revision; restart the run")
-            return
+            return int(m.group(2)) - start + 1
         if status == 200 and start == 0 and end == self.size:
-            return  # a whole-file range answered with the whole file is the same bytes
+            return self.size  # a whole-file range answered with the whole file is the same bytes
         if status == 200:
             raise DataStreamError(
                 f"network: {endpoint()} ignored a Range request for {self.name} (HTTP 200 instead of 206); "

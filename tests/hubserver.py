@@ -31,7 +31,8 @@ Server routes (see ../shared/HUB-NOTES.md): GET /api/agent-harnesses; HEAD/GET /
 GET /api/datasets/<repo>[/revision/<rev>]; GET /api/datasets/<repo>/tree/<rev>[/<path>] (%2F accepted, Link-header
 pagination); POST /api/datasets/<repo>/paths-info/<rev>. Unknown repo/revision/file -> 404 with the X-Error-Code the
 Hub uses (RepoNotFound / RevisionNotFound / EntryNotFound). Options: ``token=`` (require a Bearer token),
-``ignore_range=True`` (a broken mirror that answers 200 with the whole file), ``redirect_data=True`` (parquet
+``ignore_range=True`` (a broken mirror that answers 200 with the whole file), ``max_range=N`` (206 answers carry
+at most N bytes, as some CDNs do), ``redirect_data=True`` (parquet
 resolves 302 to a /cdn/ URL, like LFS files on the real Hub), ``page_size=`` (tree pagination).
 Everything runs in daemon threads with socket timeouts and a maximum lifetime, so nothing outlives a test.
 """
@@ -298,13 +299,14 @@ class HubServer:
     """Serves dataset repos (repo_id -> local directory) the way huggingface.co does, on 127.0.0.1."""
 
     def __init__(self, repos: dict[str, Path], *, token: str | None = None, ignore_range: bool = False,
-                 redirect_data: bool = False, page_size: int = 1000, idle_timeout: float = 20.0,
-                 max_lifetime: float = 900.0):
+                 redirect_data: bool = False, page_size: int = 1000, max_range: int | None = None,
+                 idle_timeout: float = 20.0, max_lifetime: float = 900.0):
         self.repos = {rid: _Repo(rid, root) for rid, root in repos.items()}
         self.token = token
         self.ignore_range = ignore_range
         self.redirect_data = redirect_data
         self.page_size = page_size
+        self.max_range = max_range  # answer at most this many bytes per Range request (some CDNs cap ranges)
         self.idle_timeout = idle_timeout
         self.max_lifetime = max_lifetime
         self.bytes_served: dict[str, int] = {}
@@ -527,6 +529,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             if r is None:
                 return self._send(416, b"", headers={**headers, "Content-Range": f"bytes */{size}"})
             (start, end), status = r, 206
+            if self.hub.max_range:
+                end = min(end, start + self.hub.max_range - 1)
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         ctype = "application/octet-stream" if not rel.endswith((".md", ".json", ".yaml")) else "text/plain"
         self.send_response(status)

@@ -245,6 +245,16 @@ def test_redirected_data_is_followed(hub_repo, monkeypatch):
         assert any(r.status == 302 for r in server.requests) and any("/cdn/" in r.path for r in server.requests)
 
 
+def test_short_range_answers_are_continued(hub_repo, monkeypatch, caplog):
+    with HubServer({DEFAULT_REPO: hub_repo.root}, max_range=1000) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[0]
+        with HubFile.open(rf, RetryPolicy(max_retries=0)) as f:  # no retry allowed: short answers are not failures
+            assert f.read() == (hub_repo.root / rf.path).read_bytes()
+            assert f.requests == -(-rf.size // 1000) and f.bytes_fetched == rf.size
+    assert "retry" not in caplog.text
+
+
 def test_dead_endpoint_gives_up_with_one_clear_line(monkeypatch):
     import socket
 
