@@ -300,7 +300,7 @@ class HubServer:
 
     def __init__(self, repos: dict[str, Path], *, token: str | None = None, ignore_range: bool = False,
                  redirect_data: bool = False, page_size: int = 1000, max_range: int | None = None,
-                 idle_timeout: float = 20.0, max_lifetime: float = 900.0):
+                 idle_timeout: float = 60.0, max_lifetime: float = 900.0):
         self.repos = {rid: _Repo(rid, root) for rid, root in repos.items()}
         self.token = token
         self.ignore_range = ignore_range
@@ -782,12 +782,22 @@ class FaultProxy:
                     continue
                 if fault is not None and fault.after_bytes is None:
                     return self._inject(fault, client)
-                if upstream is None:
-                    upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
-                    upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    uin = upstream.makefile("rb")
-                upstream.sendall(head + body)
-                rhead = _read_head(uin)
+                rhead = b""
+                for _attempt in range(2):  # a kept-alive upstream connection may have been closed while idle
+                    reused = upstream is not None
+                    if upstream is None:
+                        upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
+                        upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                        uin = upstream.makefile("rb")
+                    try:
+                        upstream.sendall(head + body)
+                        rhead = _read_head(uin)
+                        break
+                    except (_Closed, OSError):
+                        upstream.close()
+                        upstream = None
+                        if not reused:
+                            raise
                 rh = _headers(rhead)
                 status = int(rhead.split(b" ", 2)[1])
                 length = 0 if method == "HEAD" or status in (204, 304) else int(rh.get("content-length") or 0)

@@ -328,3 +328,26 @@ def test_fixture_without_corpus_is_english_like(tmp_path):
     common = sum(w in ("the", "of", "and", "to", "in", "a", "is", "that") for w in words)
     assert len(texts) == 10 and len(words) > 200 and common / len(words) > 0.15
     assert all(t[0].isupper() and t.rstrip()[-1] in ".?!" for t in texts)
+
+
+def test_proxy_counts_matches_and_fires_nth_to_nth_plus_times(hub_repo):
+    import time
+
+    from tests.hubserver import Fault, FaultProxy
+
+    with HubServer({DEFAULT_REPO: hub_repo.root}, idle_timeout=0.3) as server, FaultProxy(server.url) as proxy:
+        fault = proxy.add(Fault.http(503, r"/api/datasets/", nth=2, times=2, retry_after="4"))
+        sess = requests.Session()
+        codes = [sess.get(f"{proxy.url}/api/datasets/{DEFAULT_REPO}", timeout=5) for _ in range(5)]
+        assert [r.status_code for r in codes] == [200, 503, 503, 200, 200]
+        assert codes[1].headers["Retry-After"] == "4"
+        assert sess.get(f"{proxy.url}/api/agent-harnesses", timeout=5).status_code == 200  # not matching
+        assert (fault.seen, fault.fired, proxy.fired) == (5, 2, 2)
+        assert [k for _, _, k in proxy.events] == ["ok", "http", "http", "ok", "ok", "ok"]
+        time.sleep(0.8)  # the server closes the idle upstream connection: the proxy reconnects, no fault appears
+        assert sess.get(f"{proxy.url}/api/datasets/{DEFAULT_REPO}", timeout=5).status_code == 200
+        reset = proxy.add(Fault.reset(r"README", method="GET"))
+        assert requests.head(f"{proxy.url}/datasets/{DEFAULT_REPO}/resolve/main/README.md", timeout=5).ok
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{proxy.url}/datasets/{DEFAULT_REPO}/resolve/main/README.md", timeout=5)
+        assert reset.fired == 1
