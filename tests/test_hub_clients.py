@@ -43,8 +43,18 @@ with fs.open(f"datasets/{repo}/sample/10BT/001_00000.parquet", "rb", block_size=
     f.seek(100)
     chunk = f.read(50).hex()
 globbed = sorted(fs.glob(f"datasets/{repo}/data/*/*"))
+errors = []
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+for call, exc in [(lambda: api.dataset_info("nobody/nothing"), RepositoryNotFoundError),
+                  (lambda: api.dataset_info(repo, revision="v9"), RevisionNotFoundError),
+                  (lambda: hf_hub_download(repo, "missing.txt", repo_type="dataset"), EntryNotFoundError)]:
+    try:
+        call()
+        errors.append("no error")
+    except exc as e:
+        errors.append(type(e).__name__)
 print(json.dumps({"sha": info.sha, "files": files, "tree": tree, "paths": paths, "readme": readme,
-                  "chunk": chunk, "glob": globbed}))
+                  "chunk": chunk, "glob": globbed, "errors": errors}))
 """
 
 
@@ -89,3 +99,4 @@ def test_huggingface_hub_api_and_filesystem(hub_repo, tmp_path):
     data = (hub_repo.root / "sample/10BT/001_00000.parquet").read_bytes()
     assert bytes.fromhex(out["chunk"]) == data[100:150]
     assert [g.split(DEFAULT_REPO + "/")[1] for g in out["glob"]] == hub_repo.files("default")
+    assert out["errors"] == ["RepositoryNotFoundError", "RevisionNotFoundError", "RemoteEntryNotFoundError"]
