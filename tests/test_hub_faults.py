@@ -117,7 +117,8 @@ def test_single_faults_are_survived_with_identical_rows(fault_repo, baseline, tm
             assert out["fetched"] == baseline["fetched"]
 
 
-@pytest.mark.parametrize("case", ["data-500", "data-reset-midbody", "metadata-stall", "metadata-503"])
+@pytest.mark.parametrize("case", ["data-500", "data-reset-midbody", "metadata-503",
+                                  pytest.param("metadata-stall", marks=pytest.mark.slow)])
 def test_persistent_fault_raises_one_clear_error_in_bounded_time(fault_repo, tmp_path, case):
     fault = {
         "data-500": Fault.http(500, DATA, times=None),
