@@ -26,7 +26,8 @@ Usage::
   it insists on ``206`` + a matching ``Content-Range`` (a server that ignores Range is refused, never trusted),
   and resumes a broken transfer from the last byte received.
 - Failures: resets, timeouts, 408/429/500/502/503/504 are retried with exponential backoff and jitter (Retry-After
-  honoured); after ``max_retries`` consecutive failures -> gpt2stream.errors.DataStreamError (one line).
+  honoured); a request that fails 1 + ``max_retries`` times in a row -> gpt2stream.errors.DataStreamError (one
+  line; any success or a broken transfer that still delivered 1 MiB resets the count).
   Unknown dataset / revision / config / split -> gpt2stream.errors.UserError listing what exists.
 - ``bytes_fetched_total()``: body bytes received by every HubFile of this process (for resume measurements).
 """
