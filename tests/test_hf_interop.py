@@ -61,3 +61,49 @@ def test_import_rejects_a_directory_without_weights(tmp_path):
         {"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8, "n_positions": 8, "vocab_size": 10}))
     with pytest.raises(UserError, match="no model.safetensors"):
         load_hf_gpt2(str(tmp_path))
+
+
+def test_import_by_hub_repo_id_through_hf_endpoint(tmp_path):
+    """`GPT.from_pretrained("gpt2")` downloads openai-community/gpt2 via huggingface_hub from HF_ENDPOINT."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.hubserver import HubServer
+
+    hf, d = _random_hf_model(tmp_path)
+    idx = torch.randint(0, 301, (2, 16), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.save({"idx": idx, "logits": hf(idx).logits}, tmp_path / "ref.pt")
+    code = (
+        "import torch\nfrom gpt2stream.model import GPT\n"
+        "m = GPT.from_pretrained('gpt2').eval()\n"
+        f"ref = torch.load({str(tmp_path / 'ref.pt')!r})\n"
+        "with torch.no_grad():\n    out, _ = m(ref['idx'])\n"
+        "print('maxdiff', (out - ref['logits']).abs().max().item())\n"
+    )
+    with HubServer({"openai-community/gpt2": d}) as server:
+        env = {**os.environ, "HF_ENDPOINT": server.url, "PYTHONPATH": str(ROOT)}
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.split("maxdiff")[1]) < 1e-4
+
+
+def test_import_of_an_unreachable_hub_repo_is_one_clear_error(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
+    code = ("from gpt2stream.cli import run_main\nfrom gpt2stream.model import GPT\n"
+            "run_main(lambda argv: GPT.from_pretrained('gpt2-medium') and 0, [])\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: cannot get GPT-2 weights 'gpt2-medium'") and "Traceback" not in out.stderr
