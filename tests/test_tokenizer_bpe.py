@@ -125,3 +125,39 @@ def test_vocab_size_counts_bytes_merges_and_special():
     assert tok.n_vocab == 300
     assert tok.eot_id == 299
     assert len(tok.mergeable_ranks) == 299
+
+
+def test_a_worker_error_is_raised_not_hung():
+    with pytest.raises(Exception, match="missing"):
+        count_chunks(["abc"] * 10, r"(unclosed", workers=2)
+
+
+def test_a_dead_worker_is_reported_not_hung(monkeypatch):
+    import os
+
+    import tokenizer.chunks
+
+    monkeypatch.setattr(tokenizer.chunks, "_worker", lambda *args: os._exit(3))
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        count_chunks(["abc"] * 10, GPT2_HF, workers=2)
+
+
+def test_lone_surrogates_in_training_text_count_as_replacement_characters():
+    tok = train_bpe(["!\ud800! !\ud800! !\ud800!"], 300, workers=1)  # one punctuation chunk: ! U+D800 !
+    assert tok.decode(tok.encode("!\ud800!")) == "!\ufffd!"
+    assert len(tok.encode("!\ufffd!")) == 1  # learned from the replaced text: bytes 21 EF BF BD 21
+
+
+def test_progress_reports_both_phases():
+    import io
+
+    from tokenizer.progress import Progress, eta, human
+
+    assert (human(999), human(12_345), human(4_550_000), human(2e9)) == ("999", "12.3k", "4.5M", "2.0G")
+    assert eta(0, 10, 1.0) == "?" and eta(5, 10, 30.0) == "0:30" and eta(1, 61, 1.0) == "1:00"
+    stream = io.StringIO()
+    train_bpe(random_corpus(2, ALPHABETS["ascii_words"], n_docs=100), 400, workers=1,
+              progress=Progress(stream, interval=0))
+    out = stream.getvalue()
+    assert "split:" in out and "chars read" in out and "distinct" in out
+    assert "merges:" in out and "/s" in out and "ETA" in out

@@ -8,6 +8,7 @@ its own counter; the counters are summed at the end, so the result is the same w
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
@@ -45,28 +46,19 @@ def count_chunks(docs: Iterable[str], pattern: str, workers: int = 1, progress: 
     procs = [ctx.Process(target=_worker, args=(pattern, tasks, results), daemon=True) for _ in range(workers)]
     for p in procs:
         p.start()
-    chars = chunks = 0
+    pool = _Pool(procs, tasks, results)
+    chars = 0
     total: Counter[str] = Counter()
     try:
         for batch in _batches(docs, BATCH_CHARS):
-            tasks.put(batch)
+            pool.put(batch)
             chars += sum(map(len, batch))
-            while not results.empty():
-                chunks += _done_batch(results.get())
             if progress is not None and progress.due():
-                progress.update(_status(chars, chunks, None, progress.elapsed()))
+                progress.update(_status(chars, pool.chunks, None, progress.elapsed()))
         for _ in procs:
-            tasks.put(None)
-        finished = 0
-        while finished < workers:
-            msg = results.get()
-            if isinstance(msg, int):
-                chunks += msg
-            elif isinstance(msg, BaseException):
-                raise msg
-            else:
-                total.update(msg)  # sum of per-worker counters: independent of how the batches were dealt
-                finished += 1
+            pool.put(None)
+        for _ in procs:
+            total.update(pool.counter())  # sum of per-worker counters: independent of how batches were dealt
     finally:
         for p in procs:
             if p.is_alive():
@@ -75,11 +67,55 @@ def count_chunks(docs: Iterable[str], pattern: str, workers: int = 1, progress: 
     return total
 
 
-def _done_batch(msg: object) -> int:
-    if isinstance(msg, BaseException):
-        raise msg
-    assert isinstance(msg, int), "a worker sent its counter before being told to stop"
-    return msg
+class _Pool:
+    """The parent's side of the worker protocol: every wait is bounded, so a dead worker raises instead of hanging.
+
+    Workers send an int (chunks found) per batch, their counter (a dict) after the stop sentinel, or the exception
+    that stopped them."""
+
+    def __init__(self, procs, tasks, results) -> None:
+        self.procs, self.tasks, self.results = procs, tasks, results
+        self.chunks = 0
+        self._counters: list[dict] = []
+
+    def put(self, item) -> None:
+        while True:
+            try:
+                self.tasks.put(item, timeout=0.5)
+                break
+            except queue.Full:
+                self._check_alive()
+            self._drain(block=False)
+        self._drain(block=False)
+
+    def counter(self) -> dict:
+        while not self._counters:
+            self._drain(block=True)
+        return self._counters.pop()
+
+    def _drain(self, block: bool) -> None:
+        while True:
+            try:
+                msg = self.results.get(timeout=0.5) if block else self.results.get_nowait()
+            except queue.Empty:
+                if block:
+                    self._check_alive()
+                    continue
+                return
+            if isinstance(msg, BaseException):
+                raise msg
+            if isinstance(msg, int):
+                self.chunks += msg
+            else:
+                self._counters.append(msg)
+                return
+            if block:
+                return
+
+    def _check_alive(self) -> None:
+        dead = [p for p in self.procs if not p.is_alive() and p.exitcode not in (0, None)]
+        if dead:
+            raise RuntimeError(f"a chunk-counting worker died (exit code {dead[0].exitcode}); out of memory?")
 
 
 def _status(chars: int, chunks: int | None, distinct: int | None, elapsed: float) -> str:

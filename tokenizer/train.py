@@ -61,7 +61,7 @@ def train_bpe(
         f"{human(read[0] / max(progress.elapsed(), 1e-9))} chars/s, {progress.elapsed():.1f}s"
     )
     # sorted so the word order (and so every intermediate state) is the same however the counting was split up
-    chunks = sorted((s.encode("utf-8", errors="replace"), c) for s, c in counts.items())
+    chunks = sorted((utf8(s), c) for s, c in counts.items())
     del counts
 
     num_merges = vocab_size - MIN_VOCAB
@@ -79,6 +79,14 @@ def train_bpe(
     note = "" if len(merges) == num_merges else f" (corpus ran out of pairs: vocab is {MIN_VOCAB + len(merges)})"
     merge_progress.done(f"merges: {len(merges)} in {merge_progress.elapsed():.1f}s{note}")
     return tokenizer_from_merges(merges, regex_str)
+
+
+def utf8(text: str) -> bytes:
+    """UTF-8 bytes; lone surrogates become U+FFFD first, exactly as tiktoken's encode treats them."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 def tokenizer_from_merges(merges: list[tuple[int, int]], pattern: str) -> Tokenizer:
