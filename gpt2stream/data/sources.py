@@ -143,10 +143,6 @@ class Source:
     def read_val(self, plan: Plan) -> list[Row]:
         raise NotImplementedError
 
-    def __getstate__(self) -> dict:
-        d = dict(self.__dict__)
-        d.pop("_cache", None)  # open files / metadata stay in their process
-        return d
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -154,45 +150,38 @@ class Source:
 
 
 class ParquetSource(Source):
+    """Parquet files; a unit is one row group. Footers are read once (when planning) and travel with the source
+    to the workers, so a worker's only requests are for the column chunks of its own row groups."""
+
     kind = "parquet"
 
     def _meta(self, i: int):
-        cache = self.__dict__.setdefault("_cache", {})
-        if i not in cache:
+        """The file's parquet metadata (footer), checked for the text column; cached."""
+        metas = self.__dict__.setdefault("metas", {})
+        if i not in metas:
             import pyarrow.parquet as pq
 
             f = self.files[i]
-            fh = f.open()
-            try:
-                pf = pq.ParquetFile(fh)
-            except UserError:
-                raise
-            except Exception as e:
-                fh.close()
-                if type(e).__name__ == "DataStreamError":
+            with f.open() as fh:
+                try:
+                    md = pq.ParquetFile(fh).metadata
+                except UserError:
                     raise
-                raise UserError(f"cannot read parquet file {f.name}: {e}; is it a valid parquet file?") from None
-            cols = pf.schema_arrow.names
+                except Exception as e:
+                    raise UserError(f"cannot read parquet file {f.name}: {e}; is it a valid parquet file?") from None
+            cols = md.schema.to_arrow_schema().names
             if self.text_column not in cols:
-                fh.close()
                 raise UserError(
                     f"{f.name} has no column {self.text_column!r}; its columns are {cols}; set --text-column"
                 )
-            # Keep only the newest file open: shuffled units jump between files.
-            for k in list(cache):
-                cache.pop(k)[1].close()
-            cache[i] = (pf, fh)
-        return cache[i][0]
-
-    def close(self) -> None:
-        for pf_fh in self.__dict__.pop("_cache", {}).values():
-            pf_fh[1].close()
+            metas[i] = md
+        return metas[i]
 
     def plan(self, val_docs: int, num_readers: int = 1) -> Plan:
         units: list[Unit] = []
         last = len(self.files) - 1
         for i in range(len(self.files)):
-            md = self._meta(i).metadata
+            md = self._meta(i)
             held = val_docs if i == last else 0
             if i == last and held > md.num_rows:
                 raise UserError(
@@ -206,23 +195,22 @@ class ParquetSource(Source):
                     continue
                 units.append(Unit(i, rg, skip=held))
                 held = 0
-        self.close()
         return Plan(tuple(units), last if val_docs > 0 else -1, val_docs, 0)
 
-    def _columns(self, pf) -> list[str]:
-        names = pf.schema_arrow.names
-        return [self.text_column] + ([self.id_column] if self.id_column and self.id_column in names else [])
-
     def _read_group(self, i: int, rg: int, skip: int, limit: int | None = None) -> list[Row]:
-        pf = self._meta(i)
+        import pyarrow.parquet as pq
+
+        md = self._meta(i)
+        names = md.schema.to_arrow_schema().names
+        columns = [self.text_column] + ([self.id_column] if self.id_column and self.id_column in names else [])
+        f = self.files[i]
         try:
-            table = pf.read_row_group(rg, columns=self._columns(pf))
+            with f.open() as fh:  # its own handle: a prefetch thread may read another group meanwhile
+                table = pq.ParquetFile(fh, metadata=md).read_row_group(rg, columns=columns)
         except UserError:
             raise
         except Exception as e:
-            if type(e).__name__ == "DataStreamError":
-                raise
-            raise UserError(f"cannot read row group {rg} of {self.files[i].name}: {e}") from None
+            raise UserError(f"cannot read row group {rg} of {f.name}: {e}") from None
         end = table.num_rows if limit is None else min(table.num_rows, skip + limit)
         table = table.slice(skip, end - skip)
         texts = table.column(self.text_column).to_pylist()
@@ -240,7 +228,7 @@ class ParquetSource(Source):
         rows: list[Row] = []
         if plan.val_file < 0:
             return rows
-        md = self._meta(plan.val_file).metadata
+        md = self._meta(plan.val_file)
         for rg in range(md.num_row_groups):
             if len(rows) >= plan.val_rows:
                 break

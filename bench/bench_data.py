@@ -1,0 +1,123 @@
+"""Data pipeline throughput and memory, against references measured in the same run.
+
+1. Tokens/s of one reader (Hub stream from the local test server -> tokenize -> pack into (B, T+1) blocks), as a
+   ratio to tiktoken's raw ``encode_ordinary_batch`` on the same documents already in memory (target >= 0.8).
+2. RSS over a long stream (several epochs): RSS at 100% of the run / RSS at 10% (target <= 1.2).
+
+    python bench/bench_data.py [--docs-per-file 600] [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=4)
+    ap.add_argument("--docs-per-file", type=int, default=2400)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+
+    import pyarrow.parquet as pq
+    from hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo
+
+    from config import DataConfig
+    from gpt2stream.data import TrainLoader
+    from gpt2stream.data.dataset import TOKENIZE_BATCH, tokenizer_threads
+    from tokenizer import load_tokenizer
+
+    corpus = ROOT.parent / "shared" / "corpus"
+    tmp = tempfile.TemporaryDirectory()
+    groups = 6
+    fx = build_fineweb_repo(Path(tmp.name) / "repo", n_files=args.files, row_groups=groups,
+                            rows_per_group=args.docs_per_file // groups, dump_files=0,
+                            corpus_dir=corpus if corpus.is_dir() else None, paragraphs_per_doc=(3, 12))
+    texts = [t for f in fx.files() for t in pq.read_table(fx.root / f, columns=["text"])["text"].to_pylist()]
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    tok = load_tokenizer("gpt2")
+    enc = tok.encoding  # the raw tiktoken Encoding
+    print(f"fixture: {len(texts)} documents, {mb:.1f} MB of text in {args.files} parquet files x {groups} row groups")
+
+    threads = tokenizer_threads(1)  # what one reader of a rank with num_workers=0 uses
+
+    def raw_reference(batch: int, num_threads: int) -> float:
+        t0 = time.perf_counter()
+        n = 0
+        for i in range(0, len(texts), batch):
+            n += sum(len(ids) + 1 for ids in enc.encode_ordinary_batch(texts[i : i + batch], num_threads=num_threads))
+        return n / (time.perf_counter() - t0)
+
+    with HubServer({DEFAULT_REPO: fx.root}) as server:
+        os.environ["HF_ENDPOINT"] = server.url
+        cfg = DataConfig(data=DEFAULT_REPO, data_config="sample-10BT", seq_len=1024, num_workers=0, val_docs=0,
+                         shuffle_buffer=1000)
+
+        def pipeline_epoch() -> float:
+            loader = TrainLoader(cfg, batch_size=8, tokenizer=tok, seed=0)
+            it = iter(loader)
+            t0 = time.perf_counter()
+            n = batches = 0
+            while loader.epoch == 0:
+                x, _ = next(it)
+                n += x.numel() + x.shape[0]
+                batches += 1
+            dt = time.perf_counter() - t0
+            loader.close()
+            per_epoch[0] = batches
+            return n / dt
+
+        per_epoch = [0]
+
+        same, best, pipe, ratios = 0.0, 0.0, 0.0, []
+        for _ in range(args.repeats):  # interleaved rounds: the machine is shared and noisy
+            r_same = raw_reference(TOKENIZE_BATCH, threads)  # the calls the pipeline makes, minus the pipeline
+            r_best = max(raw_reference(len(texts), 8), raw_reference(len(texts), threads))  # one big call
+            p = pipeline_epoch()
+            ratios.append(p / r_same)
+            same, best, pipe = max(same, r_same), max(best, r_best), max(pipe, p)
+        print(f"raw tiktoken encode_ordinary_batch, {TOKENIZE_BATCH} docs/call, {threads} threads: "
+              f"{same / 1e6:.2f} M tokens/s (best of {args.repeats})")
+        print(f"raw tiktoken encode_ordinary_batch, all docs in one call, best thread count: "
+              f"{best / 1e6:.2f} M tokens/s")
+        print(f"one reader, Hub test server -> tokenize -> pack: {pipe / 1e6:.2f} M tokens/s (best of {args.repeats})")
+        print(f"THROUGHPUT RATIO pipeline / raw tiktoken (same calls) = {pipe / same:.2f}, median of rounds "
+              f"{statistics.median(ratios):.2f}  (target >= 0.8)")
+        print(f"throughput ratio pipeline / raw tiktoken (best single call) = {pipe / best:.2f}")
+
+        # memory over a long stream
+        loader = TrainLoader(cfg, batch_size=8, tokenizer=tok, seed=1)
+        it = iter(loader)
+        total = per_epoch[0] * args.epochs
+        for i in range(total):
+            next(it)
+            if i + 1 == max(1, total // 10):
+                r10 = rss_mb()
+        r100 = rss_mb()
+        loader.close()
+        print(f"RSS over {args.epochs} epochs ({total} batches of 8x1024): {r10:.0f} MB at 10%, "
+              f"{r100:.0f} MB at 100%")
+        print(f"RSS RATIO 100% / 10% = {r100 / r10:.3f}  (target <= 1.2)")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
