@@ -141,6 +141,10 @@ def test_error_empty_corpus(tmp_path):
         (["--workers", "0"], ["--workers"]),
         (["--vocab-size", "99999999"], ["--vocab-size"]),
         (["--out", "/nonexistent/dir/t.json"], ["--out"]),
+        (["--max-chars", "12x"], ["--max-chars", "'12x'"]),
+        (["--max-chars", "1.5"], ["whole number"]),
+        (["--pattern", "gpt5"], ["--pattern", "gpt5"]),
+        (["--bogus"], ["--bogus"]),
     ],
 )
 def test_bad_arguments_are_user_errors(args, words, jsonl_file):
@@ -149,6 +153,17 @@ def test_bad_arguments_are_user_errors(args, words, jsonl_file):
         cli_main(argv)
     for w in words:
         assert w in str(info.value)
+
+
+def test_count_flags_accept_units():
+    from tokenizer.cli import build_parser
+
+    args = build_parser().parse_args(["--max-chars", "2G", "--max-docs", "1e5"])
+    assert (args.max_chars, args.max_docs) == (2_000_000_000, 100_000)
+
+
+def test_flag_error_is_one_line_exit_2(tmp_path):
+    assert_one_line_error(run(["--pattern", "gpt5"], cwd=tmp_path), "--pattern")
 
 
 def test_existing_output_untouched_on_error(tmp_path, jsonl_file):

@@ -13,9 +13,37 @@ from tokenizer.patterns import PATTERNS
 from tokenizer.progress import Progress, human
 from tokenizer.train import check_vocab_size, default_workers, train_bpe
 
+_SUFFIXES = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+def count_arg(text: str) -> int:
+    """A count written as 1000, 1e9, 500M or 2G (decimal units).
+
+    >>> count_arg("2G"), count_arg("1e6"), count_arg("1500")
+    (2000000000, 1000000, 1500)
+    """
+    t = text.strip().lower().replace("_", "")
+    scale = _SUFFIXES.get(t[-1:], 1)
+    if scale > 1:
+        t = t[:-1]
+    try:
+        value = float(t) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (examples: 5000, 1e9, 500M, 2G)") from None
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Flag errors become UserError, so they print as one ``error: ...`` line like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see python train_tokenizer.py --help)")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="train_tokenizer.py",
         description="Train a byte-level BPE tokenizer (GPT-2 style) and write an HF-compatible tokenizer.json.",
     )
@@ -27,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text-column", default="text", help="column/key holding the text (default: %(default)s)")
     src.add_argument("--txt-docs", choices=("file", "paragraph", "line"), default="file",
                      help="how a local .txt file splits into documents (default: %(default)s)")
-    src.add_argument("--max-docs", type=int, default=None, help="read at most this many documents")
-    src.add_argument("--max-chars", type=int, default=None, help="read at most this many characters")
+    src.add_argument("--max-docs", type=count_arg, default=None,
+                     help="read at most this many documents (e.g. 100k); default: all")
+    src.add_argument("--max-chars", type=count_arg, default=None,
+                     help="read at most this many characters (e.g. 2G); default: all. Set it for the Hub: "
+                          "FineWeb-Edu sample-10BT is ~45G characters")
     tr = p.add_argument_group("training")
     tr.add_argument("--vocab-size", type=int, default=50257,
                     help="256 byte tokens + merges + <|endoftext|> (default: %(default)s, as GPT-2)")
