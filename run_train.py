@@ -26,9 +26,12 @@ def main(argv: list[str]) -> int:
             print(f"  --{name}")
         return 0
     import config
+    from gpt2stream.train import config_for_resume, wants_resume
 
     print_config = "--print-config" in argv
-    cfg = config.load_config([a for a in argv if a != "--print-config"])
+    argv = [a for a in argv if a != "--print-config"]
+    # --resume continues with the checkpoint's config; flags given here override it
+    cfg = config_for_resume(argv, warn=_warn0) if wants_resume(argv) else config.load_config(argv)
     if print_config:
         sys.stdout.write(cfg.to_json())
         return 0
@@ -36,7 +39,14 @@ def main(argv: list[str]) -> int:
     from gpt2stream.train import train
 
     # leave through os._exit: gloo can abort during interpreter finalization (see gpt2stream/distributed.py)
-    exit_process(train(cfg, argv))
+    exit_process(train(cfg))
+
+
+def _warn0(msg: str) -> None:
+    from gpt2stream.distributed import env_world
+
+    if env_world()[0] == 0:
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

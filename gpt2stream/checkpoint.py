@@ -67,7 +67,10 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     tmp = path.parent / f".tmp-{path.name}.{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            try:
+                torch.save(obj, f)
+            except RuntimeError as e:  # the zip writer reports a failed write (ENOSPC, EFBIG) as RuntimeError
+                raise OSError(f"writing {tmp.name} failed: {str(e).splitlines()[0][:200]}") from e
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -104,42 +104,40 @@ def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
 
 # ---- configuration on resume -------------------------------------------------------------------------------------
 
-def _explicit_flags(argv: list[str] | None, cfg: Any) -> dict[str, Any]:
-    from config import split_preset
-    from gpt2stream.cli import flag_table, parse_flags
-
-    if argv is None:
-        return {}
-    _, rest = split_preset([a for a in argv if a != "--print-config"])
-    return parse_flags(rest, flag_table(cfg), optional_value={"resume": "latest"})
+def wants_resume(argv: list[str]) -> bool:
+    return any(a == "--resume" or a.startswith("--resume=") for a in argv)
 
 
-def resume_config(cfg: Any, argv: list[str] | None, warn) -> tuple[Any, Path, dict[str, Any]]:
-    """(effective config, checkpoint path, checkpoint state) for --resume.
+def config_for_resume(argv: list[str], warn=None) -> Any:
+    """The config to continue a run with: the checkpoint's own config, with the flags given explicitly on this command
+    line applied on top (so ``--resume --max-steps 5000`` extends a run and nothing else needs repeating).
 
-    The run continues with the checkpoint's config; flags given explicitly on this command line override it (so
-    ``--resume --max-steps 5000`` extends a run). Without argv (called from Python) ``cfg`` is used as given.
+    The checkpoint is the newest valid one in --out-dir (default: the preset's out_dir) for ``--resume``, or the
+    one named by ``--resume PATH``; then the run directory is --out-dir if given, else the checkpoint's. The returned
+    config names that exact checkpoint in ``train.resume``.
     """
-    from config import RunConfig
-    from gpt2stream.cli import apply_flags, flag_table
+    from config import RunConfig, preset_config, split_preset
+    from gpt2stream.cli import apply_flags, flag_table, parse_flags
 
-    if cfg.train.resume == "latest":
-        got = find_latest(cfg.train.out_dir, warn=warn)
+    preset, rest = split_preset(argv)
+    base = preset_config(preset)
+    flags = parse_flags(rest, flag_table(base), optional_value={"resume": "latest"})
+    target = flags["resume"]
+    if target == "latest":
+        out_dir = flags.get("out-dir", base.train.out_dir)
+        got = find_latest(out_dir, warn=warn, mmap=True)
         if got is None:
-            raise UserError(f"--resume: no checkpoint in {Path(cfg.train.out_dir) / 'checkpoints'}; "
-                            f"check --out-dir, or drop --resume to start a new run")
+            raise UserError(f"--resume: no checkpoint in {Path(out_dir) / 'checkpoints'}; check --out-dir "
+                            f"(default for --preset {preset}: {base.train.out_dir}), or drop --resume to start anew")
         path, state = got
     else:
-        path, state = resolve_checkpoint(cfg.train.resume, warn=warn)
-    if argv is None:
-        return cfg, path, state
-    eff = RunConfig.from_dict(state["config"])
-    flags = _explicit_flags(argv, eff)
-    if "out-dir" not in flags:
-        flags["out-dir"] = cfg.train.out_dir if cfg.train.resume == "latest" else str(path.parent.parent)
-    apply_flags(flags, flag_table(eff))
-    eff.validate()
-    return eff, path, state
+        path, state = resolve_checkpoint(target, warn=warn, mmap=True)
+        out_dir = flags.get("out-dir", str(path.parent.parent))
+    cfg = RunConfig.from_dict(state["config"])
+    # shape flags are applied too, so that a conflicting one is reported by name (incompatible_fields), not ignored
+    apply_flags({**flags, "out-dir": out_dir, "resume": str(path)}, flag_table(cfg))
+    cfg.validate()
+    return cfg
 
 
 # ---- the trainer -------------------------------------------------------------------------------------------------
@@ -152,9 +150,8 @@ class _Stop(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Any, info: D.DistInfo, argv: list[str] | None = None) -> None:
+    def __init__(self, cfg: Any, info: D.DistInfo) -> None:
         self.info = info
-        self.argv = argv
         self.cfg = cfg
         self.signal_received: int | None = None
         self.log_file = None
@@ -179,21 +176,22 @@ class Trainer:
 
         info, cfg = self.info, self.cfg
         state = None
-        if cfg.train.resume:
-            cfg, ckpt_path, state = resume_config(cfg, self.argv, self.warn)
-            self.cfg = cfg
+        if cfg.train.resume == "latest":
+            got = find_latest(cfg.train.out_dir, warn=self.warn)
+            if got is None:
+                raise UserError(f"--resume: no checkpoint in {Path(cfg.train.out_dir) / 'checkpoints'}")
+            ckpt_path, state = got
+        elif cfg.train.resume:
+            ckpt_path, state = resolve_checkpoint(cfg.train.resume, warn=self.warn)
         self.out = Path(cfg.train.out_dir)
         if state is None and D_has_checkpoints(self.out):
             raise UserError(f"{self.out} already has checkpoints; continue it with --resume, or choose a new --out-dir")
         tok = load_tokenizer(cfg.data.tokenizer)
-        if cfg.model.vocab_size is None:
-            cfg.model.vocab_size = tok.n_vocab
-        elif cfg.model.vocab_size != tok.n_vocab:
-            raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
-                            f"leave vocab_size unset so it is taken from the tokenizer")
         self.tok = tok
         tok_spec = cfg.data.tokenizer if cfg.data.tokenizer == "gpt2" else str(Path(cfg.data.tokenizer).resolve())
         self.tok_spec = tok_spec
+        if cfg.model.vocab_size is None:
+            cfg.model.vocab_size = tok.n_vocab
         if state is not None:
             from config import RunConfig
 
@@ -206,6 +204,9 @@ class Trainer:
                 raise UserError(f"cannot resume from {ckpt_path} exactly: it was written by {state['world_size']} "
                                 f"process(es), this run has {info.world_size}; use torchrun --nproc_per_node="
                                 f"{state['world_size']} (or the same total over nodes)")
+        if cfg.model.vocab_size != tok.n_vocab:
+            raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
+                            f"leave vocab_size unset so it is taken from the tokenizer")
         self.accum = grad_accum_steps(cfg.train.total_batch_size, cfg.train.batch_size, cfg.data.seq_len,
                                       info.world_size)
         dev = info.device
@@ -497,14 +498,15 @@ def _install_signal_handlers(trainer: Trainer) -> dict:
     return old
 
 
-def train(cfg: Any, argv: list[str] | None = None) -> int:
+def train(cfg: Any) -> int:
     """Run training as configured; return the process exit code (see the module docstring).
 
-    ``argv`` is the command line that produced ``cfg``: on --resume, the flags in it override the checkpoint's
-    config (and only those). Under torchrun the process group is set up here and torn down before returning.
+    ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
+    config must be compatible with the checkpoint (``config_for_resume`` builds one from the checkpoint's own).
+    Under torchrun the process group is set up here and torn down before returning.
     """
     info = D.init_distributed(cfg.train.device)
-    trainer = Trainer(cfg, info, argv)
+    trainer = Trainer(cfg, info)
     old = _install_signal_handlers(trainer)
     code, clean = 1, True
     try:
