@@ -172,6 +172,17 @@ def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu"):
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, its RunConfig, tokenizer spec) from a run directory (newest valid checkpoint) or a
     checkpoint file. The tokenizer spec is what training used: "gpt2" or an absolute path to tokenizer.json."""
-    _, state = resolve_checkpoint(path, mmap=True)
+    ckpt, state = resolve_checkpoint(path, mmap=True)
     model, cfg = model_from_state(state, device)
-    return model, cfg, state.get("tokenizer_spec", cfg.data.tokenizer)
+    return model, cfg, tokenizer_spec(state, ckpt)
+
+
+def tokenizer_spec(state: dict[str, Any], ckpt: Path) -> str:
+    """The training tokenizer: "gpt2", its original tokenizer.json, or the copy the trainer put in the run
+    directory (for a run directory moved to another machine)."""
+    spec = state.get("tokenizer_spec") or state["config"]["data"]["tokenizer"]
+    if spec == "gpt2" or Path(spec).is_file():
+        return spec
+    copy = ckpt.resolve().parent.parent / "tokenizer.json"
+    return str(copy) if copy.is_file() else spec
+
