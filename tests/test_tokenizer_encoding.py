@@ -195,3 +195,15 @@ def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, cor
         assert hf.encode(s).ids == ref.encode(s, allowed_special="all"), repr(s)
     paras = text[:300_000].split("\n\n")
     assert [e.ids for e in hf.encode_batch(paras)] == ref.encode_ordinary_batch(paras)
+
+
+@pytest.mark.slow
+def test_transformers_fast_tokenizer_loads_our_file(trained, tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    tok, _ = trained
+    tok.save(tmp_path / "tokenizer.json")
+    fast = PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"))
+    for s in TEST_STRINGS[:12]:
+        assert fast(s)["input_ids"] == tok.encode(s, allowed_special="all")
+        assert fast.decode(tok.encode(s)) == s
