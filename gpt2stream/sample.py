@@ -402,8 +402,11 @@ class Session:
             except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, like a shell
                 self.out.write("\n")
                 continue
-            if not self.handle_line(line):
-                return
+            try:
+                if not self.handle_line(line):
+                    return
+            except KeyboardInterrupt:  # outside the generation loop (e.g. while encoding): back to the prompt
+                self.out.write("\n[interrupted]\n")
 
     def run_lines(self, inp: TextIO) -> None:
         """Piped input: each line is a prompt (or a /command); the answers go to stdout."""
@@ -466,9 +469,20 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
     device = resolve_device(args.device)
     loaded = load_source(args.out_dir, args.ckpt, args.init, args.tokenizer, device)
     session = Session(loaded, args.settings, stdout, stderr, transcript_path(args, loaded))
+    try:
+        run_session(session, prompt, stdin, args, loaded, device)
+    except BrokenPipeError:  # e.g. `| head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return 0
+
+
+def run_session(session: Session, prompt: str | None, stdin: TextIO, args: SampleArgs, loaded: Loaded,
+                device: torch.device) -> None:
     if prompt is not None:
         session.answer(prompt)
-        return 0
+        return
     interactive = stdin.isatty()
     if interactive:
         n = sum(p.numel() for p in loaded.model.parameters())
@@ -480,4 +494,3 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
         session.run_interactive(stdin)
     else:
         session.run_lines(stdin)
-    return 0
