@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import random
 
@@ -185,7 +186,9 @@ def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, cor
     gpt2.save(path)
     ours = Tokenizer.from_file(path)
     hf = tokenizers.Tokenizer.from_file(str(path))
-    assert ours.n_vocab == 50257 and ours.eot_id == 50256
+    assert ours.n_vocab == 50257 and ours.eot_id == 50256 and ours.name == "gpt2"
+    stored = json.loads(path.read_text(encoding="utf-8"))["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
+    assert stored == GPT2_HF  # the classic form, which HF's regex engine reads the same way
     ref = tiktoken.get_encoding("r50k_base")
     text = (corpus_dir / "fineweb_edu_sample.txt").read_text(encoding="utf-8")
     text += (corpus_dir / "war_and_peace.txt").read_text(encoding="utf-8")[:1_000_000]

@@ -20,7 +20,7 @@ from pathlib import Path
 import tiktoken
 
 from gpt2stream.errors import UserError
-from tokenizer.patterns import GPT2_FAST, fast_pattern
+from tokenizer.patterns import GPT2_HF, fast_pattern
 
 EOT = "<|endoftext|>"
 GPT2_SPEC = "gpt2"
@@ -58,7 +58,8 @@ class Tokenizer:
     def gpt2(cls) -> Tokenizer:
         """GPT-2's own encoding (tiktoken ``r50k_base``; identical to ``gpt2``)."""
         enc = _tiktoken_gpt2()
-        tok = cls("gpt2", GPT2_FAST, enc._mergeable_ranks, enc._special_tokens, tiktoken_name=_GPT2_TIKTOKEN_NAME)
+        # the pattern kept (and written by save) is the classic form of r50k_base's, which HF can read
+        tok = cls("gpt2", GPT2_HF, enc._mergeable_ranks, enc._special_tokens, tiktoken_name=_GPT2_TIKTOKEN_NAME)
         tok._enc = enc
         return tok
 
