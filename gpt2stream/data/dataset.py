@@ -77,6 +77,7 @@ class ReaderStream:
         self._cached: tuple[Unit, list[Row]] | None = None
         self._next: tuple[Unit, Future] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._tok_pool: ThreadPoolExecutor | None = None
 
     def _unit_rows(self, unit: Unit, following: Unit | None) -> list[Row]:
         """The unit's rows; meanwhile the following unit is read in a background thread (network overlaps
@@ -107,6 +108,30 @@ class ReaderStream:
                 cursor, row = cursor + 1, 0
         return out, cursor, row
 
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the list -> array conversion of one
+        chunk overlaps the encoding of the others."""
+        return [doc_tokens(ids, self.eot) for ids in self.tok.encode_ordinary_batch(texts, num_threads=1)]
+
+    def _submit(self, texts: list[str]) -> list[Future]:
+        if self._tok_pool is None:
+            self._tok_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+        step = max(1, -(-len(texts) // (4 * self.threads)))
+        return [self._tok_pool.submit(self._encode, texts[i : i + step]) for i in range(0, len(texts), step)]
+
+    def _encoded(self, rows: list[Row], emit: list[int], start: int):
+        """(picked, iterator of token arrays of the usable ones) per TOKENIZE_BATCH documents of the window, from
+        emission position ``start``; the next batch is already being tokenized while this one is packed."""
+        batches = []
+        for c in range(start, len(emit), TOKENIZE_BATCH):
+            picked = [(c + k, rows[i].text) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
+            batches.append((picked, [t for _, t in picked if usable(t)]))
+        ahead = self._submit(batches[0][1]) if batches else []
+        for k, (picked, _good) in enumerate(batches):
+            current = ahead
+            ahead = self._submit(batches[k + 1][1]) if k + 1 < len(batches) else []
+            yield picked, (arr for f in current for arr in f.result())
+
     def batches(self) -> Iterator[tuple[np.ndarray, dict]]:
         st = self.state
         packer = Packer(self.rows, self.block_len)
@@ -122,16 +147,13 @@ class ReaderStream:
                     break
                 emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
                                     st["window"])
-                for c in range(resume_pos, len(emit), TOKENIZE_BATCH):
-                    picked = [(c + k, rows[i].text) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
-                    good = [t for _, t in picked if usable(t)]
-                    encoded = iter(self.tok.encode_ordinary_batch(good, num_threads=self.threads) if good else [])
+                for picked, encoded in self._encoded(rows, emit, resume_pos):
                     for pos, text in picked:  # in order, so the counters in each state are exact
                         if not usable(text):
                             st["skipped"] += 1
                             continue
                         used += 1
-                        arr = doc_tokens(next(encoded), self.eot)
+                        arr = next(encoded)
                         if resume_tok:
                             arr, skip = arr[resume_tok:], resume_tok  # this document was counted before the save
                             resume_tok = 0
