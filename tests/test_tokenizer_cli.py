@@ -111,6 +111,7 @@ def test_hub_through_local_test_server(hub_server, tmp_path):
     proc = run(["--data", "HuggingFaceFW/fineweb-edu", "--data-config", "sample-10BT", "--vocab-size", "600",
                 "--out", str(out)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "note: no --max-chars or --max-docs" in proc.stderr  # a whole Hub dataset can be huge: say so
     texts = [t for t in hub_server.fixture.texts("sample-10BT") if isinstance(t, str) and t.strip()]
     assert f"from {len(texts)} documents" in proc.stderr, proc.stderr
     expected = tmp_path / "expected.json"

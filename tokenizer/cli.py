@@ -87,6 +87,10 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"cannot write --out {args.out}: directory {out_dir} is not writable")
 
 
+def _looks_local(spec: str) -> bool:
+    return os.path.exists(spec) or any(c in spec for c in "*?[")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, train, save. Raises UserError for bad input (the entry point turns it into ``error: ...``)."""
     args = build_parser().parse_args(argv)
@@ -99,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     data_cfg = DataConfig(data=args.data, data_config=args.data_config, split=args.split,
                           text_column=args.text_column, txt_docs=args.txt_docs, val_docs=0)
     progress = Progress(sys.stderr, interval=1.0, enabled=not args.quiet)
+    if args.max_docs is None and args.max_chars is None and not _looks_local(args.data):
+        print(f"note: no --max-chars or --max-docs: reading all of {args.data} (Ctrl-C to stop)", file=sys.stderr)
     start = time.perf_counter()
     docs = iter_documents(data_cfg, max_docs=args.max_docs, max_chars=args.max_chars)
     workers = args.workers if args.workers is not None else default_workers()
