@@ -154,6 +154,7 @@ class Trainer:
         self.info = info
         self.cfg = cfg
         self.signal_received: int | None = None
+        self.in_fetch = False
         self.log_file = None
 
     # -- output --------------------------------------------------------------------------------------------------
@@ -364,12 +365,21 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def fetch(self, it) -> tuple[list, BaseException | None]:
         batches = []
+        self.in_fetch = True
         try:
             for _ in range(self.accum):
                 batches.append(next(it))
         except Exception as e:  # noqa: BLE001 - decided collectively below
             return batches, e
+        finally:
+            self.in_fetch = False
         return batches, None
+
+    def stop_for_signal(self, signum: float) -> int:
+        self.save()
+        sig = signal.Signals(int(signum))
+        self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
+        return _SIGNAL_EXIT.get(sig, 1)
 
     def run(self) -> int:
         cfg, info = self.cfg, self.info
@@ -377,18 +387,20 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return EXIT_OK
-        it = iter(self.loader)
+        with _signals_ignored():  # DataLoader workers fork here: Ctrl-C in a terminal must not kill them
+            it = iter(self.loader)
+        _guard_worker_deaths(self)
         step_times: list[float] = []
         while self.step < t.max_steps:
             t0 = time.perf_counter()
             stop = self.agree(float(self.signal_received or 0))[0]
             if stop:
-                self.save()
-                sig = signal.Signals(int(stop))
-                self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
-                return _SIGNAL_EXIT.get(sig, 1)
+                return self.stop_for_signal(stop)
             batches, err = self.fetch(it)
-            failed = self.agree(0.0 if err is None else (2.0 if isinstance(err, DataStreamError) else 1.0))[0]
+            kind = 0.0 if err is None else (2.0 if isinstance(err, DataStreamError) else 1.0)
+            failed, stop = self.agree(kind, float(self.signal_received or 0))
+            if stop:  # the stop signal also hit the DataLoader workers while we waited for a batch
+                return self.stop_for_signal(stop)
             if failed:
                 if err is not None:
                     if isinstance(err, UserError):
@@ -476,6 +488,51 @@ def D_has_checkpoints(out: Path) -> bool:  # noqa: N802 - reads as "directory ha
     from gpt2stream.checkpoint import CKPT_DIR, list_checkpoints
 
     return bool(list_checkpoints(out / CKPT_DIR))
+
+
+class _WorkersGone(Exception):
+    """DataLoader workers died from the stop signal while the loop waited for their batches."""
+
+
+def _guard_worker_deaths(trainer: Trainer) -> None:
+    """torch's SIGCHLD handler raises wherever the main process happens to be when a DataLoader worker dies. torchrun
+    (and `kill` of a process group) sends SIGTERM to the workers too, and they die from it (their C handler only
+    ignores their parent's SIGTERM). Once a stop signal was received that death is expected: ignore it unless we are
+    waiting for a batch, in which case the wait is interrupted and the loop saves and exits."""
+    try:
+        prev = signal.getsignal(signal.SIGCHLD)
+    except (AttributeError, ValueError):  # no SIGCHLD (Windows)
+        return
+    if not callable(prev):  # no DataLoader workers: nothing to guard
+        return
+
+    def on_sigchld(signum, frame):
+        if trainer.signal_received is None:
+            prev(signum, frame)
+        elif trainer.in_fetch:
+            raise _WorkersGone("DataLoader workers stopped by the signal")
+
+    try:
+        signal.signal(signal.SIGCHLD, on_sigchld)
+    except ValueError:
+        pass
+
+
+@contextlib.contextmanager
+def _signals_ignored():
+    """Child processes started inside inherit SIG_IGN for SIGINT/SIGTERM (Ctrl-C in a terminal signals the whole
+    process group). DataLoader workers then survive SIGINT; SIGTERM they re-handle themselves (see below)."""
+    old = {}
+    try:
+        for sig in _SIGNAL_EXIT:
+            try:
+                old[sig] = signal.signal(sig, signal.SIG_IGN)
+            except ValueError:  # not the main thread
+                pass
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def _install_signal_handlers(trainer: Trainer) -> dict:

@@ -153,10 +153,12 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, True)])
+@pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, False), (signal.SIGTERM, 143, True),
+                                            (signal.SIGINT, 130, True)])
 def test_signal_saves_then_exits(tmp_path, sig, code, group):
-    """SIGTERM to the trainer (a scheduler's preemption) or SIGINT to the whole process group (Ctrl-C in a
-    terminal, which also hits the DataLoader worker): a checkpoint at the next step boundary, then a clean exit."""
+    """SIGTERM to the trainer (a scheduler's preemption), to its whole process group (torchrun's way: the DataLoader
+    worker dies from it too) or SIGINT to the group (Ctrl-C in a terminal): a checkpoint at the next step boundary,
+    then a clean exit."""
     out = tmp_path / "run"
     args = _args(tmp_path, "--max-steps", "100000", "--save-every", "0", "--num-workers", "1", "--out-dir", str(out))
     p = subprocess.Popen([sys.executable, RUN_TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
