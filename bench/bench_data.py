@@ -34,7 +34,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=4)
     # ~4 KB / ~1000 tokens per document on average, like FineWeb-Edu
-    ap.add_argument("--docs-per-file", type=int, default=480)
+    ap.add_argument("--docs-per-file", type=int, default=960)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
