@@ -108,8 +108,8 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
     with HubServer({DEFAULT_REPO: fx.root}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         states: list[dict] = []
-        ref = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=2), 200, states)
-        assert states[-1]["workers"][0]["epoch"] == 0 and states[-1]["workers"][0]["cursor"] >= 6
+        ref = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=2), 600, states)
+        assert states[-1]["workers"][0]["epoch"] >= 1, "the run should go past an epoch"
 
         def resume_cost(k):
             loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)  # listing + footers: not counted
@@ -122,14 +122,14 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
         # what the run had fetched by batch k, replayed from scratch
         loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)
         server.reset_counters()
-        take(loader, 190)
+        take(loader, 590)
         progress_bytes = server.total_bytes_served()
-        early, late = resume_cost(10), resume_cost(190)
+        early, late = resume_cost(10), resume_cost(590)
     print(f"resume bytes: early {early}, late {late}, progress {progress_bytes}")
     group = max(os.path.getsize(fx.root / f) for f in fx.files()) / 6
     assert late < 4 * group + (64 << 10), (late, group)
-    assert late < progress_bytes / 4, (late, progress_bytes)
-    assert late < 3 * early + (64 << 10), (early, late)
+    assert late < progress_bytes / 8, (late, progress_bytes)
+    assert late <= early + (64 << 10), (early, late)  # independent of how far the run had got
 
 
 def _bigger_repo(tmp_path: Path):

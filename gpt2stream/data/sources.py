@@ -29,9 +29,10 @@ KNOWN_EXT = PARQUET_EXT + JSONL_EXT + TXT_EXT
 TXT_MODES = ("file", "paragraph", "line")
 MAX_CHUNK_BYTES = 4 << 20  # byte range of one jsonl/txt unit (upper bound)
 MIN_CHUNK_BYTES = 4 << 10
-# Hub read-ahead: pyarrow reads a column chunk in one call, so read-ahead only needs to cover the footer's small
-# reads; more would fetch bytes of row groups this reader does not own.
-HUB_READAHEAD = 1 << 20
+# Hub read-ahead. The footers are read once when planning and passed on, so the only reads left are row groups,
+# and pyarrow reads a row group's wanted column chunks (text, id: adjacent) in one call. A small read-ahead then
+# means each row group costs about its own bytes; a large one would fetch the other columns' bytes for nothing.
+HUB_READAHEAD = 64 << 10
 
 
 class Row(NamedTuple):
