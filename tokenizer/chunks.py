@@ -40,6 +40,8 @@ def count_chunks(docs: Iterable[str], pattern: str, workers: int = 1, progress: 
     """Like ``count_chunks_serial`` but splits in ``workers`` processes (1 = in this process)."""
     if workers <= 1:
         return count_chunks_serial(docs, pattern, progress)
+    # fork: no re-import of the caller's modules (train_tokenizer's data pipeline imports torch). The workers start
+    # before the first document is read, so no reader thread exists yet at fork time.
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     tasks = ctx.Queue(maxsize=2 * workers)  # bounded: reading never runs far ahead of splitting
     results = ctx.Queue()
