@@ -167,8 +167,10 @@ class TrainLoader:
     def close(self) -> None:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
         it, self._it, self._dl = self._it, None, None
-        if it is not None and hasattr(it, "_shutdown_workers"):
+        if it is not None and hasattr(it, "_shutdown_workers"):  # DataLoader iterator: stop its processes
             it._shutdown_workers()
+        elif it is not None and hasattr(it, "close"):  # in-process generator: stop its threads
+            it.close()
 
     def __del__(self) -> None:
         try:
