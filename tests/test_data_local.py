@@ -313,3 +313,16 @@ def test_docs_seen_and_epoch_counters(tmp_path):
     next(it)
     assert loader.docs_seen == 11 and loader.epoch == 1
     loader.close()
+
+
+def test_iterating_again_continues_the_stream(tmp_path):
+    data = parquet_dir(tmp_path, files=2, groups=3, rows=7)
+    c = cfg(data, num_workers=2, shuffle_buffer=4)
+    whole = [x.item() for _, (x, _y) in zip(range(30), TrainLoader(c, batch_size=1, tokenizer=IdTokenizer()),
+                                            strict=False)]
+    loader = TrainLoader(c, batch_size=1, tokenizer=IdTokenizer())
+    parts = []
+    for _ in range(3):  # e.g. a trainer that stops and restarts its loop: new workers from the kept state
+        parts += [x.item() for _, (x, _y) in zip(range(10), loader, strict=False)]
+        loader.close()
+    assert parts == whole
