@@ -4,6 +4,7 @@ same batches as reading the same files locally, exactly-once documents, bounded 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import torch
 from config import DataConfig
 from gpt2stream.data import TrainLoader, iter_documents, val_documents
 from gpt2stream.errors import UserError
-from tests.hubserver import DATA, DEFAULT_REPO, Fault, FaultProxy, HubServer, build_fineweb_repo
+from tests.hubserver import DATA, DEFAULT_REPO, METADATA, Fault, FaultProxy, HubServer, build_fineweb_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,26 +139,49 @@ def _bigger_repo(tmp_path: Path):
                               paragraphs_per_doc=(2, 4))
 
 
+_FAULTY_RUN_SCRIPT = """
+import hashlib, json, sys
+sys.path.insert(0, {root!r})
+import gpt2stream.data.sources as sources
+from config import DataConfig
+from gpt2stream.data import TrainLoader
+from tokenizer import load_tokenizer
+sources.HUB_READAHEAD = 16 << 10
+loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=9)
+for _, (x, y) in zip(range({n}), loader):
+    print(hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest(), flush=True)
+loader.close()
+"""
+
+
 @pytest.mark.slow
 def test_hub_single_faults_lose_and_duplicate_nothing(tmp_path, monkeypatch):
+    """One of each fault on metadata and on data requests: the batches are those of a fault-free run.
+    The faulty run is a subprocess with an outer timeout, so a hang fails the test instead of freezing it."""
     import gpt2stream.data.sources as sources
     from tokenizer import load_tokenizer
 
     monkeypatch.setattr(sources, "HUB_READAHEAD", 16 << 10)  # more, smaller requests to hit
     tok = load_tokenizer("gpt2")
     c = hub_cfg(num_workers=2, request_timeout=2.0, seq_len=64)
+    n = 120
     with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server, FaultProxy(server.url) as proxy:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
-        clean = take(TrainLoader(c, batch_size=2, tokenizer=tok, seed=9), 150)
-        monkeypatch.setenv("HF_ENDPOINT", proxy.url)
-        loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=9)
-        proxy.add(Fault.reset(DATA, nth=1, after_bytes=2000))
-        proxy.add(Fault.http(503, DATA, nth=3))
-        proxy.add(Fault.http(429, DATA, nth=5, retry_after="0"))
-        proxy.add(Fault.stall(DATA, nth=7, stall_seconds=8))
-        faulty = take(loader, 150)
-        assert proxy.fired == 4
-    assert all(torch.equal(a, b) for a, b in zip(clean, faulty, strict=True))
+        clean = [hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest()
+                 for _, (x, y) in zip(range(n), TrainLoader(c, batch_size=2, tokenizer=tok, seed=9), strict=False)]
+        faults = [Fault.http(502, METADATA, nth=1), Fault.reset(METADATA, nth=3), Fault.stall(METADATA, nth=5,
+                  stall_seconds=6), Fault.reset(DATA, nth=1, after_bytes=2000), Fault.http(500, DATA, nth=3),
+                  Fault.http(503, DATA, nth=5), Fault.http(504, DATA, nth=7), Fault.http(429, DATA, nth=9,
+                  retry_after="0"), Fault.stall(DATA, nth=11, stall_seconds=6), Fault.reset(DATA, nth=13)]
+        for f in faults:
+            proxy.add(f)
+        script = _FAULTY_RUN_SCRIPT.format(root=str(ROOT), cfg=json.dumps(c.__dict__), n=n)
+        env = dict(os.environ, HF_ENDPOINT=proxy.url, PYTHONPATH=str(ROOT))
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+        fired = proxy.fired
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert fired == len(faults), [(f.kind, f.match[:8], f.nth, f.fired) for f in faults]
+    assert out.stdout.split() == clean
 
 
 _PERSISTENT_FAULT_SCRIPT = """
