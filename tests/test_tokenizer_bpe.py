@@ -161,3 +161,33 @@ def test_progress_reports_both_phases():
     out = stream.getvalue()
     assert "split:" in out and "chars read" in out and "distinct" in out
     assert "merges:" in out and "/s" in out and "ETA" in out
+
+
+@pytest.mark.parametrize("pattern", [GPT2_HF, GPT4_HF], ids=["gpt2", "gpt4"])
+def test_cutting_long_documents_keeps_every_chunk(pattern):
+    import regex
+
+    from tokenizer.chunks import segments
+
+    rng = random.Random(9)
+    pieces = [" ", "\n", "\n\n", "\t", "\r\n", "  \n", "\u00a0", "\x0b", "\x1c", "\u2028", "\x85", "'s", "!", "1",
+              "a", "日", "😀", " x", "x\n", "\ny"]
+    docs = ["".join(rng.choice(pieces) for _ in range(3000)) for _ in range(20)]
+    pat = regex.compile(pattern)
+    for doc in docs:
+        for size in (1, 10, 500):
+            cut = list(segments(doc, size))
+            assert "".join(cut) == doc
+            assert [c for s in cut for c in pat.findall(s)] == pat.findall(doc)
+        assert len(list(segments(doc, 10))) > 10  # it did cut
+
+
+def test_long_document_counts_equal_whole_document_counts(monkeypatch):
+    import tokenizer.chunks
+
+    doc = "\n".join(random_corpus(4, [s for a in ALPHABETS.values() for s in a], n_docs=300, doc_len=40))
+    whole = count_chunks_serial([doc], GPT2_HF)
+    monkeypatch.setattr(tokenizer.chunks, "SEGMENT_CHARS", 100)
+    assert len(list(tokenizer.chunks.segments(doc))) > 20
+    assert count_chunks_serial([doc], GPT2_HF) == whole
+    assert count_chunks([doc], GPT2_HF, workers=2) == whole

@@ -17,6 +17,31 @@ import regex
 from tokenizer.progress import Progress, human
 
 BATCH_CHARS = 1 << 20  # text per task handed to a worker: big enough to amortize pickling, small enough to stream
+SEGMENT_CHARS = 1 << 18  # long documents are split at safe points into pieces of about this size
+
+# A newline with a non-space character on each side is a chunk boundary under both the GPT-2 and GPT-4 patterns,
+# and cutting there leaves every chunk unchanged: no alternative matches a newline followed by a letter, digit or
+# punctuation, and a lone newline ending a piece is the same chunk as one before a non-space character.
+_SAFE_CUT = regex.compile(r"\S\n(?=\S)")
+
+
+def segments(doc: str, size: int | None = None) -> Iterator[str]:
+    r"""Cut a long document after safe newlines into pieces of at least ``size`` characters (where it can), so that
+    splitting a huge file never builds one giant list of chunks. Splitting the pieces gives the same chunks as
+    splitting the whole document (for the gpt2 / gpt4 patterns; see ``_SAFE_CUT``).
+
+    >>> list(segments("ab\ncd\nef", size=2))
+    ['ab\n', 'cd\n', 'ef']
+    """
+    size = SEGMENT_CHARS if size is None else size
+    start = 0
+    while len(doc) - start > size:
+        m = _SAFE_CUT.search(doc, start + size - 1)
+        if m is None:
+            break
+        yield doc[start : m.end()]
+        start = m.end()
+    yield doc[start:] if start else doc
 
 
 def count_chunks_serial(docs: Iterable[str], pattern: str, progress: Progress | None = None) -> Counter[str]:
@@ -29,7 +54,8 @@ def count_chunks_serial(docs: Iterable[str], pattern: str, progress: Progress | 
     counts: Counter[str] = Counter()
     chars = 0
     for doc in docs:
-        counts.update(pat.findall(doc))
+        for piece in segments(doc):
+            counts.update(pat.findall(piece))
         chars += len(doc)
         if progress is not None and progress.due():
             progress.update(_status(chars, None, len(counts), progress.elapsed()))
@@ -134,11 +160,12 @@ def _batches(docs: Iterable[str], max_chars: int) -> Iterator[list[str]]:
     batch: list[str] = []
     size = 0
     for doc in docs:
-        batch.append(doc)
-        size += len(doc)
-        if size >= max_chars:
-            yield batch
-            batch, size = [], 0
+        for piece in segments(doc):
+            batch.append(piece)
+            size += len(piece)
+            if size >= max_chars:
+                yield batch
+                batch, size = [], 0
     if batch:
         yield batch
 
