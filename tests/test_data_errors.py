@@ -69,10 +69,18 @@ def test_unusable_texts_are_skipped_and_counted(tmp_path):
     assert len(seen) == 10  # 18 tokens (2 docs + 2 eot) = 9 blocks of 2 in epoch 0, then the first of epoch 1
 
 
+def test_one_empty_unit_is_not_an_error(tmp_path):
+    # 2 row groups, 2 readers, one group all None: the reader that draws it just gets the other one next epoch
+    pq.write_table(pa.table({"text": [None] * 5 + ["real text here"] * 5}), tmp_path / "a.parquet", row_group_size=5)
+    for rank in (0, 1):
+        x, _ = first(loader_for(cfg(tmp_path / "a.parquet", num_workers=0), rank=rank, world_size=2))
+        assert x.shape == (1, 8)
+
+
 def test_all_texts_unusable_is_an_error_not_a_hang(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": v}) + "\n" for v in [None, "", 3] * 10))
     for workers in (0, 1):  # from a worker process too, with the message intact
-        with pytest.raises(UserError, match=r"^reader 0 found no usable text in a whole epoch"):
+        with pytest.raises(UserError, match=r"^reader 0 found no usable text in 5 whole epochs"):
             first(loader_for(cfg(tmp_path / "a.jsonl", num_workers=workers)))
 
 

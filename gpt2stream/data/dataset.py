@@ -24,6 +24,7 @@ from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.data.sources import Row, Source, Unit
 from gpt2stream.errors import DataStreamError, UserError
 
+EMPTY_EPOCHS_LIMIT = 5
 TOKENIZE_BATCH = 512  # documents per encode_ordinary_batch call: amortizes its thread pool, stays lazy enough
 
 
@@ -145,6 +146,7 @@ class ReaderStream:
         st = self.state
         packer = Packer(self.rows, self.block_len)
         resume_pos, resume_tok = st["pos"], st["tok"]
+        empty_epochs = 0
         while True:  # epochs
             order = epoch_order(len(self.units), self.seed, st["epoch"], self.shuffle_units)
             mine = [self.units[k] for k in reader_units(order, self.reader, self.num_readers)]
@@ -174,10 +176,13 @@ class ReaderStream:
                             yield block, dict(st)
                 resume_pos = 0
                 st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)
-            if whole_epoch and used == 0:
+            # Without usable text the loop would spin forever. One empty share can be bad luck (the units are
+            # dealt anew each epoch); several in a row mean the data has (almost) no text.
+            empty_epochs = empty_epochs + 1 if whole_epoch and used == 0 else 0
+            if empty_epochs == EMPTY_EPOCHS_LIMIT:
                 raise UserError(
-                    f"reader {self.reader} found no usable text in a whole epoch of its {len(mine)} units "
-                    f"(all empty / None / non-string); check --text-column and the data"
+                    f"reader {self.reader} found no usable text in {EMPTY_EPOCHS_LIMIT} whole epochs of its share "
+                    f"of the data (all texts empty / None / non-string); check --text-column and the data"
                 )
             st.update(epoch=st["epoch"] + 1, cursor=0, row=0, window=0, pos=0, tok=0)
 
