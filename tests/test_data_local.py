@@ -204,8 +204,7 @@ def test_iter_documents_file_order_limits_and_holdout(tmp_path):
 
 
 def _fixture(tmp_path: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from hubserver import build_fineweb_repo
+    from tests.hubserver import build_fineweb_repo
 
     fx = build_fineweb_repo(tmp_path / "repo", n_files=2, row_groups=3, rows_per_group=5, dump_files=0, seed=1,
                             paragraphs_per_doc=(1, 2))
