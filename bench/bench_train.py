@@ -1,0 +1,138 @@
+"""Training throughput of the `tiny` preset on this machine: our trainer vs a plain nanoGPT-style loop.
+
+    python bench/bench_train.py                 # eager and torch.compile, bf16 autocast, ~5 min on 2 CPU cores
+    python bench/bench_train.py --no-compile    # eager only
+    python bench/bench_train.py --dtype float32
+
+"ours" is gpt2stream.train.train() itself (real data pipeline from a local jsonl file with the preset's DataLoader
+worker, gradient accumulation, clipping, schedule, metrics.jsonl); the per-step times are read from its
+metrics.jsonl (data fetch + forward/backward + clip + optimizer step). "plain" is the same model and optimizer in a
+build-nanogpt-style loop over pre-made random batches, timed over the same span. Both in this process, alternated,
+best median of the rounds. Printed figures: tokens/s, MFU against this machine's measured matmul peak, and the ratio
+ours / plain (>= 1.0 means the trainer adds no overhead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from config import load_config  # noqa: E402
+from gpt2stream.metrics import measure_matmul_flops  # noqa: E402
+from gpt2stream.model import GPT, GPTConfig  # noqa: E402
+
+
+def make_data(path: Path) -> Path:
+    corpus = ROOT.parent / "shared" / "corpus" / "fineweb_edu_sample.txt"
+    if corpus.is_file():
+        paras = [p for p in corpus.read_text(encoding="utf-8").splitlines() if p.strip()]
+    else:  # a fresh clone without ../shared: generated text tokenizes at a similar rate
+        import random
+
+        rng = random.Random(0)
+        words = "the of and to in a is that for it as was with be by on not he this are or his from".split()
+        paras = [" ".join(rng.choice(words) for _ in range(rng.randint(50, 300))) for _ in range(5000)]
+    with open(path, "w") as f:
+        for i, p in enumerate(paras):
+            f.write(json.dumps({"id": str(i), "text": p}) + "\n")
+    return path
+
+
+def tiny_args(data: Path, out: Path, steps: int, dtype: str, compile_: bool) -> list[str]:
+    return ["--preset", "tiny", "--data", str(data), "--out-dir", str(out), "--max-steps", str(steps),
+            "--dtype", dtype, "--compile" if compile_ else "--no-compile", "--eval-every", "0", "--save-every", "0",
+            "--sample-every", "0", "--val-docs", "10", "--eval-tokens", "128", "--log-every", "1000",
+            "--device", "cpu"]
+
+
+def time_ours(data: Path, steps: int, warmup: int, dtype: str, compile_: bool) -> float:
+    """Median seconds per step of gpt2stream's trainer (steps after warm-up)."""
+    from gpt2stream.train import train
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = load_config(tiny_args(data, Path(d) / "run", steps, dtype, compile_))
+        assert train(cfg) == 0
+        ms = [json.loads(line)["ms"] for line in (Path(d) / "run" / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    return statistics.median(ms[warmup:]) / 1000
+
+
+def time_plain(steps: int, warmup: int, dtype: str, compile_: bool) -> float:
+    """Median seconds per step of a build-nanogpt-style loop: same model, AdamW groups, accumulation, clip."""
+    cfg = load_config(["--preset", "tiny"])
+    B, T = cfg.train.batch_size, cfg.data.seq_len
+    accum = cfg.train.total_batch_size // (B * T)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
+                          block_size=cfg.model.block_size, vocab_size=50257))
+    fwd = torch.compile(model) if compile_ else model
+    opt = model.configure_optimizers(0.1, cfg.train.lr, (0.9, 0.95), "cpu")
+    amp = dtype == "bfloat16"
+    data = torch.randint(0, 50257, (steps * accum, B, T + 1))
+    times = []
+    for step in range(steps):
+        t0 = time.perf_counter()
+        loss_accum = 0.0
+        for micro in range(accum):
+            xy = data[step * accum + micro]
+            x, y = xy[:, :-1], xy[:, 1:]
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
+                _, loss = fwd(x, y)
+            loss = loss / accum
+            loss_accum += loss.detach()
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        lr = cfg.train.lr * min(1.0, (step + 1) / cfg.train.warmup_steps)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        float(loss_accum)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[warmup:])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=3, help="steps not timed (first-step and compile overheads)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    ap.add_argument("--no-compile", action="store_true")
+    a = ap.parse_args()
+    cfg = load_config(["--preset", "tiny"])
+    tokens = cfg.train.total_batch_size
+    model = GPT(GPTConfig(n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
+                          block_size=cfg.model.block_size, vocab_size=50257))
+    dt = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
+    peak = measure_matmul_flops(torch.device("cpu"), dt, rounds=5)
+    print(f"tiny preset: {model.num_params():,} params, {tokens} tokens/step, {a.dtype}, "
+          f"{torch.get_num_threads()} threads; matmul peak {peak / 1e9:.0f} GFLOP/s (MFU reference)")
+    with tempfile.TemporaryDirectory() as d:
+        data = make_data(Path(d) / "docs.jsonl")
+        for compile_ in ([False] if a.no_compile else [False, True]):
+            ours, plain = math.inf, math.inf
+            for _ in range(a.rounds):  # alternate, keep each side's best median: noise only ever slows a round
+                ours = min(ours, time_ours(data, a.steps, a.warmup, a.dtype, compile_))
+                plain = min(plain, time_plain(a.steps, a.warmup, a.dtype, compile_))
+            name = "compiled" if compile_ else "eager"
+            for who, s in (("ours ", ours), ("plain", plain)):
+                tok_s = tokens / s
+                mfu = model.estimate_mfu(tok_s, peak, cfg.data.seq_len)
+                print(f"{name:8s} {who}: {s * 1000:8.1f} ms/step  {tok_s:8,.0f} tok/s  MFU {mfu * 100:5.1f}%")
+            print(f"{name:8s} ratio ours/plain tok/s: {plain / ours:.3f}")
+
+
+if __name__ == "__main__":
+    main()
