@@ -124,6 +124,7 @@ def test_special_token_is_text_unless_allowed(trained):
     assert tok.eot_id not in tok.encode(s)
     assert tok.eot_id not in tok.encode_ordinary(s)
     assert tok.encode(s, allowed_special={EOT}).count(tok.eot_id) == 1
+    assert tok.encode(s, allowed_special=EOT) == tok.encode(s, allowed_special=[EOT])
     assert tok.encode(s, allowed_special="all") == tok.encode("a") + [tok.eot_id] + tok.encode("b")
     assert tok.decode([tok.eot_id]) == EOT
 

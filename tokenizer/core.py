@@ -136,7 +136,10 @@ class Tokenizer:
     def encode(self, text: str, allowed_special: Collection[str] | str = ()) -> list[int]:
         """Text -> ids. Special tokens in ``text`` are encoded as ordinary text unless listed in ``allowed_special``
         (or ``"all"``), as tiktoken does with ``disallowed_special=()``."""
-        allowed = allowed_special if allowed_special == "all" else set(allowed_special)
+        if isinstance(allowed_special, str):  # "all", or one token given bare (not its characters as a set)
+            allowed = allowed_special if allowed_special == "all" else {allowed_special}
+        else:
+            allowed = set(allowed_special)
         return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())
 
     def encode_ordinary(self, text: str) -> list[int]:
