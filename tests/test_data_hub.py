@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -95,6 +96,41 @@ def test_hub_every_document_once(hub_server, world, workers):
     n_last = len(fx.file_ids[fx.files()[-1]])
     expected = Counter(tok.index[t] for t in texts[: len(texts) - n_last] + texts[len(texts) - n_last + 7 :])
     assert Counter(got) == expected
+
+
+def test_hub_readers_do_not_download_what_they_throw_away(tmp_path, monkeypatch):
+    """One epoch read by 4 readers (2 ranks x 2 workers) costs about the bytes 1 reader needs, not 4x."""
+    import gpt2stream.data.sources as sources
+
+    monkeypatch.setattr(sources, "HUB_READAHEAD", 1 << 10)  # row groups here are ~10 KB
+    fx = build_fineweb_repo(tmp_path / "repo", n_files=4, row_groups=12, rows_per_group=10, dump_files=0,
+                            paragraphs_per_doc=(2, 4))
+    tok = TextIndexTokenizer(fx.texts("sample-10BT"))
+    cost = {}
+    with HubServer({DEFAULT_REPO: fx.root}) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        for world, workers in ((1, 0), (2, 2)):
+            loaders = [TrainLoader(hub_cfg(seq_len=1, val_docs=0, num_workers=workers), batch_size=1,
+                                   tokenizer=tok, rank=r, world_size=world) for r in range(world)]
+            server.reset_counters()  # listing + footers are per rank and small; count the reading
+            for loader in loaders:
+                done: set[int] = set()
+                for _ in loader:
+                    if loader.epoch > 0:
+                        done.add((loader.state_dict()["next_worker"] - 1) % max(1, workers))
+                        if len(done) == max(1, workers):
+                            break
+                loader.close()
+            cost[world * max(1, workers)] = server.total_bytes_served()
+    needed = 0  # bytes of the text and id column chunks of every row group
+    for f in fx.files():
+        md = pq.ParquetFile(fx.root / f).metadata
+        for g in range(md.num_row_groups):
+            needed += sum(md.row_group(g).column(k).total_compressed_size for k in (0, 1))
+    # One reader: its epoch plus the start of the next. Four readers: the same plus each one's run-ahead into
+    # the next epoch (DataLoader prefetch, the next unit read in the background) -- reading everything and
+    # keeping a quarter, as split_dataset_by_node does with uneven files, would cost about 4x.
+    assert cost[1] < 1.25 * needed and cost[4] < 1.6 * needed, (cost, needed)
 
 
 def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
