@@ -14,6 +14,7 @@ from tests.test_tokenizer_reference import reference_encode
 from tokenizer import EOT, Tokenizer, load_tokenizer
 from tokenizer.bpe import learn_merges
 from tokenizer.chunks import count_chunks_serial
+from tokenizer.core import GPT2_DIGEST, vocabulary_digest
 from tokenizer.patterns import GPT2_HF
 from tokenizer.train import tokenizer_from_merges, train_bpe
 
@@ -188,6 +189,8 @@ def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, cor
     ours = Tokenizer.from_file(path)
     hf = tokenizers.Tokenizer.from_file(str(path))
     assert ours.n_vocab == 50257 and ours.eot_id == 50256 and ours.name == "gpt2"
+    assert ours.identity == gpt2.identity == "tiktoken:r50k_base"  # the same vocabulary, so the same identity
+    assert vocabulary_digest(gpt2.pattern, gpt2.mergeable_ranks, gpt2.special_tokens) == GPT2_DIGEST
     stored = json.loads(path.read_text(encoding="utf-8"))["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
     assert stored == GPT2_HF  # the classic form, which HF's regex engine reads the same way
     ref = tiktoken.get_encoding("r50k_base")

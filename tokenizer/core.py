@@ -25,6 +25,9 @@ from tokenizer.patterns import GPT2_HF, fast_pattern
 EOT = "<|endoftext|>"
 GPT2_SPEC = "gpt2"
 _GPT2_TIKTOKEN_NAME = "r50k_base"  # the same ranks as "gpt2", but the only name whose file can be seeded offline
+# vocabulary_digest of GPT-2 (classic pattern, r50k ranks, <|endoftext|>=50256): a tokenizer.json holding exactly
+# GPT-2's vocabulary gets GPT-2's identity, so checkpoints see it as the same tokenizer (checked by a test)
+GPT2_DIGEST = "39e5f3c06ea4d845edafe4815d4faf699e387d13d9582f93cef5be9c238912cd"
 
 
 class Tokenizer:
@@ -127,7 +130,8 @@ class Tokenizer:
             return f"tiktoken:{self._tiktoken_name}"
         cached = self.__dict__.get("_identity")
         if cached is None:
-            cached = "bpe:" + vocabulary_digest(self.pattern, self.mergeable_ranks, self.special_tokens)
+            digest = vocabulary_digest(self.pattern, self.mergeable_ranks, self.special_tokens)
+            cached = f"tiktoken:{_GPT2_TIKTOKEN_NAME}" if digest == GPT2_DIGEST else "bpe:" + digest
             self.__dict__["_identity"] = cached
         return cached
 
