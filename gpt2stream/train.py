@@ -279,6 +279,15 @@ class Trainer:
             (self.out / "config.json").write_text(cfg.to_json())
             if tok_spec != "gpt2":
                 shutil.copyfile(tok_spec, self.out / "tokenizer.json")
+        self.hellaswag: list[dict] = []
+        if cfg.eval.hellaswag_every:
+            from gpt2stream.hellaswag import load_examples
+
+            if not info.master:
+                D.barrier(info)  # rank 0 downloads the file once into the cache; the others then read it
+            self.hellaswag = load_examples(cfg.eval.hellaswag)
+            if info.master:
+                D.barrier(info)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, history)
         self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
         self.tokens_per_step = cfg.train.total_batch_size
@@ -325,6 +334,16 @@ class Trainer:
         self.fwd_model.train()
         D.all_reduce_sum(total, self.info)
         return (total[0] / total[1]).item() if total[1] > 0 else None
+
+    def evaluate_hellaswag(self) -> None:
+        from gpt2stream.hellaswag import evaluate_hellaswag
+
+        # the plain module: HellaSwag's varying lengths would make a compiled forward recompile again and again
+        r = evaluate_hellaswag(self.model, self.tok, self.hellaswag, self.info.rank, self.info.world_size,
+                               self.info.device, self.amp)
+        self.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
+                         hellaswag_n=r["n"])
+        self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} ({r['n']} examples)")
 
     def sample(self) -> str:
         g = torch.Generator(device=self.info.device).manual_seed(self.cfg.train.seed + self.step)
@@ -481,6 +500,8 @@ class Trainer:
                         self.plateau.observe(val)
                     self.log(f"step {self.step:>6} | val loss {val:.4f}")
                 self.plot()
+            if ev.hellaswag_every and (self.step % ev.hellaswag_every == 0 or last_step):
+                self.evaluate_hellaswag()
             if ev.sample_every and (self.step % ev.sample_every == 0 or last_step) and info.master:
                 text = self.sample()
                 self.metrics.log(step=self.step, sample=text)
