@@ -214,3 +214,15 @@ def test_transformers_fast_tokenizer_loads_our_file(trained, tmp_path):
     for s in TEST_STRINGS[:12]:
         assert fast(s)["input_ids"] == tok.encode(s, allowed_special="all")
         assert fast.decode(tok.encode(s)) == s
+
+
+@pytest.mark.slow
+def test_full_size_vocabulary_on_the_corpus(corpus_dir, tmp_path):
+    """Vocab 50257 on all of ../shared/corpus: HF gives our ids on every one of its 132k paragraphs."""
+    files = sorted(corpus_dir.glob("*.txt"))
+    docs = [f.read_text(encoding="utf-8") for f in files]
+    tok = train_bpe(iter(docs), 50257, workers=2)
+    tok.save(tmp_path / "tokenizer.json")
+    hf = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    paras = [p for d in docs for p in d.split("\n\n")]
+    assert [e.ids for e in hf.encode_batch(paras)] == tok.encode_ordinary_batch(paras, num_threads=2)
