@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +46,15 @@ def hub_cfg(**kw) -> DataConfig:
                 num_workers=0, val_docs=7, max_retries=3, request_timeout=5.0)
     base.update(kw)
     return DataConfig(**base)
+
+
+def settle(server, quiet: float = 0.3) -> None:
+    """Wait until the server has recorded every response already sent (it counts after sending), so that a
+    reset_counters() that follows is not raced by the last response of what came before."""
+    last = -1
+    while last != (now := (len(server.requests), server.total_bytes_served())):
+        last = now
+        time.sleep(quiet)
 
 
 def take(loader, n, states=None):
@@ -112,6 +122,7 @@ def test_hub_readers_do_not_download_what_they_throw_away(tmp_path, monkeypatch)
         for world, workers in ((1, 0), (2, 2)):
             loaders = [TrainLoader(hub_cfg(seq_len=1, val_docs=0, num_workers=workers), batch_size=1,
                                    tokenizer=tok, rank=r, world_size=world) for r in range(world)]
+            settle(server)
             server.reset_counters()  # listing + footers are per rank and small; count the reading
             for loader in loaders:
                 done: set[int] = set()
@@ -151,6 +162,7 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
         def resume_cost(k):
             loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)  # listing + footers: not counted
             loader.load_state_dict(states[k])
+            settle(server)
             server.reset_counters()
             got = take(loader, 3)
             assert all(torch.equal(a, b) for a, b in zip(got, ref[k + 1 : k + 4], strict=True))
@@ -158,6 +170,7 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
 
         # what the run had fetched by batch k, replayed from scratch
         loader = TrainLoader(c, batch_size=2, tokenizer=tok, seed=2)
+        settle(server)
         server.reset_counters()
         take(loader, 590)
         progress_bytes = server.total_bytes_served()

@@ -10,7 +10,8 @@ yields exactly the batches the uninterrupted stream would have yielded.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -33,6 +34,22 @@ def tokenizer_threads(workers_per_rank: int) -> int:
     More threads than cores only adds switching (measured: 2 threads beat tiktoken's default 8 on 2 cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores // max(1, workers_per_rank)))
+
+
+def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future:
+    """Run fn(*args) in a daemon thread. A read that is still retrying against a dead network when the stream is
+    closed must not hold up the process's exit (ThreadPoolExecutor threads are joined at exit)."""
+    fut: Future = Future()
+
+    def run() -> None:
+        if fut.set_running_or_notify_cancel():
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # handed to whoever waits on the future
+                fut.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="gpt2stream-prefetch").start()
+    return fut
 
 
 def fresh_state() -> dict[str, int]:
@@ -78,7 +95,6 @@ class ReaderStream:
         self.state = dict(state) if state else fresh_state()
         self._cached: tuple[Unit, list[Row]] | None = None
         self._next: tuple[Unit, Future] | None = None
-        self._pool: ThreadPoolExecutor | None = None
         self._tok_pool: ThreadPoolExecutor | None = None
 
     def _unit_rows(self, unit: Unit, following: Unit | None) -> list[Row]:
@@ -93,9 +109,7 @@ class ReaderStream:
             self._next = None
             self._cached = (unit, rows)
         if following is not None and self._next is None:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="gpt2stream-prefetch")
-            self._next = (following, self._pool.submit(self.source.read_unit, following))
+            self._next = (following, in_daemon_thread(self.source.read_unit, following))
         return self._cached[1]
 
     def read_window(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
@@ -138,9 +152,8 @@ class ReaderStream:
         try:
             yield from self._batches()
         finally:  # closing the generator (loader.close(), end of a worker) stops the helper threads
-            for pool in (self._pool, self._tok_pool):
-                if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
+            if self._tok_pool is not None:
+                self._tok_pool.shutdown(wait=False, cancel_futures=True)
 
     def _batches(self) -> Iterator[tuple[np.ndarray, dict]]:
         st = self.state
