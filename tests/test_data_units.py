@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 
 import numpy as np
@@ -173,3 +174,16 @@ def test_paragraph_split_known_answer():
     data = b"a\nb\n\n\nc\n  \nd"
     assert list(iter_paragraph_docs(io.BytesIO(data), 0, len(data))) == [(0, b"a\nb\n"), (6, b"c\n"), (11, b"d")]
     assert list(iter_line_docs(io.BytesIO(data), 0, len(data))) == [(0, b"a\n"), (2, b"b\n"), (6, b"c\n"), (11, b"d")]
+
+
+def test_tokenizer_threads_share_the_cores(monkeypatch):
+    from gpt2stream.data.dataset import tokenizer_threads
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert tokenizer_threads(0) == tokenizer_threads(1) == max(1, min(8, cores))
+    assert tokenizer_threads(cores) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))  # many ranks on this node
+    assert tokenizer_threads(1) == 1
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "junk")
+    assert tokenizer_threads(1) == max(1, min(8, cores))

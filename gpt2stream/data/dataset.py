@@ -30,10 +30,15 @@ TOKENIZE_BATCH = 512  # documents per encode_ordinary_batch call: amortizes its 
 
 
 def tokenizer_threads(workers_per_rank: int) -> int:
-    """Threads per encode_ordinary_batch call: this machine's cores shared by the rank's readers (1..8).
-    More threads than cores only adds switching (measured: 2 threads beat tiktoken's default 8 on 2 cores)."""
+    """Threads per reader for tokenizing: this machine's cores shared by all its readers (ranks on this node, from
+    torchrun's LOCAL_WORLD_SIZE, x workers per rank), 1..8. More threads than cores only adds switching
+    (measured: 2 threads beat tiktoken's default 8 on 2 cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // max(1, workers_per_rank)))
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local_ranks = 1
+    return max(1, min(8, cores // (local_ranks * max(1, workers_per_rank))))
 
 
 def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future:
