@@ -1,7 +1,7 @@
 """New tokens per second with the KV cache against recomputing the whole context at every step.
 
     python bench/bench_kvcache.py                    # GPT-2 small shape (124M, random init), 512 new tokens
-    python bench/bench_kvcache.py --new-tokens 128   # quicker
+    python bench/bench_kvcache.py --new-tokens 128   # quicker (512 takes minutes: the uncached run dominates)
 
 Both runs generate greedily from the same prompt with the same model through GPT.generate_stream, so they must
 produce the same tokens (checked). The cached run is timed before and after the uncached one and the mean is used,
