@@ -325,3 +325,24 @@ def test_iterating_again_continues_the_stream(tmp_path):
         parts += [x.item() for _, (x, _y) in zip(range(10), loader, strict=False)]
         loader.close()
     assert parts == whole
+
+
+def test_dataset_pickles_for_spawned_workers(tmp_path):
+    """macOS and Windows start DataLoader workers with spawn: the dataset (source with its parquet footers,
+    tokenizer, states) is pickled and must stream the same batches after the round trip."""
+    import pickle
+
+    from tokenizer import load_tokenizer
+
+    c = _resume_cfg(_fixture(tmp_path), 0)
+    loader = TrainLoader(c, batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=4)
+    it = iter(loader)
+    first = [next(it)[0] for _ in range(3)]
+    later = pickle.loads(pickle.dumps(loader._dataset()))  # carries the state after those 3 batches
+    fourth = next(it)[0]
+    loader.close()
+    fresh = pickle.loads(pickle.dumps(TrainLoader(c, batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=4)
+                                      ._dataset()))
+    got = [x for _, (x, _y, _st) in zip(range(3), fresh, strict=False)]
+    assert all(a.equal(b) for a, b in zip(got, first, strict=True))
+    assert next(iter(later))[0].equal(fourth)
