@@ -157,7 +157,9 @@ def test_bad_paths(tmp_path):
     (tmp_path / "mix" / "a.txt").write_text("x\n")
     (tmp_path / "mix" / "b.jsonl").write_text('{"text": "y"}\n')
     with pytest.raises(UserError, match="mixes file types"):
-        loader_for(cfg(tmp_path / "mix"))
+        loader_for(cfg(str(tmp_path / "mix" / "*")))
+    # a directory takes one kind: jsonl before txt (README.md / notes.txt beside data files are not data)
+    assert list(iter_documents(cfg(tmp_path / "mix"))) == ["y"]
     (tmp_path / "a.csv").write_text("text\nx\n")
     with pytest.raises(UserError, match="unknown file type"):
         loader_for(cfg(tmp_path / "a.csv"))

@@ -150,12 +150,19 @@ def _local_candidates(spec: str) -> list[str] | None:
     if os.path.isfile(spec):
         return [spec]
     if os.path.isdir(spec):
-        out = []
-        for root, _dirs, names in os.walk(spec):
-            out += [os.path.join(root, n) for n in names if n.lower().endswith(KNOWN_EXT)]
-        if not out:
-            raise UserError(f"directory {spec} holds no {'/'.join(KNOWN_EXT)} files")
-        return sorted(out)
+        # A directory takes its data files of one kind, the first found of parquet, jsonl, txt: so a local copy
+        # of a Hub dataset repo (parquet + README.md) reads the parquet files. Hidden files/dirs are ignored.
+        found: dict[tuple[str, ...], list[str]] = {PARQUET_EXT: [], JSONL_EXT: [], (".txt", ".text"): []}
+        for root, dirs, names in os.walk(spec):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for n in names:
+                for ext, paths in found.items():
+                    if n.lower().endswith(ext) and not n.startswith("."):
+                        paths.append(os.path.join(root, n))
+        for paths in found.values():
+            if paths:
+                return sorted(paths)
+        raise UserError(f"directory {spec} holds no .parquet, .jsonl or .txt files")
     if any(c in spec for c in "*?["):
         out = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
         if not out:
