@@ -1,7 +1,9 @@
 """Data pipeline throughput and memory, against references measured in the same run.
 
 1. Tokens/s of one reader (Hub stream from the local test server -> tokenize -> pack into (B, T+1) blocks), as a
-   ratio to tiktoken's raw ``encode_ordinary_batch`` on the same documents already in memory (target >= 0.8).
+   ratio to tiktoken's raw ``encode_ordinary_batch`` on the same documents already in memory (target >= 0.8),
+   in wall-clock time and in CPU time of this process (the server runs in its own process; CPU time is the steadier
+   figure on a shared machine).
 2. RSS over a long stream (several epochs): RSS at 100% of the run / RSS at 10% (target <= 1.2).
 
     python bench/bench_data.py [--docs-per-file 600] [--epochs 3]
