@@ -175,7 +175,6 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
         take(loader, 590)
         progress_bytes = server.total_bytes_served()
         early, late = resume_cost(10), resume_cost(590)
-    print(f"resume bytes: early {early}, late {late}, progress {progress_bytes}")
     group = max(os.path.getsize(fx.root / f) for f in fx.files()) / 6
     assert late < 4 * group + (64 << 10), (late, group)
     assert late < progress_bytes / 8, (late, progress_bytes)
@@ -251,6 +250,7 @@ except DataStreamError as e:
 """
 
 
+@pytest.mark.slow
 def test_hub_persistent_failure_raises_one_clear_error_from_workers(hub_server):
     c = hub_cfg(num_workers=2, max_retries=2, request_timeout=2.0)
     with FaultProxy(hub_server.url) as proxy:
@@ -265,7 +265,6 @@ def test_hub_persistent_failure_raises_one_clear_error_from_workers(hub_server):
         finally:
             p.kill()
     lines = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
-    print(lines)
     assert lines, (out, err[-3000:])
     assert lines[0].startswith("ERROR DataStreamError ")
     assert "Caught" not in lines[0] and "Traceback" not in lines[0]  # the worker's message, intact
