@@ -10,8 +10,9 @@ yields exactly the batches the uninterrupted stream would have yielded.
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, reader_index, reader_units
 from gpt2stream.data.shuffle import window_order, window_size
-from gpt2stream.data.sources import Row, Source, Unit
+from gpt2stream.data.sources import HandleCache, Row, Source, Unit
 from gpt2stream.errors import DataStreamError, UserError
 
 EMPTY_EPOCHS_LIMIT = 5
@@ -41,20 +42,41 @@ def tokenizer_threads(workers_per_rank: int) -> int:
     return max(1, min(8, cores // (local_ranks * max(1, workers_per_rank))))
 
 
-def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Future:
-    """Run fn(*args) in a daemon thread. A read that is still retrying against a dead network when the stream is
-    closed must not hold up the process's exit (ThreadPoolExecutor threads are joined at exit)."""
-    fut: Future = Future()
+class Prefetcher:
+    """One daemon thread that reads units in the background, reusing its own open files (HandleCache).
 
-    def run() -> None:
-        if fut.set_running_or_notify_cancel():
-            try:
-                fut.set_result(fn(*args))
-            except BaseException as e:  # handed to whoever waits on the future
-                fut.set_exception(e)
+    A daemon thread, not a ThreadPoolExecutor: a read still retrying against a dead network when the stream is
+    closed must not hold up the process's exit (executor threads are joined at exit).
+    """
 
-    threading.Thread(target=run, daemon=True, name="gpt2stream-prefetch").start()
-    return fut
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, unit: Unit) -> Future:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, daemon=True, name="gpt2stream-prefetch")
+            self._thread.start()
+        fut: Future = Future()
+        self._jobs.put((unit, fut))
+        return fut
+
+    def _run(self) -> None:
+        handles = HandleCache()
+        try:
+            while (job := self._jobs.get()) is not None:
+                unit, fut = job
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(self.source.read_unit(unit, handles))
+                    except BaseException as e:  # handed to whoever waits on the future
+                        fut.set_exception(e)
+        finally:
+            handles.close()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
 
 
 def fresh_state() -> dict[str, int]:
@@ -101,6 +123,7 @@ class ReaderStream:
         self._cached: tuple[Unit, list[Row]] | None = None
         self._next: tuple[Unit, Future] | None = None
         self._tok_pool: ThreadPoolExecutor | None = None
+        self._prefetcher = Prefetcher(source)
 
     def _unit_rows(self, unit: Unit, following: Unit | None) -> list[Row]:
         """The unit's rows; meanwhile the following unit is read in a background thread (network overlaps
@@ -110,11 +133,11 @@ class ReaderStream:
             if self._next is not None and self._next[0] == unit:
                 rows = self._next[1].result()
             else:
-                rows = self.source.read_unit(unit)
+                rows = self._prefetcher.submit(unit).result()  # same thread, same open files
             self._next = None
             self._cached = (unit, rows)
         if following is not None and self._next is None:
-            self._next = (following, in_daemon_thread(self.source.read_unit, following))
+            self._next = (following, self._prefetcher.submit(following))
         return self._cached[1]
 
     def read_window(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
@@ -161,6 +184,7 @@ class ReaderStream:
         try:
             yield from self._batches()
         finally:  # closing the generator (loader.close(), end of a worker) stops the helper threads
+            self._prefetcher.stop()
             if self._tok_pool is not None:
                 self._tok_pool.shutdown(wait=False, cancel_futures=True)
 

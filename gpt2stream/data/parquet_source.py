@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt2stream.data.sources import Plan, Row, Source, Unit
+from gpt2stream.data.sources import HandleCache, Plan, Row, Source, Unit
 from gpt2stream.errors import UserError
 
 
@@ -54,7 +54,8 @@ class ParquetSource(Source):
                 held = 0
         return Plan(tuple(units), last if val_docs > 0 else -1, val_docs, 0)
 
-    def _read_group(self, i: int, rg: int, skip: int, limit: int | None = None) -> list[Row]:
+    def _read_group(self, i: int, rg: int, skip: int, limit: int | None = None,
+                    handles: HandleCache | None = None) -> list[Row]:
         import pyarrow.parquet as pq
 
         md = self._meta(i)
@@ -62,7 +63,7 @@ class ParquetSource(Source):
         columns = [self.text_column] + ([self.id_column] if self.id_column and self.id_column in names else [])
         f = self.files[i]
         try:
-            with f.open() as fh:  # its own handle: a prefetch thread may read another group meanwhile
+            with self._handle(i, handles) as fh:
                 table = pq.ParquetFile(fh, metadata=md).read_row_group(rg, columns=columns)
         except UserError:
             raise
@@ -78,8 +79,8 @@ class ParquetSource(Source):
             ids = [base + str(skip + k) for k in range(len(texts))]
         return [Row(t, d) for t, d in zip(texts, ids, strict=True)]
 
-    def read_unit(self, unit: Unit) -> list[Row]:
-        return self._read_group(unit.file, unit.part, unit.skip)
+    def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
+        return self._read_group(unit.file, unit.part, unit.skip, handles=handles)
 
     def read_val(self, plan: Plan) -> list[Row]:
         rows: list[Row] = []

@@ -13,6 +13,7 @@ world size; training units of that file start after it.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import os
@@ -109,11 +110,52 @@ class Plan:
     val_hi: int  # jsonl/txt: byte offset where the validation region ends (0 = none)
 
 
+class _Borrowed:
+    def __init__(self, handles: HandleCache, i: int, ref: FileRef) -> None:
+        self.handles, self.i, self.ref = handles, i, ref
+
+    def __enter__(self):
+        return self.handles.get(self.i, self.ref)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.handles.discard(self.i)
+
+
 def decode_utf8(data: bytes, name: str, offset: int) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{name}: not UTF-8 text near byte {offset}; convert the file to UTF-8 or remove it") from None
+
+
+class HandleCache:
+    """The open files of one thread, the ``keep`` most recently used. Reusing a Hub file object between row groups
+    of the same file keeps its HTTP connections alive. Not thread-safe: one cache per thread."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep
+        self._open: dict[int, Any] = {}
+
+    def get(self, i: int, ref: FileRef) -> Any:
+        fh = self._open.pop(i, None)
+        if fh is None or fh.closed:
+            fh = ref.open()
+        self._open[i] = fh  # (re)inserted as the most recent
+        while len(self._open) > self.keep:
+            self._open.pop(next(iter(self._open))).close()
+        return fh
+
+    def discard(self, i: int) -> None:
+        """Forget (and close) a handle whose read failed: its position or connection may be bad."""
+        fh = self._open.pop(i, None)
+        if fh is not None:
+            fh.close()
+
+    def close(self) -> None:
+        for fh in self._open.values():
+            fh.close()
+        self._open.clear()
 
 
 class Source:
@@ -133,9 +175,16 @@ class Source:
         raise NotImplementedError
 
     # -- reading --------------------------------------------------------------------------------------------
-    def read_unit(self, unit: Unit) -> list[Row]:
-        """All rows of a unit (after ``unit.skip``), texts unvalidated."""
+    def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
+        """All rows of a unit (after ``unit.skip``), texts unvalidated; files from ``handles`` if given (else
+        opened and closed for this read)."""
         raise NotImplementedError
+
+    def _handle(self, i: int, handles: HandleCache | None) -> contextlib.AbstractContextManager:
+        """A context giving an open file i: borrowed from the cache (and dropped from it on error) or private."""
+        if handles is None:
+            return self.files[i].open()
+        return _Borrowed(handles, i, self.files[i])
 
     def read_val(self, plan: Plan) -> list[Row]:
         raise NotImplementedError

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 
-from gpt2stream.data.sources import FileRef, Plan, Row, Source, Unit, decode_utf8
+from gpt2stream.data.sources import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
 from gpt2stream.errors import UserError
 
 TXT_MODES = ("file", "paragraph", "line")
@@ -167,10 +167,11 @@ class TextSource(Source):
                 units.append(Unit(i, k, a, min(a + chunk, f.size)))
         return Plan(tuple(units), last if val_docs > 0 else -1, val_docs, val_hi)
 
-    def read_unit(self, unit: Unit) -> list[Row]:
+    def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
         f = self.files[unit.file]
-        with f.open() as fh:
+        with self._handle(unit.file, handles) as fh:
             if self.whole_files:
+                fh.seek(0)
                 data = fh.read()
                 return [Row(decode_utf8(data, f.name, 0), f.name)]
             return [self._row(unit.file, off, raw) for off, raw in self._iter_docs(fh, unit.lo, unit.hi)]
