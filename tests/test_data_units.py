@@ -187,3 +187,22 @@ def test_tokenizer_threads_share_the_cores(monkeypatch):
     assert tokenizer_threads(1) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "junk")
     assert tokenizer_threads(1) == max(1, min(8, cores))
+
+
+def test_handle_cache_reuses_and_evicts(tmp_path):
+    from gpt2stream.data.sources import HandleCache, LocalFile
+
+    refs = []
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text(str(i))
+        refs.append(LocalFile(str(tmp_path / f"{i}.txt")))
+    cache = HandleCache(keep=2)
+    a = cache.get(0, refs[0])
+    assert cache.get(0, refs[0]) is a  # reused
+    b = cache.get(1, refs[1])
+    cache.get(0, refs[0])  # 0 is now the most recent, 1 the oldest
+    cache.get(2, refs[2])
+    assert b.closed and not a.closed
+    cache.discard(0)
+    assert a.closed and cache.get(0, refs[0]) is not a
+    cache.close()
