@@ -89,6 +89,8 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if past == 0:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        elif T == 1:  # one new token sees every cached position: no mask needed
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         else:
             # query i sits at absolute position past + i and sees keys 0 .. past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
