@@ -173,3 +173,38 @@ def test_existing_output_untouched_on_error(tmp_path, jsonl_file):
     with pytest.raises(UserError):
         cli_main(["--data", str(tmp_path / "missing.jsonl"), "--out", str(out), "--quiet"])
     assert out.read_text(encoding="utf-8") == "precious"
+
+
+def test_out_is_a_directory_is_one_line_error(tmp_path, jsonl_file):
+    (tmp_path / "outdir").mkdir()
+    proc = run(["--data", str(jsonl_file), "--vocab-size", "300", "--quiet", "--out", "outdir"], cwd=tmp_path)
+    assert_one_line_error(proc, "--out", "directory")
+    assert list((tmp_path / "outdir").iterdir()) == []
+
+
+def test_unwritable_target_is_user_error_and_leaves_no_temp_file(tmp_path):
+    (tmp_path / "taken").mkdir()
+    tok = train_bpe(DOCS, 300, workers=1)
+    with pytest.raises(UserError, match="directory"):
+        tok.save(tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_output_file_mode_follows_umask(tmp_path, jsonl_file):
+    """A tokenizer is shared with other users and machines: not the 0600 of a temp file."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        cli_main(["--data", str(jsonl_file), "--vocab-size", "300", "--quiet", "--out", str(tmp_path / "t.json")])
+    finally:
+        os.umask(old)
+    assert (tmp_path / "t.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_shell_expanded_glob_names_the_fix(tmp_path, jsonl_file):
+    other = tmp_path / "docs2.jsonl"
+    other.write_text(jsonl_file.read_text("utf-8"), "utf-8")
+    proc = run(["--data", str(jsonl_file), str(other), "--out", str(tmp_path / "t.json")], cwd=tmp_path)
+    assert_one_line_error(proc, "quote the glob")
+    assert not (tmp_path / "t.json").exists()

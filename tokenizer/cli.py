@@ -39,6 +39,11 @@ class _Parser(argparse.ArgumentParser):
     """Flag errors become UserError, so they print as one ``error: ...`` line like every other bad input."""
 
     def error(self, message: str):  # type: ignore[override]
+        extra = message.removeprefix("unrecognized arguments: ")
+        if extra != message and all(os.path.exists(x) for x in extra.split()):
+            # an unquoted glob the shell expanded into several files: --data takes one path or pattern
+            raise UserError(f"--data takes one path or glob, but got several files ({message}); "
+                            "quote the glob so the shell leaves it alone: --data 'data/*.parquet'")
         raise UserError(f"{message} (see python train_tokenizer.py --help)")
 
 
@@ -80,6 +85,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"--{name.replace('_', '-')} {v} must be >= 1 (leave it out to read everything)")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers {args.workers} must be >= 1")
+    if not args.out or Path(args.out).is_dir():
+        raise UserError(f"--out {args.out!r} is a directory; give a file path such as tokenizer.json")
     out_dir = Path(args.out).resolve().parent
     if not out_dir.is_dir():
         raise UserError(f"cannot write --out {args.out}: directory {out_dir} does not exist")

@@ -99,11 +99,23 @@ def write_tokenizer_json(path: Path, pattern: str, ranks: dict[bytes, int], spec
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    if path.is_dir() or not path.name:
+        raise UserError(f"cannot write {path}: it is a directory; give a file name such as {path / 'tokenizer.json'}")
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        # mkstemp creates the file 0600; a tokenizer is meant to be shared, so give it the usual umask mode
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
