@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpt2stream.cli import apply_flags, flag_table, parse_flags
+from gpt2stream.cli import apply_flags, flag_table, parse_flags, take_option
 from gpt2stream.errors import UserError
 
 
@@ -222,21 +222,9 @@ def preset_config(name: str) -> RunConfig:
 
 
 def split_preset(argv: list[str]) -> tuple[str, list[str]]:
-    """Pull ``--preset NAME`` (either spelling) out of argv; presets apply before any other override."""
-    preset, rest, i = "gpt2-124m", [], 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--preset":
-            if i + 1 >= len(argv):
-                raise UserError("--preset needs a value: " + ", ".join(PRESETS))
-            preset, i = argv[i + 1], i + 2
-            continue
-        if tok.startswith("--preset="):
-            preset = tok.split("=", 1)[1]
-        else:
-            rest.append(tok)
-        i += 1
-    return preset, rest
+    """(preset name, the other flags): presets apply before any other override, wherever --preset stands."""
+    preset, rest = take_option(argv, "preset", ": " + ", ".join(PRESETS))
+    return preset or "gpt2-124m", rest
 
 
 def load_config(argv: list[str]) -> RunConfig:

@@ -74,6 +74,27 @@ def flag_table(*configs: Any) -> dict[str, tuple[Any, dataclasses.Field]]:
     return table
 
 
+def take_option(argv: Sequence[str], name: str, hint: str = "") -> tuple[str | None, list[str]]:
+    """Remove ``--name VALUE`` / ``--name=VALUE`` from argv and return (VALUE or None, the rest).
+
+    The value is taken verbatim, so it may start with dashes or be empty (``--prompt ''``).
+    """
+    value, rest, i = None, [], 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == f"--{name}":
+            if i + 1 >= len(argv):
+                raise UserError(f"--{name} needs a value{hint}")
+            value, i = argv[i + 1], i + 2
+            continue
+        if tok.startswith(f"--{name}="):
+            value = tok.split("=", 1)[1]
+        else:
+            rest.append(tok)
+        i += 1
+    return value, rest
+
+
 def parse_flags(
     argv: Sequence[str], table: dict[str, tuple[Any, dataclasses.Field]], optional_value: dict[str, str] | None = None
 ) -> dict[str, Any]:

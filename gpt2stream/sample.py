@@ -427,28 +427,10 @@ def _read_line(inp: TextIO, out: TextIO) -> str:
 # ---- command line -------------------------------------------------------------------------------------------------
 
 
-def split_prompt(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``--prompt TEXT`` / ``--prompt=TEXT`` out of argv verbatim (the text may start with dashes or be empty)."""
-    prompt, rest, i = None, [], 0
-    while i < len(argv):
-        tok = argv[i]
-        if tok == "--prompt":
-            if i + 1 >= len(argv):
-                raise UserError("--prompt needs a value (--prompt '' starts from <|endoftext|>)")
-            prompt, i = argv[i + 1], i + 2
-            continue
-        if tok.startswith("--prompt="):
-            prompt = tok.split("=", 1)[1]
-        else:
-            rest.append(tok)
-        i += 1
-    return prompt, rest
-
-
 def parse_args(argv: list[str]) -> tuple[SampleArgs, str | None]:
-    from gpt2stream.cli import apply_flags, flag_table, parse_flags
+    from gpt2stream.cli import apply_flags, flag_table, parse_flags, take_option
 
-    prompt, rest = split_prompt(argv)
+    prompt, rest = take_option(argv, "prompt", " (--prompt '' starts from <|endoftext|>)")
     args = SampleArgs()
     table = flag_table(args)
     apply_flags(parse_flags(rest, table), table)
