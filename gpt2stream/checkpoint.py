@@ -36,6 +36,10 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:08d}.pt"
 
 
+def has_checkpoints(run_dir: str | Path) -> bool:
+    return bool(list_checkpoints(Path(run_dir) / CKPT_DIR))
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the complete-looking checkpoint files, oldest first."""
     if not ckpt_dir.is_dir():
@@ -186,3 +190,30 @@ def tokenizer_spec(state: dict[str, Any], ckpt: Path) -> str:
     copy = ckpt.resolve().parent.parent / "tokenizer.json"
     return str(copy) if copy.is_file() else spec
 
+
+
+def capture_rng(device: torch.device) -> dict[str, Any]:
+    """This process's RNG states (torch, CUDA, numpy, python) in a form weights_only loading accepts."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
+          "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def restore_rng(st: dict[str, Any], device: torch.device) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    kind, keys, pos, has_gauss, gauss = st["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)

@@ -25,13 +25,19 @@ from typing import Any
 import torch
 
 from gpt2stream import distributed as D
-from gpt2stream.checkpoint import find_latest, resolve_checkpoint, save_checkpoint
+from gpt2stream.checkpoint import (
+    capture_rng,
+    find_latest,
+    has_checkpoints,
+    resolve_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.metrics import MetricsLog, peak_flops, run_info
 from gpt2stream.schedules import PlateauSchedule, cosine_lr
 
 EXIT_OK, EXIT_USER, EXIT_DATA, EXIT_NAN, EXIT_SAVE = 0, 2, 3, 4, 5
-_SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # Fields that must match the checkpoint: they change the shapes of the saved tensors or what the token ids mean.
 _SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple")
 
@@ -89,32 +95,6 @@ def format_eta(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def rng_state(device: torch.device) -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
-          "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    kind, keys, pos, has_gauss, gauss = st["numpy"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
 # ---- configuration on resume -------------------------------------------------------------------------------------
 
 def wants_resume(argv: list[str]) -> bool:
@@ -166,8 +146,7 @@ class Trainer:
     def __init__(self, cfg: Any, info: D.DistInfo) -> None:
         self.info = info
         self.cfg = cfg
-        self.signal_received: int | None = None
-        self.in_fetch = False
+        self.stops = D.StopSignals(announce=info.master)
         self.log_file = None
 
     # -- output --------------------------------------------------------------------------------------------------
@@ -198,7 +177,7 @@ class Trainer:
         elif cfg.train.resume:
             ckpt_path, state = resolve_checkpoint(cfg.train.resume, warn=self.warn)
         self.out = Path(cfg.train.out_dir)
-        if state is None and D_has_checkpoints(self.out):
+        if state is None and has_checkpoints(self.out):
             raise UserError(f"{self.out} already has checkpoints; continue it with --resume, or choose a new --out-dir")
         tok = load_tokenizer(cfg.data.tokenizer)
         self.tok = tok
@@ -221,6 +200,9 @@ class Trainer:
         if cfg.model.vocab_size != tok.n_vocab:
             raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
                             f"leave vocab_size unset so it is taken from the tokenizer")
+        if cfg.train.schedule == "plateau" and not (cfg.data.val_docs and cfg.eval.eval_every):
+            raise UserError("--schedule plateau judges the validation loss: it needs --val-docs > 0 and "
+                            "--eval-every > 0 (or use --schedule cosine)")
         self.accum = grad_accum_steps(cfg.train.total_batch_size, cfg.train.batch_size, cfg.data.seq_len,
                                       info.world_size)
         dev = info.device
@@ -258,6 +240,10 @@ class Trainer:
         history: list[dict] = []
         if state is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+            # load_state_dict brings back the saved hyperparameters; flags given on resume win (lr is set per step)
+            for g in self.optimizer.param_groups:
+                g["betas"] = (cfg.train.beta1, cfg.train.beta2)
+                g["weight_decay"] = cfg.train.weight_decay if g["weight_decay"] else 0.0
             if self.plateau is not None and state.get("schedule"):
                 self.plateau.load_state_dict(state["schedule"])
             self.step = int(state["step"])
@@ -267,7 +253,7 @@ class Trainer:
                                   world_size=info.world_size, seed=cfg.train.seed)
         if state is not None:
             self.loader.load_state_dict(state["ranks"][info.rank]["loader"])
-            set_rng_state(state["ranks"][info.rank]["rng"], dev)
+            restore_rng(state["ranks"][info.rank]["rng"], dev)
         else:
             torch.manual_seed(cfg.train.seed + 1000 * info.rank)  # dropout masks differ across ranks
         self.loader_state = self.loader.state_dict()  # the state after the last *completed* step's batches
@@ -357,7 +343,7 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint the state after step ``self.step`` (collective: every rank calls it)."""
-        mine = {"loader": self.loader_state, "rng": rng_state(self.info.device)}
+        mine = {"loader": self.loader_state, "rng": capture_rng(self.info.device)}
         ranks = D.gather_objects(mine, self.info)
         ok = 1.0
         if self.info.master:
@@ -398,21 +384,21 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------------
     def fetch(self, it) -> tuple[list, BaseException | None]:
         batches = []
-        self.in_fetch = True
+        self.stops.waiting_for_data = True
         try:
             for _ in range(self.accum):
                 batches.append(next(it))
         except Exception as e:  # noqa: BLE001 - decided collectively below
             return batches, e
         finally:
-            self.in_fetch = False
+            self.stops.waiting_for_data = False
         return batches, None
 
     def stop_for_signal(self, signum: float) -> int:
         self.save()
         sig = signal.Signals(int(signum))
         self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
-        return _SIGNAL_EXIT.get(sig, 1)
+        return D.STOP_SIGNALS.get(sig, 1)
 
     def run(self) -> int:
         cfg, info = self.cfg, self.info
@@ -420,18 +406,18 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return EXIT_OK
-        with _signals_ignored():  # DataLoader workers fork here: Ctrl-C in a terminal must not kill them
+        with self.stops.ignored_by_children():  # DataLoader workers fork here: Ctrl-C must not kill them
             it = iter(self.loader)
-        _guard_worker_deaths(self)
+        self.stops.guard_worker_deaths()
         step_times: list[float] = []
         while self.step < t.max_steps:
             t0 = time.perf_counter()
-            stop = self.agree(float(self.signal_received or 0))[0]
+            stop = self.agree(float(self.stops.received or 0))[0]
             if stop:
                 return self.stop_for_signal(stop)
             batches, err = self.fetch(it)
             kind = 0.0 if err is None else (2.0 if isinstance(err, DataStreamError) else 1.0)
-            failed, stop = self.agree(kind, float(self.signal_received or 0))
+            failed, stop = self.agree(kind, float(self.stops.received or 0))
             if stop:  # the stop signal also hit the DataLoader workers while we waited for a batch
                 return self.stop_for_signal(stop)
             if failed:
@@ -519,77 +505,6 @@ class Trainer:
             self.log_file.close()
 
 
-def D_has_checkpoints(out: Path) -> bool:  # noqa: N802 - reads as "directory has checkpoints"
-    from gpt2stream.checkpoint import CKPT_DIR, list_checkpoints
-
-    return bool(list_checkpoints(out / CKPT_DIR))
-
-
-class _WorkersGone(Exception):
-    """DataLoader workers died from the stop signal while the loop waited for their batches."""
-
-
-def _guard_worker_deaths(trainer: Trainer) -> None:
-    """torch's SIGCHLD handler raises wherever the main process happens to be when a DataLoader worker dies. torchrun
-    (and `kill` of a process group) sends SIGTERM to the workers too, and they die from it (their C handler only
-    ignores their parent's SIGTERM). Once a stop signal was received that death is expected: ignore it unless we are
-    waiting for a batch, in which case the wait is interrupted and the loop saves and exits."""
-    try:
-        prev = signal.getsignal(signal.SIGCHLD)
-    except (AttributeError, ValueError):  # no SIGCHLD (Windows)
-        return
-    if not callable(prev):  # no DataLoader workers: nothing to guard
-        return
-
-    def on_sigchld(signum, frame):
-        if trainer.signal_received is None:
-            prev(signum, frame)
-        elif trainer.in_fetch:
-            raise _WorkersGone("DataLoader workers stopped by the signal")
-
-    try:
-        signal.signal(signal.SIGCHLD, on_sigchld)
-    except ValueError:
-        pass
-
-
-@contextlib.contextmanager
-def _signals_ignored():
-    """Child processes started inside inherit SIG_IGN for SIGINT/SIGTERM (Ctrl-C in a terminal signals the whole
-    process group). DataLoader workers then survive SIGINT; SIGTERM they re-handle themselves (see below)."""
-    old = {}
-    try:
-        for sig in _SIGNAL_EXIT:
-            try:
-                old[sig] = signal.signal(sig, signal.SIG_IGN)
-            except ValueError:  # not the main thread
-                pass
-        yield
-    finally:
-        for sig, h in old.items():
-            signal.signal(sig, h)
-
-
-def _install_signal_handlers(trainer: Trainer) -> dict:
-    """SIGINT/SIGTERM set a flag; the loop saves and exits at the next step boundary. A second one stops at once."""
-    old = {}
-
-    def handler(signum, frame):
-        if trainer.signal_received is not None:
-            raise KeyboardInterrupt
-        trainer.signal_received = signum
-        if trainer.info.master:
-            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
-                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    for sig in _SIGNAL_EXIT:
-        try:
-            old[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread (e.g. called from a notebook worker): no graceful stop
-            pass
-    return old
-
-
 def train(cfg: Any) -> int:
     """Run training as configured; return the process exit code (see the module docstring).
 
@@ -599,7 +514,7 @@ def train(cfg: Any) -> int:
     """
     info = D.init_distributed(cfg.train.device)
     trainer = Trainer(cfg, info)
-    old = _install_signal_handlers(trainer)
+    trainer.stops.install()
     code, clean = 1, True
     try:
         trainer.setup()
@@ -618,7 +533,6 @@ def train(cfg: Any) -> int:
         raise
     finally:
         trainer.close()
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        trainer.stops.restore()
         D.shutdown(info, sync=clean)
     return code

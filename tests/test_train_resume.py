@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from tests.test_train_common import (
-    TINY, assert_same_weights, final_state, make_jsonl, run, run_and_kill_after, train_lines,
+    TINY,
+    assert_same_weights,
+    final_state,
+    make_jsonl,
+    run,
+    run_and_kill_after,
+    train_lines,
 )
 
 N = 10
@@ -34,8 +40,13 @@ def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> 
 
 
 @pytest.mark.slow
-def test_exact_resume_single_process_with_workers(tmp_path):
-    _exact_resume(tmp_path, nproc=1, workers=2)
+def test_exact_resume_single_process_with_workers_and_plateau_schedule(tmp_path):
+    # plateau: every evaluation (steps 3, 6, 9, 10) after the first fails a 50% improvement bar -> the lr halves
+    plateau = ["--schedule", "plateau", "--warmup-steps", "0", "--plateau-patience", "1", "--plateau-threshold", "0.5",
+               "--plateau-cooldown", "0", "--plateau-window", "1"]
+    _exact_resume(tmp_path, nproc=1, workers=2, extra=plateau)
+    lrs = [r[2] for r in train_lines(tmp_path / "cut") if r[1] != "val"]
+    assert lrs == [3e-3] * 6 + [1.5e-3] * 3 + [7.5e-4]
 
 
 @pytest.mark.slow
