@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +27,7 @@ from gpt2stream.data.sources import HandleCache, Row, Source, Unit
 from gpt2stream.errors import DataStreamError, UserError
 
 EMPTY_EPOCHS_LIMIT = 5
+STOP_WAIT = 30.0  # seconds close() waits for a read in progress (one unit; longer only if the network is dead)
 TOKENIZE_BATCH = 512  # documents per encode_ordinary_batch call: amortizes its thread pool, stays lazy enough
 
 
@@ -42,41 +43,87 @@ def tokenizer_threads(workers_per_rank: int) -> int:
     return max(1, min(8, cores // (local_ranks * max(1, workers_per_rank))))
 
 
-class Prefetcher:
-    """One daemon thread that reads units in the background, reusing its own open files (HandleCache).
+class Background:
+    """One daemon thread running submitted calls in order (the reads of one reader).
 
     A daemon thread, not a ThreadPoolExecutor: a read still retrying against a dead network when the stream is
     closed must not hold up the process's exit (executor threads are joined at exit).
     """
 
-    def __init__(self, source: Source) -> None:
-        self.source = source
+    def __init__(self) -> None:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
-    def submit(self, unit: Unit) -> Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="gpt2stream-prefetch")
+            self._thread = threading.Thread(target=self._run, daemon=True, name="gpt2stream-read")
             self._thread.start()
         fut: Future = Future()
-        self._jobs.put((unit, fut))
+        self._jobs.put((fut, fn, args))
         return fut
 
     def _run(self) -> None:
-        handles = HandleCache()
-        try:
-            while (job := self._jobs.get()) is not None:
-                unit, fut = job
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(self.source.read_unit(unit, handles))
-                    except BaseException as e:  # handed to whoever waits on the future
-                        fut.set_exception(e)
-        finally:
-            handles.close()
+        while (job := self._jobs.get()) is not None:
+            fut, fn, args = job
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(*args))
+                except BaseException as e:  # handed to whoever waits on the future
+                    fut.set_exception(e)
 
-    def stop(self) -> None:
-        self._jobs.put(None)
+    def stop(self, last: Callable[[], Any] | None = None, wait: float = STOP_WAIT) -> None:
+        """Run ``last`` (cleanup) after the queued calls, end the thread, and wait up to ``wait`` seconds for it.
+
+        Waiting matters: a thread still inside pyarrow when the interpreter finalizes can abort the process
+        ("Fatal Python error: PyGILState_Release"). Callers cancel long work first (WindowReader.cancel), so the
+        wait is one unit read; only against a dead network is the thread left behind.
+        """
+        if self._thread is not None:
+            if last is not None:
+                self._jobs.put((Future(), last, ()))
+            self._jobs.put(None)
+            self._thread.join(wait)
+
+
+class Cancelled(Exception):
+    """The stream was closed while a window was being read."""
+
+
+class WindowReader:
+    """Reads shuffle windows: ``size`` rows from a position (unit index, row offset) of a reader's unit list.
+
+    Used from the reader's Background thread only, so its unit cache and open files (HandleCache: HTTP
+    connections reused between row groups) need no locks.
+    """
+
+    def __init__(self, source: Source, size: int) -> None:
+        self.source = source
+        self.size = size
+        self.handles = HandleCache()
+        self._cached: tuple[Unit, list[Row]] | None = None  # a window often ends inside a unit
+        self.cancelled = False  # set from the consumer's thread: stop between units
+
+    def read(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
+        """Up to ``size`` rows starting at (cursor, row); returns them and the position after them."""
+        out: list[Row] = []
+        while len(out) < self.size and cursor < len(mine):
+            if self.cancelled:
+                raise Cancelled
+            unit = mine[cursor]
+            if self._cached is None or self._cached[0] != unit:
+                self._cached = None  # drop the old rows before holding the new ones (peak memory)
+                self._cached = (unit, self.source.read_unit(unit, self.handles))
+            rows = self._cached[1]
+            take = rows[row : row + self.size - len(out)]
+            out += take
+            row += len(take)
+            if row >= len(rows):
+                cursor, row = cursor + 1, 0
+        return out, cursor, row
+
+    def close(self) -> None:
+        self._cached = None
+        self.handles.close()
 
 
 def fresh_state() -> dict[str, int]:
@@ -120,37 +167,18 @@ class ReaderStream:
         self.shuffle_units = shuffle_units
         self.threads = threads
         self.state = dict(state) if state else fresh_state()
-        self._cached: tuple[Unit, list[Row]] | None = None
-        self._next: tuple[Unit, Future] | None = None
         self._tok_pool: ThreadPoolExecutor | None = None
-        self._prefetcher = Prefetcher(source)
+        self._background = Background()
+        self._windows = WindowReader(source, self.window)
 
-    def _unit_rows(self, unit: Unit, following: Unit | None) -> list[Row]:
-        """The unit's rows; meanwhile the following unit is read in a background thread (network overlaps
-        tokenizing). Only the read is ahead: which rows are used, and in what order, does not depend on it."""
-        if self._cached is None or self._cached[0] != unit:
-            self._cached = None  # drop the old rows before holding the new ones (peak memory)
-            if self._next is not None and self._next[0] == unit:
-                rows = self._next[1].result()
-            else:
-                rows = self._prefetcher.submit(unit).result()  # same thread, same open files
-            self._next = None
-            self._cached = (unit, rows)
-        if following is not None and self._next is None:
-            self._next = (following, self._prefetcher.submit(following))
-        return self._cached[1]
+    def _mine(self, epoch: int) -> list[Unit]:
+        """This reader's units for the epoch, in reading order."""
+        order = epoch_order(len(self.units), self.seed, epoch, self.shuffle_units)
+        return [self.units[k] for k in reader_units(order, self.reader, self.num_readers)]
 
-    def read_window(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
-        """Up to ``window`` rows starting at (cursor, row); returns them and the position after them."""
-        out: list[Row] = []
-        while len(out) < self.window and cursor < len(mine):
-            rows = self._unit_rows(mine[cursor], mine[cursor + 1] if cursor + 1 < len(mine) else None)
-            take = rows[row : row + self.window - len(out)]
-            out += take
-            row += len(take)
-            if row >= len(rows):
-                cursor, row = cursor + 1, 0
-        return out, cursor, row
+    def read_window(self, mine: list[Unit], cursor: int, row: int) -> Future:
+        """The window at (cursor, row) of ``mine``, read in the background thread: (rows, next cursor, next row)."""
+        return self._background.submit(self._windows.read, mine, cursor, row)
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the list -> array conversion of one
@@ -184,7 +212,8 @@ class ReaderStream:
         try:
             yield from self._batches()
         finally:  # closing the generator (loader.close(), end of a worker) stops the helper threads
-            self._prefetcher.stop()
+            self._windows.cancelled = True
+            self._background.stop(last=self._windows.close)
             if self._tok_pool is not None:
                 self._tok_pool.shutdown(wait=False, cancel_futures=True)
 
@@ -192,36 +221,40 @@ class ReaderStream:
         st = self.state
         packer = Packer(self.rows, self.block_len)
         resume_pos, resume_tok = st["pos"], st["tok"]
-        empty_epochs = 0
-        while True:  # epochs
-            order = epoch_order(len(self.units), self.seed, st["epoch"], self.shuffle_units)
-            mine = [self.units[k] for k in reader_units(order, self.reader, self.num_readers)]
-            whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
-            used = 0
-            while True:  # windows
-                rows, next_cursor, next_row = self.read_window(mine, st["cursor"], st["row"])
-                if not rows:
-                    break
-                emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
-                                    st["window"])
-                for picked, encoded in self._encoded(rows, emit, resume_pos):
-                    for pos, text in picked:  # in order, so the counters in each state are exact
-                        if not usable(text):
-                            st["skipped"] += 1
-                            continue
-                        used += 1
-                        arr = next(encoded)
-                        if resume_tok:
-                            arr, skip = arr[resume_tok:], resume_tok  # this document was counted before the save
-                            resume_tok = 0
-                        else:
-                            st["docs"] += 1
-                            skip = 0
-                        for block in packer.push(arr):
-                            st["pos"], st["tok"] = pos, skip + len(arr) - packer.pending
-                            yield block, dict(st)
-                resume_pos = 0
+        whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
+        used = empty_epochs = 0
+        mine = self._mine(st["epoch"])
+        pending = self.read_window(mine, st["cursor"], st["row"])
+        while True:  # windows
+            rows, next_cursor, next_row = pending.result()
+            # Read the next window while this one is tokenized; after the last window of the epoch, that is the
+            # first window of the next epoch. Reading ahead changes nothing in which rows are used, or how.
+            epoch_ends = next_cursor >= len(mine) or not rows
+            next_mine = self._mine(st["epoch"] + 1) if epoch_ends else mine
+            pending = self.read_window(next_mine, 0, 0) if epoch_ends else self.read_window(mine, next_cursor,
+                                                                                            next_row)
+            emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
+                                st["window"])
+            for picked, encoded in self._encoded(rows, emit, resume_pos):
+                for pos, text in picked:  # in order, so the counters in each state are exact
+                    if not usable(text):
+                        st["skipped"] += 1
+                        continue
+                    used += 1
+                    arr = next(encoded)
+                    if resume_tok:
+                        arr, skip = arr[resume_tok:], resume_tok  # this document was counted before the save
+                        resume_tok = 0
+                    else:
+                        st["docs"] += 1
+                        skip = 0
+                    for block in packer.push(arr):
+                        st["pos"], st["tok"] = pos, skip + len(arr) - packer.pending
+                        yield block, dict(st)
+            resume_pos = 0
+            if not epoch_ends:
                 st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)
+                continue
             # Without usable text the loop would spin forever. One empty share can be bad luck (the units are
             # dealt anew each epoch); several in a row mean the data has (almost) no text.
             empty_epochs = empty_epochs + 1 if whole_epoch and used == 0 else 0
@@ -231,6 +264,7 @@ class ReaderStream:
                     f"of the data (all texts empty / None / non-string); check --text-column and the data"
                 )
             st.update(epoch=st["epoch"] + 1, cursor=0, row=0, window=0, pos=0, tok=0)
+            mine, whole_epoch, used = next_mine, True, 0
 
 
 class WorkerError:
