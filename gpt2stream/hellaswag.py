@@ -70,7 +70,11 @@ def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
                 got += len(chunk)
         if expected is not None and got != int(expected):
             raise OSError(f"connection closed after {got} of {expected} bytes")
+        _check_download(tmp, url)  # never cache an error page or a cut-off file: every later run would read it
         os.replace(tmp, dest)
+    except UserError:
+        tmp.unlink(missing_ok=True)
+        raise
     except (OSError, urllib.error.URLError, ValueError) as e:
         tmp.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
@@ -81,10 +85,24 @@ def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
     return dest
 
 
+def _check_download(path: Path, url: str) -> None:
+    """UserError unless the downloaded file is HellaSwag data (all of it, when it comes from the official URL)."""
+    try:
+        examples = _read_examples(path, "downloaded file")
+    except UserError as e:
+        raise UserError(f"the download from {url} is not HellaSwag data ({e}); nothing was cached: check the URL "
+                        f"({URL_ENV}) or pass --hellaswag PATH") from None
+    if url == HELLASWAG_URL and len(examples) != VAL_EXAMPLES:
+        raise UserError(f"the download from {url} holds {len(examples)} examples, not {VAL_EXAMPLES} (cut off?); "
+                        "nothing was cached: try again, or pass --hellaswag PATH")
+
+
 def resolve_file(path: str = "") -> Path:
     """A given local file, else the cached download, else download it now."""
     if path:
         p = Path(path).expanduser()
+        if p.is_dir():
+            raise UserError(f"--hellaswag {path} is a directory; give the path of hellaswag_val.jsonl")
         if not p.is_file():
             raise UserError(f"--hellaswag {path}: no such file; give the path of hellaswag_val.jsonl "
                             "(or leave it out to download it)")
@@ -122,8 +140,23 @@ def parse_examples(lines, source: str, limit: int | None = None) -> list[dict]:
 def load_examples(path: str = "", limit: int | None = None) -> list[dict]:
     """The validation examples (in file order) from a local file, the cache, or a first download."""
     f = resolve_file(path)
-    with open(f, encoding="utf-8") as fh:
-        return parse_examples(fh, str(f), limit)
+    try:
+        return _read_examples(f, str(f), limit)
+    except UserError as e:
+        if path:
+            raise
+        raise UserError(f"{e}; delete the cached copy {f} to download it again") from None
+
+
+def _read_examples(f: Path, source: str, limit: int | None = None) -> list[dict]:
+    try:
+        with open(f, encoding="utf-8") as fh:
+            return parse_examples(fh, source, limit)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{source} is not a HellaSwag jsonl file (not UTF-8 text: byte {e.start}); give the path of "
+                        "hellaswag_val.jsonl") from None
+    except OSError as e:
+        raise UserError(f"cannot read {source}: {e.strerror or e}") from None
 
 
 # ---- rendering and scoring -------------------------------------------------------------------------------------------

@@ -336,3 +336,50 @@ def test_works_with_torch_compile(hf_model_dir, tok):
     for (a_sum, a_mean), (b_sum, b_mean) in zip(eager, comp, strict=True):
         assert torch.allclose(a_sum, b_sum, atol=1e-3) and torch.allclose(a_mean, b_mean, atol=1e-4)
     assert evaluate_hellaswag(compiled, tok, EXAMPLES) == evaluate_hellaswag(model, tok, EXAMPLES)
+
+
+def test_download_that_is_not_hellaswag_is_not_cached(tmp_path, monkeypatch):
+    """An error page served with 200 (captive portal, broken mirror) must not poison the cache for later runs."""
+    server = _Server(b"<html><body>Sign in to the network</body></html>\n")
+    monkeypatch.setenv(URL_ENV, server.url)
+    try:
+        with pytest.raises(UserError, match="is not HellaSwag data") as info:
+            load_examples()
+    finally:
+        server.close()
+    assert "line 1" in str(info.value) and "nothing was cached" in str(info.value)
+    assert not cache_path().exists() and list(cache_path().parent.iterdir()) == []
+
+
+def test_cut_off_official_download_is_not_cached(tmp_path, monkeypatch):
+    """The official file has 10042 examples: fewer (a stream cut at a line end, no Content-Length) is refused."""
+    import gpt2stream.hellaswag as hs
+
+    server = _Server(write_examples(tmp_path / "src.jsonl").read_bytes())
+    monkeypatch.setattr(hs, "HELLASWAG_URL", server.url)
+    monkeypatch.delenv(URL_ENV, raising=False)
+    try:
+        with pytest.raises(UserError, match="holds 5 examples, not 10042"):
+            load_examples()
+    finally:
+        server.close()
+    assert not cache_path().exists()
+
+
+def test_binary_or_directory_file_is_one_clear_error(tmp_path, hf_model_dir):
+    binary = tmp_path / "data.parquet"
+    binary.write_bytes(b"PAR1\x80\x81\xff" * 10)
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_examples(str(binary))
+    with pytest.raises(UserError, match="is a directory"):
+        load_examples(str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "gpt2stream.hellaswag", "--init", str(hf_model_dir[0]), "--hellaswag",
+                        str(binary)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_corrupt_cache_names_the_file_to_delete(tmp_path):
+    cache_path().parent.mkdir(parents=True, exist_ok=True)
+    cache_path().write_text('{"ctx": "x", "endings": ["a"', encoding="utf-8")
+    with pytest.raises(UserError, match="delete the cached copy"):
+        load_examples()
