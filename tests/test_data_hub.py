@@ -277,3 +277,47 @@ def test_hub_unknown_dataset_config_split(hub_server):
             TrainLoader(hub_cfg(**kw), batch_size=1, tokenizer=TextIndexTokenizer([]))
     with pytest.raises(UserError, match="no column 'body'.*'text', 'id'"):
         TrainLoader(hub_cfg(text_column="body"), batch_size=1, tokenizer=TextIndexTokenizer([]))
+
+
+_CLOSE_DURING_READ_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+import gpt2stream.data.sources as sources
+from config import DataConfig
+from gpt2stream.data import TrainLoader
+from gpt2stream.errors import DataStreamError
+from tokenizer import load_tokenizer
+sources.HUB_READAHEAD = 16 << 10
+loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"))
+it = iter(loader)
+next(it)
+print("READY", flush=True)
+sys.stdin.readline()  # the network is dead from now on
+try:
+    while loader.state_dict()["workers"][0]["window"] < 1:
+        next(it)  # into the second window: the third is now being read ahead, retrying in the background
+except DataStreamError:
+    print("ERR", flush=True)
+loader.close()
+print("CLOSED", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_hub_close_while_a_read_retries_exits_cleanly(tmp_path):
+    """A background read still running at exit must not abort the interpreter (a thread inside pyarrow at
+    finalization can die with 'Fatal Python error: PyGILState_Release'): close() cancels and waits for it."""
+    c = hub_cfg(num_workers=0, max_retries=2, request_timeout=2.0, shuffle_buffer=4, seq_len=64)
+    with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server, FaultProxy(server.url) as proxy:
+        env = dict(os.environ, HF_ENDPOINT=proxy.url, PYTHONPATH=str(ROOT))
+        script = _CLOSE_DURING_READ_SCRIPT.format(root=str(ROOT), cfg=json.dumps(c.__dict__))
+        p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert p.stdout.readline().strip() == "READY"
+            proxy.add(Fault.http(500, DATA, times=None))
+            out, err = p.communicate("go\n", timeout=120)
+        finally:
+            p.kill()
+    assert p.returncode == 0, err[-3000:]
+    assert "CLOSED" in out and "Fatal Python error" not in err
