@@ -249,7 +249,7 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
         from gpt2stream.model import GPT
 
         model = GPT.from_pretrained(init)
-        spec = tokenizer or "gpt2"
+        spec = tokenizer or _init_tokenizer(init)
         label, run_dir, identity = f"--init {init}", None, None
     else:
         if not out_dir and not ckpt:
@@ -276,6 +276,13 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
                         "leave out --tokenizer, or pass the training tokenizer.json")
     model = model.to(device).eval()
     return Loaded(model, tok, spec, label, run_dir)
+
+
+def _init_tokenizer(init: str) -> str:
+    """A local HF directory's own tokenizer.json (python -m gpt2stream.export writes one for a trained tokenizer),
+    else GPT-2's."""
+    own = Path(init).expanduser() / "tokenizer.json"
+    return str(own.resolve()) if own.is_file() else "gpt2"
 
 
 def default_transcript(run_dir: Path | None) -> Path:

@@ -383,3 +383,24 @@ def test_mismatched_tokenizer_for_a_checkpoint_is_refused(trained_run, tmp_path)
         load_source(str(trained_run), "", "", str(tokjson), torch.device("cpu"))
     loaded = load_source(str(trained_run), "", "", "", torch.device("cpu"))
     assert loaded.tokenizer_spec == "gpt2" and loaded.run_dir == trained_run
+
+
+def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
+    """python -m gpt2stream.export copies a trained tokenizer.json next to the weights: --init DIR must use it."""
+    from tokenizer.train import train_bpe
+
+    tok = train_bpe(["the cat sat on the mat, the dog sat on the log. " * 20, "Once upon a time there was"], 300,
+                    workers=1)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=tok.n_vocab))
+    d = export_hf(model, tmp_path / "exported", eot_id=tok.eot_id)
+    tok.save(d / "tokenizer.json")
+    r = _run(["--init", str(d), "--prompt", "the cat", "--max-new-tokens", "12", "--temperature", "0",
+              "--no-stop-at-eot", "--transcript", "off"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    idx = torch.tensor([tok.encode("the cat")])
+    expect = GPT.from_pretrained(str(d)).eval().generate(idx, 12, temperature=0.0)[0, idx.size(1):].tolist()
+    assert r.stdout == tok.decode(expect) + "\n"
+    # an explicit --tokenizer still wins (and GPT-2's 50257 tokens do not fit this 300-token model)
+    bad = _run(["--init", str(d), "--tokenizer", "gpt2", "--prompt", "x", "--transcript", "off"], tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: tokenizer 'gpt2' has 50257 tokens"), bad.stderr
