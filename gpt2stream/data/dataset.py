@@ -3,8 +3,11 @@
 A reader's state after each batch is a handful of ints (see ``fresh_state``): the epoch, where the current shuffle
 window starts (index into the reader's unit list for the epoch + row offset in that unit), the window's index, the
 position in the window's emission order of the document being packed, and how many of that document's tokens
-(+ <|endoftext|>) were already handed out. Rebuilding the stream from such a state re-reads only that window and
-yields exactly the batches the uninterrupted stream would have yielded.
+(+ <|endoftext|>) were already handed out. Rebuilding the stream from such a state re-reads only that window (and,
+as always, reads the next one ahead) and yields exactly the batches the uninterrupted stream would have yielded.
+
+Threads of a reader: the consumer (packing, yielding), a tokenizer pool (one batch of documents ahead) and one
+background thread reading the next window; none of them changes which rows are used or in what order.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from gpt2stream.errors import DataStreamError, UserError
 
 EMPTY_EPOCHS_LIMIT = 5
 STOP_WAIT = 30.0  # seconds close() waits for a read in progress (one unit; longer only if the network is dead)
-TOKENIZE_BATCH = 512  # documents per encode_ordinary_batch call: amortizes its thread pool, stays lazy enough
+TOKENIZE_BATCH = 512  # documents tokenized together (spread over the pool): keeps it busy, stays lazy enough
 
 
 def tokenizer_threads(workers_per_rank: int) -> int:
