@@ -38,11 +38,12 @@ import io
 import logging
 import os
 import re
+import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 import urllib3
@@ -122,12 +123,38 @@ def _request(session: requests.Session, method: str, url: str, policy: RetryPoli
         resp = session.request(method, url, headers={**_headers(), **(headers or {})}, stream=stream,
                                timeout=(policy.timeout, policy.timeout), allow_redirects=True)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-        raise TransientError(f"{type(e).__name__}: {e}") from e
+        raise TransientError(describe_connection_error(e, url, policy.timeout)) from e
     if resp.status_code in RETRY_STATUSES:
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         resp.close()
         raise TransientError(f"HTTP {resp.status_code} {resp.reason or ''}".strip(), retry_after)
     return resp
+
+
+def _cause(e: BaseException) -> BaseException | None:
+    return e.__cause__ or e.__context__
+
+
+def describe_connection_error(err: BaseException, url: str, timeout: float) -> str:
+    """The cause of a failed connection in words a user can act on; requests' own text buries it in a long repr
+    that the one-line retry log then cuts off."""
+    host = urlsplit(url).netloc or url
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain and len(chain) < 10:
+        chain.append(e)
+        nested = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
+        e = getattr(e, "reason", None) if isinstance(e, urllib3.exceptions.MaxRetryError) else None
+        e = e or nested or _cause(chain[-1])
+    kinds = {type(x).__name__ for x in chain}
+    name = type(err).__name__
+    if "NameResolutionError" in kinds or any(isinstance(x, socket.gaierror) for x in chain):
+        return f"{name}: cannot resolve host {host} (DNS lookup failed: no network, or a wrong HF_ENDPOINT?)"
+    if any(isinstance(x, ConnectionRefusedError) for x in chain):
+        return f"{name}: connection refused by {host} (is HF_ENDPOINT right?)"
+    if isinstance(err, requests.Timeout) or any(isinstance(x, (TimeoutError, socket.timeout)) for x in chain):
+        return f"{name}: no answer from {host} within {timeout:g}s (--request-timeout)"
+    return f"{name}: {err}"
 
 
 def _error_code(resp: requests.Response) -> str:

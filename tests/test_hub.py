@@ -267,6 +267,32 @@ def test_dead_endpoint_gives_up_with_one_clear_line(monkeypatch):
         resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
     msg = str(e.value)
     assert "failed 3 times in a row" in msg and "--max-retries" in msg and "--resume" in msg and "\n" not in msg
+    assert f"connection refused by 127.0.0.1:{port}" in msg  # the cause, not requests' long repr cut off
+
+
+def test_connection_failures_are_described_by_their_cause():
+    """No network (DNS), nothing listening, a silent server: each retry line must say which, within its 200 chars."""
+    import socket
+    import threading
+
+    def cause(url: str) -> str:
+        with pytest.raises((requests.ConnectionError, requests.Timeout)) as info:
+            requests.get(url, timeout=(0.5, 0.5))
+        text = hub.describe_connection_error(info.value, url, 0.5)
+        assert len(text) < 200 and "\n" not in text
+        return text
+
+    assert "cannot resolve host no-such-host.invalid (DNS lookup failed" in cause("http://no-such-host.invalid/x")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    try:
+        port = silent.getsockname()[1]
+        assert f"no answer from 127.0.0.1:{port} within 0.5s" in cause(f"http://127.0.0.1:{port}/x")
+    finally:
+        silent.close()
 
 
 # -- the test server itself (other helpers rely on it) -----------------------------------------------------------
