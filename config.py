@@ -68,7 +68,7 @@ class DataConfig:
     id_column: str = "id"  # column with a stable document id, if the source has one
     tokenizer: str = "gpt2"  # "gpt2" (tiktoken r50k_base) or a path to a tokenizer.json from train_tokenizer.py
     seq_len: int = 1024  # tokens per training sequence (T); blocks of T+1 give inputs and shifted targets
-    shuffle_buffer: int = 10000  # documents in the epoch-seeded shuffle buffer; 1 = no shuffling within files
+    shuffle_buffer: int = 10000  # documents per epoch-seeded shuffle window; 1 = keep order within a unit (row group)
     num_workers: int = 2  # DataLoader worker processes per rank; 0 = read in the training process
     txt_docs: str = "file"  # how a local .txt file splits into documents: "file", "paragraph" or "line"
     val_docs: int = 10000  # documents held out for validation (never trained on)

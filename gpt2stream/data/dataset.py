@@ -26,7 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, reader_index, reader_units
 from gpt2stream.data.shuffle import window_order, window_size
-from gpt2stream.data.sources import HandleCache, Row, Source, Unit
+from gpt2stream.data.sources import HandleCache, Row, Source, Unit, usable
 from gpt2stream.errors import DataStreamError, UserError
 
 EMPTY_EPOCHS_LIMIT = 5
@@ -131,11 +131,6 @@ class WindowReader:
 
 def fresh_state() -> dict[str, int]:
     return {"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 0, "tok": 0, "docs": 0, "skipped": 0}
-
-
-def usable(text: Any) -> bool:
-    """Documents that are None, not strings, empty or only whitespace are skipped (and counted)."""
-    return isinstance(text, str) and bool(text) and not text.isspace()
 
 
 class ReaderStream:

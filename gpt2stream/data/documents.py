@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from gpt2stream.data.dataset import usable
-from gpt2stream.data.sources import open_source
+from gpt2stream.data.sources import open_source, usable
 
 
 class DocumentIterator:

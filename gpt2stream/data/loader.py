@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpt2stream.data.dataset import PackedDataset, WorkerError, usable
+from gpt2stream.data.dataset import PackedDataset, WorkerError
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import check_enough_units, num_readers
-from gpt2stream.data.sources import Plan, Source, open_source
+from gpt2stream.data.sources import Plan, Source, open_source, usable
 from gpt2stream.errors import DataStreamError, UserError
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/1"

@@ -263,3 +263,8 @@ def _open_hub(data_cfg: Any) -> Source:
     remotes = hub.list_parquet_files(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy)
     files: list[FileRef] = [HubRef(r, policy, HUB_READAHEAD) for r in remotes]
     return ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
+
+
+def usable(text: Any) -> bool:
+    """Documents that are None, not strings, empty or only whitespace are skipped (and counted)."""
+    return isinstance(text, str) and bool(text) and not text.isspace()
