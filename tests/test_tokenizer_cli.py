@@ -208,3 +208,9 @@ def test_shell_expanded_glob_names_the_fix(tmp_path, jsonl_file):
     proc = run(["--data", str(jsonl_file), str(other), "--out", str(tmp_path / "t.json")], cwd=tmp_path)
     assert_one_line_error(proc, "quote the glob")
     assert not (tmp_path / "t.json").exists()
+
+
+def test_missing_local_file_is_exactly_one_line(tmp_path):
+    """No 'reading all of the Hub dataset' note before the error: a missing file is not a Hub id."""
+    proc = run(["--data", "missing.jsonl", "--out", str(tmp_path / "t.json")], cwd=tmp_path)
+    assert_one_line_error(proc, "missing.jsonl", "does not exist")

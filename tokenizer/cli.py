@@ -94,8 +94,13 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"cannot write --out {args.out}: directory {out_dir} is not writable")
 
 
+_DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".txt", ".md", ".csv")
+
+
 def _looks_local(spec: str) -> bool:
-    return os.path.exists(spec) or any(c in spec for c in "*?[")
+    """A local path (even a missing one, which the data pipeline then reports), not a Hub dataset id."""
+    return (os.path.exists(spec) or any(c in spec for c in "*?[") or spec.startswith((".", "/", "~"))
+            or spec.lower().endswith(_DATA_SUFFIXES))
 
 
 def main(argv: list[str] | None = None) -> None:
