@@ -267,6 +267,9 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
         model, _cfg = model_from_state(state, "cpu")
         run_dir = _find_run_dir(ckpt_file) or (path if out_dir else None)
         spec = tokenizer or _saved_tokenizer(state.get("tokenizer_spec", _cfg.data.tokenizer), run_dir)
+        if not tokenizer and spec != "gpt2" and not Path(spec).exists():
+            raise UserError(f"the model was trained with the tokenizer {spec}, which is gone (and no tokenizer.json "
+                            "is in its run directory); pass that tokenizer.json with --tokenizer PATH")
         identity = state.get("tokenizer_identity")
         label = f"{ckpt_file} (step {state['step']})"
     tok = load_tokenizer(spec)
