@@ -22,9 +22,12 @@ Usage::
   sha, so every rank and worker reads the same bytes even if the dataset is updated mid-run.
 - RemoteFile and HubFile are picklable (a HubFile re-opens its HTTP session lazily in the new process), so they
   can be handed to DataLoader workers. Resolve once per process and pass ``ds.files`` on.
-- HubFile reads ahead (``readahead`` bytes, default 4 MiB) so pyarrow's many small reads become few requests;
-  it insists on ``206`` + a matching ``Content-Range`` (a server that ignores Range is refused, never trusted),
-  and resumes a broken transfer from the last byte received.
+- HubFile reads ahead (``readahead`` bytes, default 4 MiB) so pyarrow's many small reads become few requests,
+  and keeps the blocks it fetched (up to 64 MiB, least recently used dropped first), fetching only the gaps
+  between them: reading a file once never downloads a byte twice (pyarrow's 64 KiB footer read covers the
+  last row groups of a small file, which it then reads again). It insists on ``206`` + a matching
+  ``Content-Range`` (a server that ignores Range is refused, never trusted), and resumes a broken transfer from
+  the last byte received.
 - Failures: resets, timeouts, 408/429/500/502/503/504 are retried with exponential backoff and jitter (Retry-After
   honoured); a request that fails 1 + ``max_retries`` times in a row -> gpt2stream.errors.DataStreamError (one
   line; any success or a broken transfer that still delivered 1 MiB resets the count).
@@ -34,12 +37,14 @@ Usage::
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import os
 import re
 import socket
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +66,7 @@ log = logging.getLogger("gpt2stream.hub")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
-_MAX_KEEP = 64 << 20  # the read-ahead buffer keeps at most one block this big
+_MAX_KEEP = 64 << 20  # bytes of fetched blocks a HubFile keeps (least recently used dropped first)
 _PROGRESS_RESET = 1 << 20  # a broken transfer that still delivered 1 MiB counts as progress, not a failure
 _TOTAL_LOCK = threading.Lock()
 _TOTAL_FETCHED = 0
@@ -462,8 +467,9 @@ class HubFile(io.RawIOBase):
         self.bytes_fetched = 0
         self.requests = 0
         self._pos = 0
-        self._buf = b""
-        self._buf_start = 0
+        self._blocks: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes, disjoint, least recently used first
+        self._starts: list[int] = []  # the keys of _blocks, sorted
+        self._kept = 0  # bytes in _blocks
         self._lock = threading.RLock()
         self._session: requests.Session | None = None
         self._session_pid = -1
@@ -519,16 +525,21 @@ class HubFile(io.RawIOBase):
             n = self.size - pos if size is None or size < 0 else min(size, self.size - pos)
             if n <= 0:
                 return b""
-            out = self._from_buffer(pos, n)
-            if len(out) < n:
-                start = pos + len(out)
-                want = n - len(out)
-                block = self._fetch(start, min(self.size, start + max(want, self.readahead)))
-                # keep the block (pyarrow reads a 64 KiB footer, then re-reads parts of it), unless huge
-                self._buf, self._buf_start = (block, start) if len(block) <= _MAX_KEEP else (b"", 0)
-                out = out + block[:want] if out else (block if len(block) == want else block[:want])
-            self._pos = pos + n
-            return out
+            end = pos + n
+            parts: list[bytes] = []
+            cur = pos
+            while cur < end:
+                start, block = self._cached(cur)
+                if block is None:  # a gap: fetch up to the next kept block, with read-ahead if that is far
+                    limit = self._starts[start] if start < len(self._starts) else self.size
+                    start, block = cur, self._fetch(cur, min(limit, max(end, cur + self.readahead)))
+                    self._keep(start, block)
+                off = cur - start
+                piece = block[off:off + end - cur] if off or len(block) > end - cur else block
+                parts.append(piece)
+                cur += len(piece)
+            self._pos = end
+            return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readall(self) -> bytes:
         return self.read(-1)
@@ -537,15 +548,33 @@ class HubFile(io.RawIOBase):
         if self._session is not None:
             self._session.close()
             self._session = None
-        self._buf = b""
+        self._blocks.clear()
+        self._starts.clear()
+        self._kept = 0
         super().close()
 
     # -- internals
-    def _from_buffer(self, pos: int, n: int) -> bytes:
-        off = pos - self._buf_start
-        if 0 <= off < len(self._buf):
-            return self._buf[off:off + n]
-        return b""
+    def _cached(self, pos: int) -> tuple[int, bytes | None]:
+        """(start, block) of the kept block holding byte ``pos``; else (index in _starts of the next block, None)."""
+        i = bisect.bisect_right(self._starts, pos)
+        if i:
+            start = self._starts[i - 1]
+            block = self._blocks[start]
+            if pos < start + len(block):
+                self._blocks.move_to_end(start)
+                return start, block
+        return i, None
+
+    def _keep(self, start: int, block: bytes) -> None:
+        if not block or len(block) > _MAX_KEEP:
+            return
+        while self._kept + len(block) > _MAX_KEEP:
+            old, dropped = self._blocks.popitem(last=False)
+            del self._starts[bisect.bisect_left(self._starts, old)]
+            self._kept -= len(dropped)
+        self._blocks[start] = block
+        bisect.insort(self._starts, start)
+        self._kept += len(block)
 
     def _http(self) -> requests.Session:
         if self._session is None or self._session_pid != os.getpid():  # forked: never share a connection
