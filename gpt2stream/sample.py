@@ -52,14 +52,16 @@ class SampleSettings:
 
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise bad("max_new_tokens", self.max_new_tokens, "must be an integer >= 1")
-        if not self.temperature >= 0:
-            raise bad("temperature", self.temperature, "must be >= 0 (0 = greedy)")
+        if not 0 <= self.temperature < float("inf"):
+            raise bad("temperature", self.temperature, "must be a finite number >= 0 (0 = greedy)")
         if self.top_k is not None and self.top_k < 0:
             raise bad("top_k", self.top_k, "must be >= 1, or 0/none for no limit")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise bad("top_p", self.top_p, "must be in (0, 1]; 1 or none = off")
         if not isinstance(self.num_samples, int) or self.num_samples < 1:
             raise bad("num_samples", self.num_samples, "must be an integer >= 1")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes
+            raise bad("seed", self.seed, "must be an integer between -2**63 and 2**64-1, or off for random")
 
     def describe(self) -> str:
         top_k = self.top_k if self.top_k else "off"
@@ -209,8 +211,16 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"numbered from 0")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise UserError(f"--device {name}: MPS (Apple GPU) is not available on this machine; use --device cpu")
     return dev
 
 

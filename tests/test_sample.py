@@ -101,6 +101,10 @@ def test_settings_validation_names_the_field():
         SampleSettings(num_samples=0)
     with pytest.raises(UserError, match="top-p"):
         SampleSettings(top_p=-0.5)
+    # a seed torch cannot take is refused up front, in the session too (it used to crash the generation)
+    s, msg, _ = apply_command("/seed 99999999999999999999999", SampleSettings())
+    assert s.seed is None and "seed=99999999999999999999999 is invalid" in msg and "unchanged" in msg
+    assert SampleSettings(seed=2**64 - 1).seed == 2**64 - 1 and SampleSettings(seed=-1).seed == -1
 
 
 def test_kv_cache_greedy_equals_recomputation_past_the_context(tiny_hf):
@@ -176,6 +180,10 @@ def test_long_prompt_is_cut_with_a_notice(tiny_hf, tmp_path):
         (["--init", "{hf}", "--top-p", "2"], "top-p=2.0 is invalid"),
         (["--init", "{hf}", "--frobnicate", "1"], "unknown option --frobnicate"),
         (["--init", "{hf}", "--device", "cuda:0"], "CUDA is not available"),
+        (["--init", "{hf}", "--device", "mps"], "MPS (Apple GPU) is not available"),  # CI: Linux, no MPS
+        (["--init", "{hf}", "--device", "meta"], "--device 'meta' is not supported"),
+        (["--init", "{hf}", "--seed", "99999999999999999999999"], "seed=99999999999999999999999 is invalid"),
+        (["--init", "{hf}", "--temperature", "inf"], "temperature=inf is invalid"),
     ],
 )
 def test_bad_input_raises_a_user_error(tiny_hf, tmp_path, monkeypatch, args, message):
