@@ -193,8 +193,12 @@ sys.path.insert(0, {root!r})
 import gpt2stream.data.sources as sources
 from config import DataConfig
 from gpt2stream.data import TrainLoader
+from gpt2stream.retry import RetryPolicy
 from tokenizer import load_tokenizer
 sources.HUB_READAHEAD = 16 << 10
+# short backoff (DataConfig has no field for it; 1 s doubling made this test ~18 s): the retries are the same
+_from_config = RetryPolicy.from_config.__func__
+RetryPolicy.from_config = classmethod(lambda cls, c, **kw: _from_config(cls, c, **{{"backoff": 0.05, **kw}}))
 loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=9)
 for _, (x, y) in zip(range({n}), loader):
     print(hashlib.sha256(x.numpy().tobytes() + y.numpy().tobytes()).hexdigest(), flush=True)
