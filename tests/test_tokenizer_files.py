@@ -50,6 +50,13 @@ def test_missing_file(tmp_path):
     assert_user_error(tmp_path / "nope.json", "does not exist")
 
 
+def test_directory_names_the_file_inside(saved, tmp_path):
+    """--tokenizer runs/x or an exported HF directory: point at its tokenizer.json instead of 'Is a directory'."""
+    assert_user_error(tmp_path, "is a directory", "path of a tokenizer.json")
+    (tmp_path / "tokenizer.json").write_bytes(saved.read_bytes())
+    assert_user_error(tmp_path, "is a directory", f"give the file: {tmp_path / 'tokenizer.json'}")
+
+
 def test_truncated_file(saved, tmp_path):
     bad = tmp_path / "truncated.json"
     bad.write_bytes(saved.read_bytes()[: len(saved.read_bytes()) // 2])

@@ -123,6 +123,10 @@ def write_tokenizer_json(path: Path, pattern: str, ranks: dict[bytes, int], spec
 
 def read_tokenizer_json(path: Path) -> tuple[str, str, dict[bytes, int], dict[str, int]]:
     """tokenizer.json -> (name, pattern, ranks, special_tokens). UserError for a missing, corrupt or foreign file."""
+    if Path(path).is_dir():
+        inside = Path(path) / "tokenizer.json"
+        hint = f"give the file: {inside}" if inside.is_file() else "give the path of a tokenizer.json file"
+        raise UserError(f"tokenizer {path} is a directory; {hint}")
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
