@@ -49,8 +49,9 @@ def hub_cfg(**kw) -> DataConfig:
 
 
 def settle(server, quiet: float = 0.3) -> None:
-    """Wait until the server has recorded every response already sent (it counts after sending), so that a
-    reset_counters() that follows is not raced by the last response of what came before."""
+    """Wait until no more requests arrive (a worker or background reader may still be fetching), so that a
+    reset_counters() that follows is not raced by what came before. (The server counts a request and its bytes
+    before sending them, so a call that has returned is always counted already.)"""
     last = -1
     while last != (now := (len(server.requests), server.total_bytes_served())):
         last = now
@@ -177,7 +178,9 @@ def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
         early, late = resume_cost(10), resume_cost(590)
     group = max(os.path.getsize(fx.root / f) for f in fx.files()) / 6
     assert late < 4 * group + (64 << 10), (late, group)
-    assert late < progress_bytes / 8, (late, progress_bytes)
+    # not /8: whether the background thread has read the next window before close() cancels it is a matter of
+    # timing, so a resume costs one or two windows (16 or 32 KB here, seen both) against ~240 KB read so far
+    assert late < progress_bytes / 4, (late, progress_bytes)
     assert late <= early + (64 << 10), (early, late)  # independent of how far the run had got
 
 
