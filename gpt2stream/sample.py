@@ -428,11 +428,17 @@ class Session:
             except KeyboardInterrupt:  # outside the generation loop (e.g. while encoding): back to the prompt
                 self.out.write("\n[interrupted]\n")
 
-    def run_lines(self, inp: TextIO) -> None:
-        """Piped input: each line is a prompt (or a /command); the answers go to stdout."""
+    def run_lines(self, inp: TextIO) -> bool:
+        """Piped input: each line is a prompt (or a /command); the answers go to stdout. False if Ctrl-C stopped it:
+        with no one at a prompt, Ctrl-C means stop the batch, not go on with the next line."""
         for raw in inp:
-            if not self.handle_line(raw.rstrip("\r\n")):
-                return
+            line = raw.rstrip("\r\n")
+            if line.startswith("/"):
+                if not self.handle_line(line):
+                    return True
+            elif not self.answer(line):
+                return False
+        return True
 
 
 def _read_line(inp: TextIO, out: TextIO) -> str:
@@ -472,7 +478,8 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
     loaded = load_source(args.out_dir, args.ckpt, args.init, args.tokenizer, device)
     session = Session(loaded, args.settings, stdout, stderr, transcript_path(args, loaded))
     try:
-        run_session(session, prompt, stdin, args, loaded, device)
+        if not run_session(session, prompt, stdin, args, loaded, device):
+            return 130  # like a shell: a script running --prompt or piped prompts sees the Ctrl-C
     except BrokenPipeError:  # e.g. `| head`: the reader left; stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -481,10 +488,10 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
 
 
 def run_session(session: Session, prompt: str | None, stdin: TextIO, args: SampleArgs, loaded: Loaded,
-                device: torch.device) -> None:
+                device: torch.device) -> bool:
+    """False when Ctrl-C interrupted a non-interactive run (--prompt or piped prompts)."""
     if prompt is not None:
-        session.answer(prompt)
-        return
+        return session.answer(prompt)
     interactive = stdin.isatty()
     if interactive:
         n = sum(p.numel() for p in loaded.model.parameters())
@@ -494,5 +501,5 @@ def run_session(session: Session, prompt: str | None, stdin: TextIO, args: Sampl
         where = session.transcript if session.transcript else "off"
         session.note(f"transcript: {where}.  /help for commands; Ctrl-C stops a generation, Ctrl-D or /quit exits.")
         session.run_interactive(stdin)
-    else:
-        session.run_lines(stdin)
+        return True
+    return session.run_lines(stdin)

@@ -442,3 +442,33 @@ def test_checkpoint_whose_tokenizer_is_gone_names_the_fix(tmp_path):
     ok = _run(["--ckpt", str(lone), "--tokenizer", "moved.json", "--prompt", "x", "--max-new-tokens", "3",
                "--transcript", "off"], tmp_path)
     assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("mode", ["piped", "prompt"])
+def test_ctrl_c_stops_a_non_interactive_run_with_status_130(tiny_hf, tmp_path, mode):
+    """Piped prompts / --prompt: Ctrl-C stops the whole batch (not just this prompt) and a script sees exit 130."""
+    import signal
+
+    transcript = tmp_path / "t.txt"
+    args = [sys.executable, RUN_SAMPLE, "--init", str(tiny_hf), "--max-new-tokens", "100000", "--no-stop-at-eot",
+            "--transcript", str(transcript)]
+    if mode == "prompt":
+        args += ["--prompt", "first"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=_env(tmp_path), cwd=tmp_path, start_new_session=True)
+    if mode == "piped":
+        proc.stdin.write(b"first\nsecond\nthird\n")
+    proc.stdin.close()
+    deadline = time.monotonic() + 120
+    out = b""
+    while len(out) < 20:  # wait until the first continuation is streaming
+        assert time.monotonic() < deadline and proc.poll() is None, out
+        if select.select([proc.stdout], [], [], 1)[0]:
+            out += os.read(proc.stdout.fileno(), 4096)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does to the foreground job
+    proc.wait(timeout=60)
+    out += proc.stdout.read()
+    err = proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert out.count(b"[interrupted]") == 1 and b"Traceback" not in err, (out[-500:], err)
+    assert [ln for ln in transcript.read_text().splitlines() if ln.startswith(">>>")] == [">>> first"]
