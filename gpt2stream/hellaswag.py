@@ -313,6 +313,9 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 0
     source, args = parse_args(argv)
+    if source and not Path(source).expanduser().exists():
+        raise UserError(f"{source!r} does not exist: give a run directory (run_train.py --out-dir) or a checkpoint "
+                        "file, or --init gpt2")
     from gpt2stream import distributed as D
     from gpt2stream.sample import load_source
 

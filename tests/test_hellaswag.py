@@ -383,3 +383,11 @@ def test_corrupt_cache_names_the_file_to_delete(tmp_path):
     cache_path().write_text('{"ctx": "x", "endings": ["a"', encoding="utf-8")
     with pytest.raises(UserError, match="delete the cached copy"):
         load_examples()
+
+
+def test_missing_run_directory_names_this_commands_arguments(tmp_path):
+    """Not run_sample's --out-dir/--ckpt flags, which this command does not have."""
+    r = subprocess.run([sys.executable, "-m", "gpt2stream.hellaswag", "no/such/run"], capture_output=True, text=True,
+                       cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: 'no/such/run' does not exist: give a run directory") and "--ckpt" not in r.stderr
