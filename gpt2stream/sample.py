@@ -467,7 +467,16 @@ def parse_args(argv: list[str]) -> tuple[SampleArgs, str | None]:
 def transcript_path(args: SampleArgs, loaded: Loaded) -> Path | None:
     if args.transcript.strip().lower() in ("off", "none"):
         return None
-    return Path(args.transcript).expanduser() if args.transcript else default_transcript(loaded.run_dir)
+    if not args.transcript:
+        return default_transcript(loaded.run_dir)
+    path = Path(args.transcript).expanduser()
+    if path.is_dir():
+        raise UserError(f"--transcript {args.transcript} is a directory; give a file (e.g. {path / 'generated.txt'})"
+                        " or off")
+    if not path.parent.is_dir():  # a typo must not quietly create a directory tree
+        raise UserError(f"--transcript {args.transcript}: directory {path.parent} does not exist; create it, or "
+                        "give another file, or off")
+    return path
 
 
 def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = None,

@@ -184,6 +184,8 @@ def test_long_prompt_is_cut_with_a_notice(tiny_hf, tmp_path):
         (["--init", "{hf}", "--device", "meta"], "--device 'meta' is not supported"),
         (["--init", "{hf}", "--seed", "99999999999999999999999"], "seed=99999999999999999999999 is invalid"),
         (["--init", "{hf}", "--temperature", "inf"], "temperature=inf is invalid"),
+        (["--init", "{hf}", "--transcript", "no/such/dir/t.txt"], "directory no/such/dir does not exist"),
+        (["--init", "{hf}", "--transcript", "."], "--transcript . is a directory"),
     ],
 )
 def test_bad_input_raises_a_user_error(tiny_hf, tmp_path, monkeypatch, args, message):
@@ -195,8 +197,9 @@ def test_bad_input_raises_a_user_error(tiny_hf, tmp_path, monkeypatch, args, mes
     Tokenizer("bytes", r"\S+|\s+", {bytes([i]): i for i in range(256)}, {"<|endoftext|>": 256}).save(tokjson)
     args = [a.format(hf=tiny_hf, tokjson=tokjson) for a in args]
     with pytest.raises(UserError) as info:
-        main([*args, "--prompt", "x", "--transcript", "off"])
+        main([*args, "--prompt", "x"] + ([] if "--transcript" in args else ["--transcript", "off"]))
     assert message in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "no").exists()
 
 
 def test_bad_input_through_the_entry_point_is_one_line_and_exit_2(tmp_path):
