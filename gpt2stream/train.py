@@ -98,7 +98,7 @@ def format_eta(seconds: float) -> str:
 # ---- configuration on resume -------------------------------------------------------------------------------------
 
 def wants_resume(argv: list[str]) -> bool:
-    return any(a == "--resume" or a.startswith("--resume=") for a in argv)
+    return any(a == "--resume" or (a.startswith("--resume=") and a != "--resume=") for a in argv)
 
 
 def config_for_resume(argv: list[str], warn=None) -> Any:
@@ -115,7 +115,11 @@ def config_for_resume(argv: list[str], warn=None) -> Any:
     preset, rest = split_preset(argv)
     base = preset_config(preset)
     flags = parse_flags(rest, flag_table(base), optional_value={"resume": "latest"})
-    target = flags["resume"]
+    target = flags.get("resume", "")
+    if not target:  # --resume "" means a fresh run
+        from config import load_config
+
+        return load_config(argv)
     if target == "latest":
         out_dir = flags.get("out-dir", base.train.out_dir)
         got = find_latest(out_dir, warn=warn, mmap=True)
