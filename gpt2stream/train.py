@@ -74,7 +74,7 @@ def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> l
 
 def fused_adamw(opt: torch.optim.Optimizer, device_type: str) -> torch.optim.Optimizer:
     """The same AdamW groups with the fused kernel wherever torch has one: CUDA, and CPU too (measured here on the
-    tiny preset: 21 ms per update instead of 166 ms for the foreach version, ~10% of a step)."""
+    tiny preset's 7.2M parameters: 3.7 ms per update instead of 13.5 ms for the foreach version)."""
     if not isinstance(opt, torch.optim.AdamW) or opt.defaults.get("fused") or device_type not in ("cuda", "cpu"):
         return opt
     d = opt.defaults
