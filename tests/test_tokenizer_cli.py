@@ -214,3 +214,13 @@ def test_missing_local_file_is_exactly_one_line(tmp_path):
     """No 'reading all of the Hub dataset' note before the error: a missing file is not a Hub id."""
     proc = run(["--data", "missing.jsonl", "--out", str(tmp_path / "t.json")], cwd=tmp_path)
     assert_one_line_error(proc, "missing.jsonl", "does not exist")
+
+
+def test_cli_does_not_import_torch(tmp_path, jsonl_file):
+    """The README's CLI memory figure assumes it: PyTorch costs ~1 s and ~200 MiB that tokenizer training never uses."""
+    argv = ["--data", str(jsonl_file), "--vocab-size", "300", "--quiet", "--out", str(tmp_path / "t.json")]
+    code = (f"import sys; from tokenizer.cli import main; main({argv!r}); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout
