@@ -245,7 +245,10 @@ sys.path.insert(0, {root!r})
 from config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.errors import DataStreamError
+from gpt2stream.retry import RetryPolicy
 from tokenizer import load_tokenizer
+_from_config = RetryPolicy.from_config.__func__  # short backoff: the same retries, ~3 s sooner
+RetryPolicy.from_config = classmethod(lambda cls, c, **kw: _from_config(cls, c, **{{"backoff": 0.05, **kw}}))
 loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"))
 print("LISTED", flush=True)
 sys.stdin.readline()   # the test turns the faults on now
