@@ -106,8 +106,8 @@ class TrainConfig:
     plateau_cooldown: int = 2  # plateau: evaluations to wait after a cut before counting again
     plateau_window: int = 3  # plateau: judge the mean of the last this-many val losses, so one spike can't trigger
     weight_decay: float = 0.1  # AdamW decay on 2-D weights only
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay (0.95, not 0.999: steadier at large batch, as GPT-3)
     grad_clip: float = 1.0  # clip the global grad norm to this; 0 = off
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps"
     dtype: str = "auto"  # autocast dtype: "auto" (bfloat16 on CUDA, float32 elsewhere), "bfloat16", "float32"
@@ -160,7 +160,7 @@ class EvalConfig:
 class RunConfig:
     """Everything a training run needs; saved as config.json and in every checkpoint."""
 
-    preset: str = "gpt2-124m"
+    preset: str = "gpt2-124m"  # named starting point (gpt2-124m or tiny); other flags apply on top
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -159,3 +159,30 @@ def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = N
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
     sys.exit(code or 0)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """{field: the comment on its line} from a dataclass's source, so --help shows what config.py documents."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return comments
+    for line in lines:
+        name, colon, rest = line.strip().partition(":")
+        if colon and name.isidentifier() and "#" in rest:
+            comments[name] = rest.split("#", 1)[1].strip()
+    return comments
+
+
+def describe_flags(*configs: Any) -> str:
+    """One line per flag: name, current value (the preset's default) and the field's documentation."""
+    lines = []
+    for name, (obj, f) in flag_table(*configs).items():
+        doc = _field_comments(type(obj)).get(f.name, "")
+        value = getattr(obj, f.name)
+        shown = "none" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+        lines.append(f"  --{name:<20} {shown:<28} {doc}".rstrip())
+    return "\n".join(lines)

@@ -7,6 +7,7 @@ name and shape, except that our token embedding may carry padding rows.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -130,6 +131,10 @@ def export_hf(model: GPT, out_dir: str | Path, eot_id: int | None = None) -> Pat
         if name == "transformer.wte.weight":
             t = t[:V]  # drop the padding rows
         tensors[name] = t.contiguous()
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = out / "model.safetensors"
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(weights, 0o666 & ~umask)  # safetensors writes 0600; an export is meant to be shared
     (out / "config.json").write_text(json.dumps(hf_config_dict(model.config, eot_id), indent=2) + "\n")
     return out

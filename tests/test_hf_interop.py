@@ -42,8 +42,15 @@ def test_import_matches_transformers_logits(tmp_path, safe):
 def test_export_loads_in_transformers_with_same_logits(tmp_path):
     torch.manual_seed(0)
     ours = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=301)).eval()
-    out = export_hf(ours, tmp_path / "export")
+    import os
+
+    old = os.umask(0o022)
+    try:
+        out = export_hf(ours, tmp_path / "export")
+    finally:
+        os.umask(old)
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 301
+    assert os.stat(out / "model.safetensors").st_mode & 0o777 == 0o644  # the umask decides, not safetensors' 0600
     hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
     idx = torch.randint(0, 301, (3, 32), generator=torch.Generator().manual_seed(2))
     assert _max_diff(ours, hf, idx) < 1e-4
