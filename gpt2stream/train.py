@@ -400,6 +400,7 @@ class Trainer:
 
     def stop_for_signal(self, signum: float) -> int:
         self.save()
+        self.plot()
         sig = signal.Signals(int(signum))
         self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
         return D.STOP_SIGNALS.get(sig, 1)
@@ -431,6 +432,7 @@ class Trainer:
                     else:
                         traceback.print_exception(err)
                 self.save()  # the state after the last completed step: nothing is lost
+                self.plot()
                 self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; "
                          f"{self.resume_hint()}")
                 return EXIT_DATA if failed == 2.0 else EXIT_USER
