@@ -104,7 +104,7 @@ class TrainConfig:
     plateau_patience: int = 3  # plateau: evaluations without improvement before a cut
     plateau_threshold: float = 0.01  # plateau: relative improvement of val loss that counts as progress
     plateau_cooldown: int = 2  # plateau: evaluations to wait after a cut before counting again
-    plateau_window: int = 3  # plateau: judge the mean of the last this-many val losses, so one spike can't trigger
+    plateau_window: int = 3  # plateau: judge the median of the last this-many val losses, so one spike decides nothing
     weight_decay: float = 0.1  # AdamW decay on 2-D weights only
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay (0.95, not 0.999: steadier at large batch, as GPT-3)

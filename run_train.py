@@ -19,11 +19,13 @@ from gpt2stream.cli import run_main
 def main(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         import config
-        from gpt2stream.cli import flag_table
+        from gpt2stream.cli import describe_flags
 
+        preset, _ = config.split_preset([a for a in argv if a not in ("-h", "--help")])
         print(__doc__)
-        for name in flag_table(config.RunConfig()):
-            print(f"  --{name}")
+        print(f"Flags, with their values in --preset {preset} (config.py documents each field):")
+        print(describe_flags(config.preset_config(preset)))
+        print("  --print-config                                      print the resolved config as JSON and exit")
         return 0
     import config
     from gpt2stream.train import config_for_resume, wants_resume

@@ -117,3 +117,12 @@ def test_bad_flags_exit_nonzero_with_one_line_and_no_traceback(args):
     assert "Traceback" not in out.stderr
     with pytest.raises(ConfigError):
         load_config(list(args))
+
+
+def test_help_lists_every_flag_with_its_value_and_meaning():
+    out = _cli("--preset", "tiny", "--help")
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split()[0]: ln for ln in out.stdout.splitlines() if ln.startswith("  --")}
+    assert "transformer blocks" in lines["--n-layer"] and " 4 " in lines["--n-layer"]
+    assert "peak learning rate" in lines["--lr"]
+    assert len(lines) >= 50
