@@ -1,4 +1,5 @@
-"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, and the learning rate.
+"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, HellaSwag accuracy (when
+evaluated) and the learning rate.
 
 Regenerate a run's plot:  python -m gpt2stream.plot RUN_DIR
 """
@@ -40,7 +41,20 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and _finite(r.get("loss"))]
     val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
     lrs = [(r["step"], r["lr"]) for r in records if "loss" in r and _finite(r.get("lr"))]
-    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=[3, 1])
+    hs = [(r["step"], r["hellaswag_acc_norm"], r.get("hellaswag_acc")) for r in records
+          if _finite(r.get("hellaswag_acc_norm"))]
+    if hs:  # a middle panel only for runs that score HellaSwag
+        fig, (ax, ax_hs, ax_lr) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1])
+        hsteps, norm, acc = zip(*hs, strict=True)
+        ax_hs.plot(hsteps, norm, "o-", color="tab:red", markersize=3, label="acc_norm")
+        if all(_finite(a) for a in acc):
+            ax_hs.plot(hsteps, acc, "s--", color="tab:purple", markersize=3, linewidth=1, label="acc")
+        ax_hs.axhline(0.25, color="gray", linewidth=0.8, linestyle=":", label="chance")
+        ax_hs.set_ylabel("HellaSwag")
+        ax_hs.grid(alpha=0.3)
+        ax_hs.legend(loc="upper left", fontsize=8)
+    else:
+        fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=[3, 1])
     if train:
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (raw)")

@@ -49,3 +49,19 @@ def test_plot_command_regenerates_png(tmp_path):
     p = subprocess.run([sys.executable, "-m", "gpt2stream.plot", str(tmp_path / "nope")], capture_output=True,
                        text=True, env=env(), cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "metrics.jsonl does not exist" in p.stderr
+
+
+def test_hellaswag_gets_its_own_panel(tmp_path):
+    """Runs that score HellaSwag plot acc_norm/acc between the loss and the lr; others keep two panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    from gpt2stream.plot import plot_metrics
+
+    records = [{"step": s, "loss": 5.0 - s / 20, "lr": 1e-3} for s in range(1, 21)]
+    plain = plot_metrics(records, tmp_path / "plain.png")
+    with_hs = plot_metrics(records + [{"step": s, "hellaswag_acc_norm": 0.25 + s / 400, "hellaswag_acc": 0.25}
+                                      for s in (10, 20)], tmp_path / "hs.png")
+    assert mpimg.imread(plain).shape[0] < mpimg.imread(with_hs).shape[0]  # taller figure: the extra panel
