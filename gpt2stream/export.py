@@ -10,10 +10,26 @@ use transformers' own "gpt2" tokenizer).
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 from gpt2stream.errors import UserError
+
+USAGE = "usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR"
+
+HELP = f"""{USAGE}
+
+Write a trained model in the Hugging Face GPT-2 layout.
+
+  RUN_DIR_OR_CHECKPOINT  a run directory (its newest valid checkpoint is used) or one checkpoints/step_*.pt file
+  OUT_DIR                the directory to write (created if needed)
+
+Files written to OUT_DIR:
+  config.json, model.safetensors      transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)
+  tokenizer.json                      a copy of the run's tokenizer.json from train_tokenizer.py, if it used one
+
+Options:
+  -h, --help                          show this text and exit
+"""
 
 
 def export(src: str | Path, out_dir: str | Path) -> Path:
@@ -23,16 +39,21 @@ def export(src: str | Path, out_dir: str | Path) -> Path:
 
     model, cfg, spec = load_model(src, "cpu")
     tok = load_tokenizer(spec)
-    out = export_hf(model, out_dir, eot_id=tok.eot_id)
+    out = Path(export_hf(model, out_dir, eot_id=tok.eot_id))
     if spec != "gpt2":
-        shutil.copyfile(spec, Path(out) / "tokenizer.json")
-    return Path(out)
+        shutil.copyfile(spec, out / "tokenizer.json")
+    return out
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or any(a.startswith("-") for a in argv):
-        print("usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR", file=sys.stderr)
-        return 2
+    if "-h" in argv or "--help" in argv:
+        print(HELP, end="")
+        return 0
+    options = [a for a in argv if a.startswith("-")]
+    if options:
+        raise UserError(f"unknown option {options[0]}; {USAGE} (see --help)")
+    if len(argv) != 2:
+        raise UserError(f"expected 2 arguments, got {len(argv)}; {USAGE} (see --help)")
     if Path(argv[1]).is_file():
         raise UserError(f"{argv[1]} is a file; OUT_DIR must be a directory")
     out = export(argv[0], argv[1])

@@ -1,7 +1,8 @@
-"""python -m gpt2stream.export: a checkpoint -> a directory transformers loads, with the same logits."""
+"""python -m gpt2stream.export: a checkpoint -> a directory transformers loads, with the same logits and tokens."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -13,20 +14,32 @@ from tests.test_checkpoint import _state
 from tests.test_train_common import ROOT, env
 
 
+def _export(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gpt2stream.export", *map(str, args)],
+                          capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+
+
+def _run_dir(path, model, vocab_size, tokenizer_spec="gpt2"):
+    """A run directory as the trainer leaves it: config.json, metrics.jsonl, checkpoints/."""
+    state = _state(3, model)
+    state["config"]["model"]["vocab_size"] = vocab_size
+    state["config"]["data"]["tokenizer"] = state["tokenizer_spec"] = tokenizer_spec
+    save_checkpoint(state, path, keep_last=1)
+    (path / "config.json").write_text(json.dumps(state["config"], indent=2))
+    (path / "metrics.jsonl").write_text('{"step": 3, "loss": 1.0}\n')
+    return path
+
+
 def test_export_checkpoint_loads_in_transformers(tmp_path):
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
-    state = _state(3, model)
-    state["config"]["model"]["vocab_size"] = 50257
-    save_checkpoint(state, tmp_path / "run", keep_last=1)
+    run = _run_dir(tmp_path / "run", model, 50257)
     out = tmp_path / "hf"
-    p = subprocess.run([sys.executable, "-m", "gpt2stream.export", str(tmp_path / "run"), str(out)],
-                       capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    p = _export(run, out)
     assert p.returncode == 0, p.stderr
     assert "GPT2LMHeadModel.from_pretrained" in p.stdout
-    assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to copy
     hf = GPT2LMHeadModel.from_pretrained(out).eval()
     x = torch.randint(0, 50257, (2, 16))
     with torch.no_grad():
@@ -34,9 +47,17 @@ def test_export_checkpoint_loads_in_transformers(tmp_path):
         theirs = hf(x).logits
     assert (ours - theirs).abs().max().item() < 1e-4
     assert hf.config.eos_token_id == 50256
+    assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to copy
+
+
+def test_export_help_goes_to_stdout():
+    p = _export("--help")
+    assert p.returncode == 0 and p.stderr == ""
+    assert p.stdout.startswith("usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR")
+    assert "RUN_DIR_OR_CHECKPOINT" in p.stdout and "GPT2LMHeadModel.from_pretrained(OUT_DIR)" in p.stdout
 
 
 def test_export_bad_input_is_one_line(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "gpt2stream.export", str(tmp_path / "missing"), str(tmp_path / "o")],
-                       capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
-    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+    for args in ((tmp_path / "missing", tmp_path / "o"), ("only-one",), ("--bogus", "a", "b")):
+        p = _export(*args)
+        assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.splitlines()) == 1, p.stderr
