@@ -5,10 +5,12 @@
 writes OUT_DIR/config.json + model.safetensors (``transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)`` loads
 them) and, when the run used a tokenizer.json from train_tokenizer.py, a copy of it (runs with the GPT-2 tokenizer
 use transformers' own "gpt2" tokenizer).
+OUT_DIR must not be a run directory (or hold one): its config.json would be overwritten.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,7 +23,7 @@ HELP = f"""{USAGE}
 Write a trained model in the Hugging Face GPT-2 layout.
 
   RUN_DIR_OR_CHECKPOINT  a run directory (its newest valid checkpoint is used) or one checkpoints/step_*.pt file
-  OUT_DIR                the directory to write (created if needed)
+  OUT_DIR                the directory to write (created if needed; must not be a run directory)
 
 Files written to OUT_DIR:
   config.json, model.safetensors      transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)
@@ -31,8 +33,49 @@ Options:
   -h, --help                          show this text and exit
 """
 
+# files whose presence marks a gpt2stream run directory (exporting there would overwrite its config.json)
+_RUN_SECTIONS = {"model", "data", "train", "eval"}
+
+
+def looks_like_run(d: Path) -> str | None:
+    """Why ``d`` holds a gpt2stream run (something an export must not write over), or None."""
+    if (d / "checkpoints").is_dir():
+        return "has a checkpoints/ directory"
+    if (d / "metrics.jsonl").exists():
+        return "has a metrics.jsonl"
+    if any(d.glob("step_*.pt")):
+        return "holds checkpoint files"
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(cfg, dict) and _RUN_SECTIONS <= set(cfg):
+        return "has a gpt2stream config.json"
+    return None
+
+
+def check_out_dir(src: Path, out: Path) -> None:
+    """UserError unless writing the export into ``out`` leaves every file of a run (``src``'s or another) intact."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"OUT_DIR {out} is a file; give a new or existing directory for the export")
+    if not out.is_dir():
+        return
+    run_dir = src if src.is_dir() else src.parent.parent  # a checkpoint file is RUN/checkpoints/step_N.pt
+    if src.is_dir() and src.name == "checkpoints" and not (src / "checkpoints").is_dir():
+        run_dir = src.parent
+    if out.resolve() == run_dir.resolve():
+        raise UserError(f"OUT_DIR {out} is the run directory itself (its config.json would be overwritten); "
+                        f"export to a new directory, e.g. {run_dir.parent / (run_dir.name + '-hf')}")
+    why = looks_like_run(out)
+    if why:
+        run = out.parent if why == "holds checkpoint files" else out
+        raise UserError(f"OUT_DIR {out} is part of a gpt2stream run ({why}) whose files the export would overwrite; "
+                        f"export to a new directory, e.g. {run.parent / (run.name + '-hf')}")
+
 
 def export(src: str | Path, out_dir: str | Path) -> Path:
+    check_out_dir(Path(src), Path(out_dir))  # before importing torch: a refusal is instant
+
     from gpt2stream.checkpoint import load_model
     from gpt2stream.hf_interop import export_hf
     from tokenizer import load_tokenizer
@@ -54,8 +97,6 @@ def main(argv: list[str]) -> int:
         raise UserError(f"unknown option {options[0]}; {USAGE} (see --help)")
     if len(argv) != 2:
         raise UserError(f"expected 2 arguments, got {len(argv)}; {USAGE} (see --help)")
-    if Path(argv[1]).is_file():
-        raise UserError(f"{argv[1]} is a file; OUT_DIR must be a directory")
     out = export(argv[0], argv[1])
     print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}" +
           (f" and {out / 'tokenizer.json'}" if (out / "tokenizer.json").exists() else "") +

@@ -50,11 +50,28 @@ def test_export_checkpoint_loads_in_transformers(tmp_path):
     assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to copy
 
 
+def test_export_refuses_to_write_over_a_run(tmp_path):
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
+    run = _run_dir(tmp_path / "run", model, 100)
+    copy = tmp_path / "copy"  # another run's files (config.json with our sections only)
+    copy.mkdir()
+    (copy / "config.json").write_text((run / "config.json").read_text())
+    before = {p: p.read_bytes() for p in [*run.rglob("*"), copy / "config.json"] if p.is_file()}
+    ckpt = next((run / "checkpoints").iterdir())
+    for src, out in ((run, run), (ckpt, run), (run, run / "checkpoints"), (run, copy)):
+        p = _export(src, out)
+        err = p.stderr.splitlines()
+        assert p.returncode == 2 and len(err) == 1 and err[0].startswith("error: OUT_DIR"), p.stderr
+        assert "export to a new directory" in err[0]
+    assert {p: p.read_bytes() for p in before} == before
+    assert sorted(p for p in [*run.rglob("*"), *copy.rglob("*")] if p.is_file()) == sorted(before)
+
+
 def test_export_help_goes_to_stdout():
     p = _export("--help")
     assert p.returncode == 0 and p.stderr == ""
     assert p.stdout.startswith("usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR")
-    assert "RUN_DIR_OR_CHECKPOINT" in p.stdout and "GPT2LMHeadModel.from_pretrained(OUT_DIR)" in p.stdout
+    assert "RUN_DIR_OR_CHECKPOINT" in p.stdout and "must not be a run directory" in p.stdout
 
 
 def test_export_bad_input_is_one_line(tmp_path):
