@@ -3,14 +3,15 @@
     python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR
 
 writes OUT_DIR/config.json + model.safetensors (``transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)`` loads
-them) and, when the run used a tokenizer.json from train_tokenizer.py, a copy of it (runs with the GPT-2 tokenizer
-use transformers' own "gpt2" tokenizer).
+them) and the run's tokenizer as tokenizer.json + tokenizer_config.json + special_tokens_map.json
+(``transformers.AutoTokenizer.from_pretrained(OUT_DIR)`` loads it and encodes exactly like the training tokenizer).
 OUT_DIR must not be a run directory (or hold one): its config.json would be overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,7 +28,9 @@ Write a trained model in the Hugging Face GPT-2 layout.
 
 Files written to OUT_DIR:
   config.json, model.safetensors      transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)
-  tokenizer.json                      a copy of the run's tokenizer.json from train_tokenizer.py, if it used one
+  tokenizer.json, tokenizer_config.json, special_tokens_map.json
+                                      transformers.AutoTokenizer.from_pretrained(OUT_DIR); the training tokenizer
+                                      (GPT-2's, or the tokenizer.json from train_tokenizer.py), same token ids
 
 Options:
   -h, --help                          show this text and exit
@@ -73,6 +76,27 @@ def check_out_dir(src: Path, out: Path) -> None:
                         f"export to a new directory, e.g. {run.parent / (run.name + '-hf')}")
 
 
+def write_tokenizer(tok, spec: str, out: Path, max_length: int) -> None:
+    """tokenizer.json (the exact vocabulary) + the small files AutoTokenizer reads to name the special tokens."""
+    target = out / "tokenizer.json"
+    if spec == "gpt2":
+        tok.save(target)  # HF-tokenizers format; same ids as tiktoken's r50k_base
+    elif not (target.exists() and os.path.samefile(spec, target)):
+        shutil.copyfile(spec, target)
+    eot = next(text for text, i in tok.special_tokens.items() if i == tok.eot_id)
+    special = {"bos_token": eot, "eos_token": eot, "unk_token": eot}
+    config = {
+        # PreTrainedTokenizerFast takes every behaviour from tokenizer.json (GPT2TokenizerFast would re-derive its
+        # pre-tokenizer from add_prefix_space, which a trained tokenizer's split pattern need not match)
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,
+        **special,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
 def export(src: str | Path, out_dir: str | Path) -> Path:
     check_out_dir(Path(src), Path(out_dir))  # before importing torch: a refusal is instant
 
@@ -83,8 +107,7 @@ def export(src: str | Path, out_dir: str | Path) -> Path:
     model, cfg, spec = load_model(src, "cpu")
     tok = load_tokenizer(spec)
     out = Path(export_hf(model, out_dir, eot_id=tok.eot_id))
-    if spec != "gpt2":
-        shutil.copyfile(spec, out / "tokenizer.json")
+    write_tokenizer(tok, spec, out, model.config.block_size)
     return out
 
 
@@ -98,9 +121,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         raise UserError(f"expected 2 arguments, got {len(argv)}; {USAGE} (see --help)")
     out = export(argv[0], argv[1])
-    print(f"wrote {out / 'config.json'} and {out / 'model.safetensors'}" +
-          (f" and {out / 'tokenizer.json'}" if (out / "tokenizer.json").exists() else "") +
-          f"; load with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r})")
+    print(f"wrote {out / 'config.json'}, {out / 'model.safetensors'} and {out / 'tokenizer.json'}; load with "
+          f"transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) and AutoTokenizer.from_pretrained({str(out)!r})")
     return 0
 
 

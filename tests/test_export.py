@@ -31,7 +31,8 @@ def _run_dir(path, model, vocab_size, tokenizer_spec="gpt2"):
 
 
 def test_export_checkpoint_loads_in_transformers(tmp_path):
-    from transformers import GPT2LMHeadModel
+    import tiktoken
+    from transformers import AutoTokenizer, GPT2LMHeadModel
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
@@ -39,7 +40,7 @@ def test_export_checkpoint_loads_in_transformers(tmp_path):
     out = tmp_path / "hf"
     p = _export(run, out)
     assert p.returncode == 0, p.stderr
-    assert "GPT2LMHeadModel.from_pretrained" in p.stdout
+    assert "GPT2LMHeadModel.from_pretrained" in p.stdout and "AutoTokenizer.from_pretrained" in p.stdout
     hf = GPT2LMHeadModel.from_pretrained(out).eval()
     x = torch.randint(0, 50257, (2, 16))
     with torch.no_grad():
@@ -47,7 +48,30 @@ def test_export_checkpoint_loads_in_transformers(tmp_path):
         theirs = hf(x).logits
     assert (ours - theirs).abs().max().item() < 1e-4
     assert hf.config.eos_token_id == 50256
-    assert not (out / "tokenizer.json").exists()  # GPT-2's own tokenizer: nothing to copy
+    # GPT-2's tokenizer is written too, so AutoTokenizer gives the tokens the model was trained on
+    tok = AutoTokenizer.from_pretrained(out)
+    enc = tiktoken.get_encoding("r50k_base")
+    for text in ("Hello world", "  Héllo\n\nwörld 1234 it's<|endoftext|>x"):
+        assert tok(text)["input_ids"] == enc.encode(text, allowed_special="all")
+    assert tok.eos_token_id == 50256 and tok.decode(enc.encode("Hello world")) == "Hello world"
+
+
+def test_export_trained_tokenizer_loads_in_transformers(tmp_path):
+    from transformers import AutoTokenizer
+
+    from tokenizer.train import train_bpe
+
+    bpe = train_bpe(["the cat sat on the mat, the dog sat on the log. " * 20, "a bird in the hand"], vocab_size=300)
+    bpe.save(tmp_path / "tok.json")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=bpe.n_vocab))
+    run = _run_dir(tmp_path / "run", model, bpe.n_vocab, tokenizer_spec=str(tmp_path / "tok.json"))
+    p = _export(run, tmp_path / "hf")
+    assert p.returncode == 0, p.stderr
+    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "the cat sat on a log<|endoftext|>zebra!"
+    assert tok(text)["input_ids"] == bpe.encode(text, allowed_special="all")
+    assert tok.eos_token_id == bpe.eot_id
 
 
 def test_export_refuses_to_write_over_a_run(tmp_path):
@@ -71,7 +95,7 @@ def test_export_help_goes_to_stdout():
     p = _export("--help")
     assert p.returncode == 0 and p.stderr == ""
     assert p.stdout.startswith("usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR")
-    assert "RUN_DIR_OR_CHECKPOINT" in p.stdout and "must not be a run directory" in p.stdout
+    assert "AutoTokenizer.from_pretrained" in p.stdout and "must not be a run directory" in p.stdout
 
 
 def test_export_bad_input_is_one_line(tmp_path):
