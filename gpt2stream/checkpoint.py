@@ -16,6 +16,7 @@ Loading uses ``torch.load(weights_only=True)``: nothing in a checkpoint can run 
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -107,24 +108,73 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, keep_last: int) 
     return path
 
 
-def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
-    """Load and check one checkpoint file; UserError if it is unreadable, truncated or not ours."""
-    path = Path(path)
+_ZIP_MAGIC = b"PK\x03\x04"  # every torch.save file since torch 1.6 is a zip archive
+
+
+def _run_dir_of(path: Path) -> Path | None:
+    """The run directory a file sits in (beside config.json or inside checkpoints/), if it looks like one."""
+    for d in (path.parent, path.parent.parent):
+        if (d / CKPT_DIR).is_dir():
+            return d
+    return None
+
+
+def _where_to_look(path: Path) -> str:
+    run = _run_dir_of(path)
+    if run is not None:
+        return f"give the run directory {run} (its newest valid checkpoint is used) or a file in {run / CKPT_DIR}"
+    return "give a run directory (its newest valid checkpoint is used) or a checkpoints/step_*.pt file"
+
+
+def _load(path: Path, mmap: bool) -> dict[str, Any]:
+    """torch.load + format checks; UserError saying only what is wrong (callers add what to do)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with open(path, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # noqa: BLE001 - truncated zip, bad pickle, disallowed global: all mean "not usable"
-        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})") \
-            from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a checkpoint file") from None
+    except OSError as e:
+        raise UserError(f"cannot read checkpoint {path}: {e.strerror}") from None
+    if not head:
+        raise UserError(f"checkpoint {path} is unreadable: the file is empty (truncated)")
+    if head != _ZIP_MAGIC:  # checked first: torch's own message for this (with mmap) is about zipfile serialization
+        kind = "a JSON file" if head[:1] in (b"{", b"[") else "not a torch.save archive"
+        raise UserError(f"{path} is not a checkpoint ({kind})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:  # weights_only refused a global: code or foreign objects, never ours
+        raise UserError(f"{path} is not a gpt2stream checkpoint (it holds objects other than tensors and plain data, "
+                        "which are not loaded because they could run code)") from None
+    except Exception:  # noqa: BLE001 - a zip without its central directory, a bad record: an interrupted write/copy
+        raise UserError(f"checkpoint {path} is unreadable: the file is truncated or corrupt "
+                        "(an interrupted save or copy)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise UserError(f"{path} is not a gpt2stream checkpoint")
+        raise UserError(f"{path} is not a gpt2stream checkpoint (a torch.save file of something else)")
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise UserError(f"checkpoint {path} is incomplete (missing {', '.join(missing)})")
     if state["version"] > VERSION:
-        raise UserError(f"checkpoint {path} has format version {state['version']}; this gpt2stream reads <= {VERSION}")
+        raise UserError(f"checkpoint {path} has format version {state['version']}; this gpt2stream reads <= {VERSION}"
+                        ": update gpt2stream")
     return state
+
+
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Load and check one checkpoint file; UserError (what is wrong and what to do) if it is unreadable, truncated
+    or not ours."""
+    path = Path(path)
+    try:
+        return _load(path, mmap)
+    except UserError as e:
+        msg = str(e)
+        if "truncated" in msg or "incomplete" in msg:
+            msg += ("; use an earlier checkpoint, or give the run directory: it and --resume fall back to the "
+                    "newest valid checkpoint automatically")
+        elif "is not a" in msg:
+            msg += f"; {_where_to_look(path)}"
+        raise UserError(msg) from None
 
 
 def find_latest(run_dir: str | Path, warn=None, mmap: bool = False) -> tuple[Path, dict[str, Any]] | None:
@@ -135,12 +185,14 @@ def find_latest(run_dir: str | Path, warn=None, mmap: bool = False) -> tuple[Pat
     problems = []
     for _, path in reversed(found):
         try:
-            return path, read_checkpoint(path, mmap=mmap)
+            return path, _load(path, mmap=mmap)
         except UserError as e:
             problems.append(str(e))
             warn(f"{e}; trying the previous checkpoint")
     if problems:
-        raise UserError(f"no valid checkpoint in {Path(run_dir) / CKPT_DIR}: {problems[0]}")
+        raise UserError(f"no valid checkpoint in {Path(run_dir) / CKPT_DIR} ({problems[0]}, and "
+                        f"{len(problems) - 1} older ones unusable too): restore a checkpoint from a backup, or start "
+                        "a new run in another --out-dir")
     return None
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -91,7 +94,7 @@ def test_not_a_checkpoint_is_a_user_error(tmp_path):
 def test_weights_only_refuses_pickled_code(tmp_path):
     p = tmp_path / "evil.pt"
     torch.save({"format": "gpt2stream-checkpoint", "obj": object()}, p)
-    with pytest.raises(UserError, match="unreadable"):
+    with pytest.raises(UserError, match="not a gpt2stream checkpoint .*could run code"):
         read_checkpoint(p)
 
 
@@ -104,3 +107,56 @@ def test_load_model_from_run_dir_and_file(tmp_path):
         assert not loaded.training and spec == "gpt2" and cfg.model.n_embd == 16
         x = torch.randint(0, 100, (2, 8))
         assert torch.equal(loaded(x)[0], model.eval()(x)[0])
+
+
+def _one_line_error(fn, *args, **kwargs) -> str:
+    with pytest.raises(UserError) as info:
+        fn(*args, **kwargs)
+    msg = str(info.value)
+    assert "\n" not in msg and "mmap" not in msg and "_use_new_zipfile" not in msg and "miniz" not in msg, msg
+    return msg
+
+
+def test_bad_checkpoint_files_say_what_is_wrong_and_what_to_do(tmp_path):
+    run = tmp_path / "run"
+    path = save_checkpoint(_state(1), run, keep_last=3)
+    (run / "config.json").write_text('{"model": {}}')
+    cut = tmp_path / "t.pt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for mmap in (False, True):  # the sampler and the trainer load with mmap=True
+        msg = _one_line_error(resolve_checkpoint, cut, mmap=mmap)
+        assert "is unreadable: the file is truncated or corrupt" in msg and "use an earlier checkpoint" in msg
+        assert "fall back to the newest valid checkpoint automatically" in msg
+        (tmp_path / "g.pt").write_text("x\n")
+        msg = _one_line_error(resolve_checkpoint, tmp_path / "g.pt", mmap=mmap)
+        assert msg.startswith(f"{tmp_path / 'g.pt'} is not a checkpoint") and "give a run directory" in msg
+        # a file of the run where the run directory belongs (--out-dir RUN/config.json)
+        msg = _one_line_error(resolve_checkpoint, run / "config.json", mmap=mmap)
+        assert "is not a checkpoint (a JSON file)" in msg and f"give the run directory {run} " in msg
+        (tmp_path / "empty.pt").write_bytes(b"")
+        msg = _one_line_error(read_checkpoint, tmp_path / "empty.pt", mmap=mmap)
+        assert "empty (truncated)" in msg and "use an earlier checkpoint" in msg
+    # inside a run the fallback warning says what is wrong; the final error says what to do
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    warnings = []
+    msg = _one_line_error(find_latest, run, warn=warnings.append, mmap=True)
+    assert warnings == [f"checkpoint {path} is unreadable: the file is truncated or corrupt (an interrupted save or "
+                        "copy); trying the previous checkpoint"]
+    assert msg.startswith(f"no valid checkpoint in {run / 'checkpoints'}") and "restore a checkpoint" in msg
+
+
+@pytest.mark.slow
+def test_sampler_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    from tests.test_train_common import ROOT, env
+
+    run = tmp_path / "run"
+    path = save_checkpoint(_state(1), run, keep_last=3)
+    (run / "config.json").write_text('{"model": {}}')
+    cut = tmp_path / "t.pt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for args, expected in ((["--ckpt", str(cut)], "truncated or corrupt"),
+                           (["--out-dir", str(run / "config.json")], f"give the run directory {run} ")):
+        p = subprocess.run([sys.executable, str(ROOT / "run_sample.py"), *args, "--prompt", "x"],
+                           capture_output=True, text=True, env=env(), cwd=tmp_path, timeout=120)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and expected in p.stderr, p.stderr
+        assert p.stderr.rstrip().endswith("automatically" if "--ckpt" in args else "run/checkpoints"), p.stderr
