@@ -66,7 +66,7 @@ def check_out_dir(src: Path, out: Path) -> None:
     run_dir = src if src.is_dir() else src.parent.parent  # a checkpoint file is RUN/checkpoints/step_N.pt
     if src.is_dir() and src.name == "checkpoints" and not (src / "checkpoints").is_dir():
         run_dir = src.parent
-    if out.resolve() == run_dir.resolve():
+    if out.resolve() == run_dir.resolve() and looks_like_run(out):
         raise UserError(f"OUT_DIR {out} is the run directory itself (its config.json would be overwritten); "
                         f"export to a new directory, e.g. {run_dir.parent / (run_dir.name + '-hf')}")
     why = looks_like_run(out)
