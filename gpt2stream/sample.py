@@ -292,7 +292,7 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
 
 
 def _init_tokenizer(init: str) -> str:
-    """A local HF directory's own tokenizer.json (python -m gpt2stream.export writes one for a trained tokenizer),
+    """A local HF directory's own tokenizer.json (python -m gpt2stream.export always writes one),
     else GPT-2's."""
     own = Path(init).expanduser() / "tokenizer.json"
     return str(own.resolve()) if own.is_file() else "gpt2"
