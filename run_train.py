@@ -35,6 +35,10 @@ def main(argv: list[str]) -> int:
     # --resume continues with the checkpoint's config; flags given here override it
     cfg = config_for_resume(argv, warn=_warn0) if wants_resume(argv) else config.load_config(argv)
     if print_config:
+        if cfg.model.vocab_size is None:  # resolved as the trainer resolves it: from the tokenizer
+            from tokenizer import load_tokenizer
+
+            cfg.model.vocab_size = load_tokenizer(cfg.data.tokenizer).n_vocab
         sys.stdout.write(cfg.to_json())
         return 0
     from gpt2stream.distributed import exit_process

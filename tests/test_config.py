@@ -103,7 +103,9 @@ def _cli(*args):
 def test_print_config_through_the_entry_point():
     out = _cli("--print-config")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["model"]["n_layer"] == 12
+    resolved = json.loads(out.stdout)
+    assert resolved["model"]["n_layer"] == 12
+    assert resolved["model"]["vocab_size"] == 50257  # filled in from the GPT-2 tokenizer, as training does
     out = _cli("--preset", "tiny", "--print-config")
     assert json.loads(out.stdout)["preset"] == "tiny"
 
