@@ -41,11 +41,37 @@ class DistInfo:
         return self.device.type
 
 
+def cuda_index(spec: str, local_rank: int, local_world: int, n_gpus: int) -> int:
+    """This process's GPU: its local rank. One GPU per process: NCCL fails ("Duplicate GPU detected") when two
+    ranks share one, so an explicit cuda:N under torchrun, or more processes per node than GPUs, is refused."""
+    dev = torch.device("cuda") if spec == "auto" else torch.device(spec)
+    if local_world > 1 and dev.index is not None:
+        raise UserError(f"--device {spec} would put all {local_world} processes of this node on one GPU; use "
+                        f"--device cuda (or auto): each process takes the GPU of its LOCAL_RANK. Choose GPUs with "
+                        f"CUDA_VISIBLE_DEVICES")
+    if local_world > n_gpus:
+        raise UserError(f"{local_world} processes on this node but only {n_gpus} CUDA device(s) visible; use "
+                        f"torchrun --nproc_per_node={n_gpus} (or fewer)")
+    if dev.index is not None:
+        if dev.index >= n_gpus:
+            raise UserError(f"--device {spec}: this machine has {n_gpus} CUDA device(s) (cuda:0..cuda:{n_gpus - 1})")
+        return dev.index
+    return local_rank
+
+
+def local_world_size() -> int:
+    """Processes on this node (torchrun's LOCAL_WORLD_SIZE; 1 for a plain process)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     """'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
     if spec == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
+            return torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -53,8 +79,7 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {spec}: MPS is not available on this machine; use --device cpu or auto")
     return dev
