@@ -153,7 +153,35 @@ class Trainer:
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
     # -- setup ---------------------------------------------------------------------------------------------------
+    def agree_errors(self, err: UserError | None) -> None:
+        """Collective: if any rank failed (``err``), every rank stops with EXIT_USER; the lowest failing rank says
+        why (a UserError on a rank other than 0 was otherwise never printed, and the ranks that had not failed
+        went on into the next collective while the failed one waited in another)."""
+        info = self.info
+        if not info.ddp:
+            if err is not None:
+                raise err
+            return
+        worst = self.agree(float(info.world_size - info.rank) if err is not None else 0.0)[0]
+        if not worst:
+            return
+        if err is not None and info.rank == info.world_size - int(worst):
+            if info.master:
+                raise err  # train() prints it
+            print(f"error: [rank {info.rank}] {err}", file=sys.stderr, flush=True)
+        raise _Stop(EXIT_USER)
+
     def setup(self) -> None:
+        err = None
+        try:
+            self._setup_local()
+        except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
+            err = e
+        self.agree_errors(err)
+        self._setup_shared()
+
+    def _setup_local(self) -> None:
+        """Everything one rank does by itself: config checks, model, optimizer, data, validation batches."""
         from gpt2stream.data import TrainLoader, val_batches
         from gpt2stream.model import GPT, GPTConfig
         from tokenizer import load_tokenizer
@@ -212,12 +240,7 @@ class Trainer:
         model.to(dev)
         self.model = model  # the plain module: state_dict (no _orig_mod./module. prefixes), generation
         self.fwd_model = torch.compile(model) if self.compile else model  # training and eval forward
-        if info.ddp:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.ddp_model = DDP(self.fwd_model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        else:
-            self.ddp_model = self.fwd_model
+        self.ddp_model = self.fwd_model  # wrapped in DDP by _setup_shared: DDP() itself is a collective
         self.optimizer = model.configure_optimizers(cfg.train.weight_decay, cfg.train.lr,
                                                     (cfg.train.beta1, cfg.train.beta2), dev.type)
         self.plateau = None
@@ -249,22 +272,44 @@ class Trainer:
         self.loader_state = self.loader.state_dict()  # the state after the last *completed* step's batches
         self.val = val_batches(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
                                world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
+        self.ckpt_path = ckpt_path if state is not None else None
         if info.master:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log_file = open(self.out / "train.log", "a")
             (self.out / "config.json").write_text(cfg.to_json())
             if tok_spec != "gpt2":
                 shutil.copyfile(tok_spec, self.out / "tokenizer.json")
+        self.history = history
+
+    def _setup_shared(self) -> None:
+        """After every rank's setup succeeded: collective and rank-0 parts (HellaSwag data, metrics, the header)."""
+        info, cfg, dev, model, tok = self.info, self.cfg, self.info.device, self.model, self.tok
+        if info.ddp:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # compiled module inside DDP, as nanoGPT does; DDP broadcasts rank 0's weights here
+            self.ddp_model = DDP(self.fwd_model, device_ids=[dev.index] if dev.type == "cuda" else None)
         self.hellaswag: list[dict] = []
         if cfg.eval.hellaswag_every:
             from gpt2stream.hellaswag import load_examples
 
-            if not info.master:
-                D.barrier(info)  # rank 0 downloads the file once into the cache; the others then read it
-            self.hellaswag = load_examples(cfg.eval.hellaswag)
-            if info.master:
-                D.barrier(info)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, history)
+            # one process per node reads it first (downloading it into this machine's cache if need be), then the
+            # others read the cached copy; a failure is agreed on, so no rank is left waiting for the first one
+            first = info.local_rank == 0
+            err = None
+            if first:
+                try:
+                    self.hellaswag = load_examples(cfg.eval.hellaswag)
+                except UserError as e:
+                    err = e
+            self.agree_errors(err)
+            if not first:
+                try:
+                    self.hellaswag = load_examples(cfg.eval.hellaswag)
+                except UserError as e:
+                    err = e
+            self.agree_errors(err)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, self.history)
         self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
         self.tokens_per_step = cfg.train.total_batch_size
         header = run_info(dev, info.world_size, info.backend)
@@ -277,8 +322,8 @@ class Trainer:
                  f"processes = {self.tokens_per_step:,} tokens/step | dtype {self.amp or torch.float32} | "
                  f"compile {self.compile} | val {sum(x.numel() for x, _ in self.val):,} tokens on rank 0 | "
                  f"MFU peak {self.peak:.3g} FLOP/s ({self.peak_src})")
-        if state is not None:
-            self.log(f"resumed from {ckpt_path} at step {self.step}")
+        if self.ckpt_path is not None:
+            self.log(f"resumed from {self.ckpt_path} at step {self.step}")
 
     # -- pieces of a step ----------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:

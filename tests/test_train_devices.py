@@ -47,3 +47,81 @@ def test_bf16_autocast_on_cuda_only_by_default():
     assert autocast_dtype("auto", torch.device("cuda", 0)) is torch.bfloat16
     assert autocast_dtype("auto", torch.device("cpu")) is None
     assert autocast_dtype("float32", torch.device("cuda", 0)) is None
+
+
+# ---- setup failures are agreed on by every rank (2 real gloo processes) -------------------------------------------
+
+def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: str) -> None:
+    import datetime
+    import io
+    import json
+    import sys
+
+    import torch.distributed as dist
+
+    from gpt2stream.train import Trainer, _Stop
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(seconds=60))
+    info = D.DistInfo(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")
+    trainer = Trainer(cfg=None, info=info)
+    err = UserError(f"bad thing on rank {rank}") if rank in fail_ranks else None
+    stderr, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        trainer.agree_errors(err)
+        result = "continued"
+    except _Stop as s:
+        result = f"stop {s.code}"
+    except UserError as e:
+        result = f"raised {e}"
+    finally:
+        printed, sys.stderr = sys.stderr.getvalue(), stderr
+    dist.barrier()  # both ranks got here: nobody was left waiting
+    dist.destroy_process_group()
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump({"result": result, "printed": printed}, f)
+
+
+def _agree(tmp_path, fail_ranks: tuple[int, ...]) -> list[dict]:
+    import json
+
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "res")
+    mp.start_processes(_agree_worker, args=(str(tmp_path / "init"), fail_ranks, out), nprocs=2,
+                       start_method="spawn")
+    return [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+
+
+@pytest.mark.slow
+def test_setup_error_on_one_rank_stops_every_rank(tmp_path):
+    r0, r1 = _agree(tmp_path, fail_ranks=(1,))
+    # before: rank 1's UserError was never printed, and rank 0 went on into DDP's broadcast alone
+    assert r0 == {"result": "stop 2", "printed": ""}
+    assert r1["result"] == "stop 2" and r1["printed"] == "error: [rank 1] bad thing on rank 1\n"
+
+
+@pytest.mark.slow
+def test_setup_error_on_every_rank_is_reported_once(tmp_path):
+    r0, r1 = _agree(tmp_path, fail_ranks=(0, 1))
+    assert r0 == {"result": "raised bad thing on rank 0", "printed": ""}  # train() prints it
+    assert r1 == {"result": "stop 2", "printed": ""}
+
+
+@pytest.mark.slow
+def test_no_error_continues(tmp_path):
+    assert _agree(tmp_path, fail_ranks=()) == [{"result": "continued", "printed": ""}] * 2
+
+
+@pytest.mark.slow
+def test_torchrun_hellaswag_failure_stops_both_ranks_with_one_message(tmp_path):
+    from tests.test_train_common import TINY, make_jsonl, run
+
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
+    p = run([*TINY, "--data", str(data), "--num-workers", "0", "--max-steps", "2", "--hellaswag-every", "1",
+             "--hellaswag", str(tmp_path / "missing.jsonl"), "--out-dir", str(tmp_path / "run")],
+            nproc=2, check=False, timeout=180)
+    errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert p.returncode != 0, p.stderr[-2000:]
+    assert len(errors) == 1 and "missing.jsonl: no such file" in errors[0], p.stderr[-3000:]
+    assert "step      1/" not in p.stdout  # stopped before training
