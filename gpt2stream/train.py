@@ -310,7 +310,9 @@ class Trainer:
                     err = e
             self.agree_errors(err)
         self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, self.history)
-        self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
+        # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
+            self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
         self.tokens_per_step = cfg.train.total_batch_size
         header = run_info(dev, info.world_size, info.backend)
         self.log(f"run {self.out} | git {header['git_commit']} | " +
@@ -442,7 +444,9 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return EXIT_OK
-        with self.stops.ignored_by_children():  # DataLoader workers fork here: Ctrl-C must not kill them
+        # DataLoader workers fork here: Ctrl-C must not kill them. The DataLoader draws its workers' base seed from
+        # the torch RNG: a resumed run must not take that draw out of the restored state (dropout on CPU uses it)
+        with self.stops.ignored_by_children(), torch.random.fork_rng(devices=[]):
             it = iter(self.loader)
         self.stops.guard_worker_deaths()
         step_times: list[float] = []
