@@ -95,12 +95,13 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
     rank, local_rank, world = env_world()
     device = pick_device(device_spec, local_rank)
     backend = ""
+    if device.type == "cuda":
+        # also for one process on cuda:N: calls that take no device (synchronize, the step timing) use the current one
+        torch.cuda.set_device(device)
     if world > 1:
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)

@@ -61,6 +61,11 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def reduce_dtype(device: torch.device) -> torch.dtype:
+    """Accumulator dtype for sums reduced across ranks: float64, except on MPS, which has no float64."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> list[str]:
     """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
     diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
@@ -341,18 +346,21 @@ class Trainer:
 
     def agree(self, *flags: float) -> list[float]:
         """Every rank's flags, max-reduced: all ranks take the same decision."""
-        t = torch.tensor(flags, dtype=torch.float64, device=self.info.device)
+        if not self.info.ddp:
+            return list(flags)
+        t = torch.tensor(flags, dtype=reduce_dtype(self.info.device), device=self.info.device)
         return D.all_reduce_max(t, self.info).tolist()
 
     def evaluate(self) -> float | None:
-        total = torch.zeros(2, dtype=torch.float64, device=self.info.device)  # sum of losses x tokens, tokens
+        dtype = reduce_dtype(self.info.device)
+        total = torch.zeros(2, dtype=dtype, device=self.info.device)  # sum of losses x tokens, tokens
         self.fwd_model.eval()
         with torch.no_grad():
             for x, y in self.val:
                 x, y = x.to(self.info.device), y.to(self.info.device)
                 with self.autocast():
                     _, loss = self.fwd_model(x, y)
-                total[0] += loss.double() * y.numel()
+                total[0] += loss.to(dtype) * y.numel()
                 total[1] += y.numel()
         self.fwd_model.train()
         D.all_reduce_sum(total, self.info)

@@ -135,3 +135,12 @@ def test_exact_resume_with_dropout(tmp_path):
     from tests.test_train_resume import _exact_resume
 
     _exact_resume(tmp_path, nproc=1, workers=1, extra=["--dropout", "0.1"])
+
+
+def test_reduce_dtype_has_no_float64_on_mps():
+    from gpt2stream.train import reduce_dtype
+
+    # MPS cannot hold float64: the per-step stop/failure agreement and the validation sums crashed on a Mac
+    assert reduce_dtype(torch.device("mps")) is torch.float32
+    assert reduce_dtype(torch.device("cuda", 0)) is torch.float64
+    assert reduce_dtype(torch.device("cpu")) is torch.float64
