@@ -9,6 +9,7 @@ finished job as failed (shared/TORCH-NOTES.md).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import sys
@@ -90,8 +91,9 @@ def env_world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def init_distributed(device_spec: str = "auto") -> DistInfo:
-    """Start the process group when launched by torchrun with more than one process; pick this rank's device."""
+def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) -> DistInfo:
+    """Start the process group when launched by torchrun with more than one process; pick this rank's device.
+    ``timeout_s``: how long a collective may wait for the slowest rank (None: torch's default, 10 min for NCCL)."""
     rank, local_rank, world = env_world()
     device = pick_device(device_spec, local_rank)
     backend = ""
@@ -103,7 +105,8 @@ def init_distributed(device_spec: str = "auto") -> DistInfo:
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+            kw = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)
 
 

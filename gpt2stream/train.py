@@ -61,6 +61,16 @@ def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+def collective_timeout(data_cfg: Any) -> float:
+    """Seconds a collective may wait for the slowest rank. NCCL's default (10 min) is shorter than a data stream may
+    legitimately retry (and than the DataLoader's stall watchdog): the ranks waiting in the step's agreement were
+    killed by the NCCL watchdog before the stalled rank could report, so nothing was saved. Above the data budget,
+    plus time for rank 0 to write a large checkpoint while the others wait."""
+    from gpt2stream.data.loader import stall_timeout
+
+    return stall_timeout(data_cfg) + 900.0
+
+
 def reduce_dtype(device: torch.device) -> torch.dtype:
     """Accumulator dtype for sums reduced across ranks: float64, except on MPS, which has no float64."""
     return torch.float32 if device.type == "mps" else torch.float64
@@ -561,7 +571,7 @@ def train(cfg: Any) -> int:
     config must be compatible with the checkpoint (``config_for_resume`` builds one from the checkpoint's own).
     Under torchrun the process group is set up here and torn down before returning.
     """
-    info = D.init_distributed(cfg.train.device)
+    info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))
     trainer = Trainer(cfg, info)
     trainer.stops.install()
     code, clean = 1, True

@@ -29,8 +29,9 @@ def _check_int(name: str, value: Any, lo: int) -> None:
         raise UserError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
-def _watchdog_seconds(data_cfg: Any) -> float:
-    """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it."""
+def stall_timeout(data_cfg: Any) -> float:
+    """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it.
+    The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
     per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)
     retries = int(getattr(data_cfg, "max_retries", 10) or 10)
     return max(900.0, 4 * per_request * (retries + 1))
@@ -140,7 +141,7 @@ class TrainLoader:
             self._it = iter(ds)
         else:
             self._dl = torch.utils.data.DataLoader(
-                ds, batch_size=None, num_workers=self.num_workers, timeout=_watchdog_seconds(self.cfg),
+                ds, batch_size=None, num_workers=self.num_workers, timeout=stall_timeout(self.cfg),
                 prefetch_factor=2, persistent_workers=False,
             )
             self._it = iter(self._dl)
@@ -153,7 +154,7 @@ class TrainLoader:
             item = next(self._it)
         except RuntimeError as e:
             if "timed out" in str(e):
-                raise DataStreamError(f"the data loader produced nothing for {_watchdog_seconds(self.cfg):.0f} s "
+                raise DataStreamError(f"the data loader produced nothing for {stall_timeout(self.cfg):.0f} s "
                                       f"(stalled); resume from the last checkpoint") from None
             raise
         if isinstance(item, WorkerError):
