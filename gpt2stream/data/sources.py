@@ -13,6 +13,7 @@ world size; training units of that file start after it.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import glob
 import io
@@ -51,14 +52,15 @@ class Unit(NamedTuple):
     skip: int = 0
 
 
-class FileRef:
+class FileRef(abc.ABC):
     """A file of the source: a local path or a Hub file, opened as a seekable binary file object."""
 
     name: str
     size: int
 
-    def open(self) -> io.RawIOBase | io.BufferedIOBase:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def open(self) -> io.RawIOBase | io.BufferedIOBase:
+        """A new seekable binary file object for this file."""
 
 
 class LocalFile(FileRef):
@@ -158,7 +160,7 @@ class HandleCache:
         self._open.clear()
 
 
-class Source:
+class Source(abc.ABC):
     """Base: a kind of file (parquet / jsonl / txt) plus the list of files."""
 
     kind: str
@@ -171,14 +173,15 @@ class Source:
         self.id_column = id_column
 
     # -- planning -------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def plan(self, val_docs: int, num_readers: int = 1) -> Plan:
-        raise NotImplementedError
+        """The training units (validation rows excluded) and where the validation rows are."""
 
     # -- reading --------------------------------------------------------------------------------------------
+    @abc.abstractmethod
     def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
         """All rows of a unit (after ``unit.skip``), texts unvalidated; files from ``handles`` if given (else
         opened and closed for this read)."""
-        raise NotImplementedError
 
     def _handle(self, i: int, handles: HandleCache | None) -> contextlib.AbstractContextManager:
         """A context giving an open file i: borrowed from the cache (and dropped from it on error) or private."""
@@ -186,8 +189,9 @@ class Source:
             return self.files[i].open()
         return _Borrowed(handles, i, self.files[i])
 
+    @abc.abstractmethod
     def read_val(self, plan: Plan) -> list[Row]:
-        raise NotImplementedError
+        """The held-out validation rows, in order."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
