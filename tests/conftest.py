@@ -53,7 +53,7 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-# --- Hub test server (tests/hubserver.py, helper B1) -------------------------------------------------------------
+# --- Hub test server (tests/hubserver.py) -------------------------------------------------------------
 
 @pytest.fixture(scope="session")
 def hub_repo(tmp_path_factory):
