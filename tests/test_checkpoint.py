@@ -117,12 +117,18 @@ def _one_line_error(fn, *args, **kwargs) -> str:
     return msg
 
 
-def test_bad_checkpoint_files_say_what_is_wrong_and_what_to_do(tmp_path):
+def _run_and_cut_copy(tmp_path):
+    """A run directory with one checkpoint and a config.json, plus a copy of the checkpoint cut in half."""
     run = tmp_path / "run"
     path = save_checkpoint(_state(1), run, keep_last=3)
     (run / "config.json").write_text('{"model": {}}')
     cut = tmp_path / "t.pt"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return run, path, cut
+
+
+def test_bad_checkpoint_files_say_what_is_wrong_and_what_to_do(tmp_path):
+    run, path, cut = _run_and_cut_copy(tmp_path)
     for mmap in (False, True):  # the sampler and the trainer load with mmap=True
         msg = _one_line_error(resolve_checkpoint, cut, mmap=mmap)
         assert "is unreadable: the file is truncated or corrupt" in msg and "use an earlier checkpoint" in msg
@@ -149,11 +155,7 @@ def test_bad_checkpoint_files_say_what_is_wrong_and_what_to_do(tmp_path):
 def test_sampler_reports_a_bad_checkpoint_in_one_line(tmp_path):
     from tests.test_train_common import ROOT, env
 
-    run = tmp_path / "run"
-    path = save_checkpoint(_state(1), run, keep_last=3)
-    (run / "config.json").write_text('{"model": {}}')
-    cut = tmp_path / "t.pt"
-    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    run, _, cut = _run_and_cut_copy(tmp_path)
     for args, expected in ((["--ckpt", str(cut)], "truncated or corrupt"),
                            (["--out-dir", str(run / "config.json")], f"give the run directory {run} ")):
         p = subprocess.run([sys.executable, str(ROOT / "run_sample.py"), *args, "--prompt", "x"],

@@ -260,20 +260,27 @@ except DataStreamError as e:
 """
 
 
-@pytest.mark.slow
-def test_hub_persistent_failure_raises_one_clear_error_from_workers(hub_server):
-    c = hub_cfg(num_workers=2, max_retries=2, request_timeout=2.0)
-    with FaultProxy(hub_server.url) as proxy:
+def _run_until_the_network_dies(upstream_url: str, script: str, cfg, ready: str) -> tuple[int, str, str]:
+    """Run ``script`` in a subprocess behind a fault proxy; once it prints ``ready``, make every data request
+    fail with HTTP 500 and let it go on. Returns (exit code, stdout, stderr)."""
+    with FaultProxy(upstream_url) as proxy:
         env = dict(os.environ, HF_ENDPOINT=proxy.url, PYTHONPATH=str(ROOT))
-        script = _PERSISTENT_FAULT_SCRIPT.format(root=str(ROOT), cfg=json.dumps(c.__dict__))
-        p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        code = script.format(root=str(ROOT), cfg=json.dumps(cfg.__dict__))
+        p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
         try:
-            assert p.stdout.readline().strip() == "LISTED"
+            assert p.stdout.readline().strip() == ready
             proxy.add(Fault.http(500, DATA, times=None))
             out, err = p.communicate("go\n", timeout=120)
         finally:
             p.kill()
+    return p.returncode, out, err
+
+
+@pytest.mark.slow
+def test_hub_persistent_failure_raises_one_clear_error_from_workers(hub_server):
+    c = hub_cfg(num_workers=2, max_retries=2, request_timeout=2.0)
+    _, out, err = _run_until_the_network_dies(hub_server.url, _PERSISTENT_FAULT_SCRIPT, c, "LISTED")
     lines = [ln for ln in out.splitlines() if ln.startswith("ERROR")]
     assert lines, (out, err[-3000:])
     assert lines[0].startswith("ERROR DataStreamError ")
@@ -318,16 +325,7 @@ def test_hub_close_while_a_read_retries_exits_cleanly(tmp_path):
     """A background read still running at exit must not abort the interpreter (a thread inside pyarrow at
     finalization can die with 'Fatal Python error: PyGILState_Release'): close() cancels and waits for it."""
     c = hub_cfg(num_workers=0, max_retries=2, request_timeout=2.0, shuffle_buffer=4, seq_len=64)
-    with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server, FaultProxy(server.url) as proxy:
-        env = dict(os.environ, HF_ENDPOINT=proxy.url, PYTHONPATH=str(ROOT))
-        script = _CLOSE_DURING_READ_SCRIPT.format(root=str(ROOT), cfg=json.dumps(c.__dict__))
-        p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
-        try:
-            assert p.stdout.readline().strip() == "READY"
-            proxy.add(Fault.http(500, DATA, times=None))
-            out, err = p.communicate("go\n", timeout=120)
-        finally:
-            p.kill()
-    assert p.returncode == 0, err[-3000:]
+    with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server:
+        code, out, err = _run_until_the_network_dies(server.url, _CLOSE_DURING_READ_SCRIPT, c, "READY")
+    assert code == 0, err[-3000:]
     assert "CLOSED" in out and "Fatal Python error" not in err
