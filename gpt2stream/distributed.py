@@ -138,6 +138,16 @@ def gather_objects(obj: object, info: DistInfo) -> list:
     return out
 
 
+def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` (pickled) on every rank; others pass anything (e.g. None)."""
+    if not info.ddp:
+        return obj
+    box = [obj]
+    dev = info.device if info.backend == "nccl" else None
+    dist.broadcast_object_list(box, src=src, device=dev)
+    return box[0]
+
+
 def barrier(info: DistInfo) -> None:
     if info.ddp:
         dist.barrier()

@@ -187,8 +187,13 @@ class Trainer:
         raise _Stop(EXIT_USER)
 
     def setup(self) -> None:
+        from gpt2stream.data.job import open_data_for_job
+
         err = None
         try:
+            # collective, first: rank 0 resolves the data once for the job, every rank receives it
+            cfg = self.cfg
+            self.source = open_data_for_job(cfg.data, self.info, cfg.train.out_dir, bool(cfg.train.resume))
             self._setup_local()
         except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
             err = e
@@ -198,6 +203,7 @@ class Trainer:
     def _setup_local(self) -> None:
         """Everything one rank does by itself: config checks, model, optimizer, data, validation batches."""
         from gpt2stream.data import TrainLoader, val_batches
+        from gpt2stream.data.job import check_pinned_revision, write_manifest
         from gpt2stream.model import GPT, GPTConfig
         from tokenizer import load_tokenizer
 
@@ -278,20 +284,22 @@ class Trainer:
             self.saved_step = self.step
             history = list(state.get("metrics", []))
         self.loader = TrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
-                                  world_size=info.world_size, seed=cfg.train.seed)
+                                  world_size=info.world_size, seed=cfg.train.seed, source=self.source)
         if state is not None:
+            check_pinned_revision(state["config"], self.source, ckpt_path)
             self.loader.load_state_dict(state["ranks"][info.rank]["loader"])
             restore_rng(state["ranks"][info.rank]["rng"], dev)
         else:
             torch.manual_seed(cfg.train.seed + 1000 * info.rank)  # dropout masks differ across ranks
         self.loader_state = self.loader.state_dict()  # the state after the last *completed* step's batches
         self.val = val_batches(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
-                               world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
+                               world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=self.source)
         self.ckpt_path = ckpt_path if state is not None else None
         if info.master:
             self.out.mkdir(parents=True, exist_ok=True)
             self.log_file = open(self.out / "train.log", "a")
             (self.out / "config.json").write_text(cfg.to_json())
+            write_manifest(self.source, cfg.data, self.out)
             if tok_spec != "gpt2":
                 shutil.copyfile(tok_spec, self.out / "tokenizer.json")
         self.history = history
@@ -398,6 +406,8 @@ class Trainer:
 
     def save(self) -> None:
         """Checkpoint the state after step ``self.step`` (collective: every rank calls it)."""
+        from gpt2stream.data.job import pin_revision
+
         mine = {"loader": self.loader_state, "rng": capture_rng(self.info.device)}
         ranks = D.gather_objects(mine, self.info)
         ok = 1.0
@@ -406,7 +416,7 @@ class Trainer:
                 "step": self.step, "tokens_seen": self.step * self.tokens_per_step,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.plateau.state_dict() if self.plateau else {},
-                "config": self.cfg.to_dict(), "tokenizer_identity": self.tok.identity,
+                "config": pin_revision(self.cfg.to_dict(), self.source), "tokenizer_identity": self.tok.identity,
                 "tokenizer_spec": self.tok_spec, "world_size": self.info.world_size,
                 "ranks": ranks, "metrics": self.metrics.records,
             }

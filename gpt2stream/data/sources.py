@@ -86,17 +86,22 @@ class LocalFile(FileRef):
 class HubRef(FileRef):
     """A parquet file of a Hub dataset (gpt2stream.hub.RemoteFile), read by ranged GETs with retries and timeouts."""
 
-    def __init__(self, remote: Any, policy: Any, readahead: int) -> None:
+    def __init__(self, remote: Any, policy: Any, readahead: int, share_dir: str | None = None) -> None:
         self.remote = remote
         self.policy = policy
         self.readahead = readahead
+        self.share_dir = share_dir  # where the job's processes share signed URLs (None: within this process)
         self.name = remote.path
         self.size = int(remote.size)
 
     def open(self):
         from gpt2stream import hub
 
-        return hub.open_remote(self.remote, self.policy, readahead=self.readahead)
+        return hub.open_remote(self.remote, self.policy, readahead=self.readahead, share_dir=self.share_dir)
+
+    def __getstate__(self) -> dict:
+        # ship the signed URL this process holds for the file, so a DataLoader worker need not resolve it again
+        return {**self.__dict__, "remote": self.remote.with_known_target()}
 
     def __repr__(self) -> str:
         return f"HubRef({self.name!r})"
@@ -164,6 +169,7 @@ class Source(abc.ABC):
     """Base: a kind of file (parquet / jsonl / txt) plus the list of files."""
 
     kind: str
+    revision: str = ""  # the commit sha of a Hub dataset ("" for local files)
 
     def __init__(self, files: list[FileRef], text_column: str, id_column: str) -> None:
         if not files:
@@ -260,13 +266,9 @@ def open_source(data_cfg: Any) -> Source:
 
 
 def _open_hub(data_cfg: Any) -> Source:
-    from gpt2stream import hub
-    from gpt2stream.data.parquet_source import ParquetSource
+    from gpt2stream.data.manifest import open_hub_source
 
-    policy = hub.RetryPolicy.from_config(data_cfg)
-    remotes = hub.list_parquet_files(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy)
-    files: list[FileRef] = [HubRef(r, policy, HUB_READAHEAD) for r in remotes]
-    return ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
+    return open_hub_source(data_cfg, getattr(data_cfg, "data_revision", "") or "main")
 
 
 def usable(text: Any) -> bool:
