@@ -320,16 +320,6 @@ def glob_to_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out))
 
 
-def _static_prefix(pattern: str) -> str:
-    """Directory part of a glob before the first wildcard: 'data/*/*' -> 'data' (what to list)."""
-    parts = []
-    for seg in pattern.split("/")[:-1]:
-        if any(c in seg for c in "*?["):
-            break
-        parts.append(seg)
-    return "/".join(parts)
-
-
 def _as_list(v: Any) -> list[str]:
     return [v] if isinstance(v, str) else [str(x) for x in (v or [])]
 
@@ -368,22 +358,6 @@ def parse_configs(card: dict) -> tuple[dict[str, dict[str, list[str]]], str | No
     if default is None and "default" in out:
         default = "default"
     return out, default
-
-
-_SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test"}
-
-
-def infer_splits(paths: list[str]) -> dict[str, list[str]]:
-    """No `configs` in the README: data files by split, from directory or file-name words (else all 'train')."""
-    data = [p for p in paths if p.rsplit(".", 1)[-1] in ("parquet", "jsonl", "json", "csv", "txt", "arrow")
-            and not p.startswith(".") and p != "README.md"]
-    splits: dict[str, list[str]] = {}
-    for p in data:
-        words = re.split(r"[/\-_.]", p.lower())
-        split = next((_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS), None)
-        splits.setdefault(split or "train", []).append(p)
-    return splits
 
 
 def _listing(names: list[str], limit: int = 30) -> str:
@@ -520,34 +494,33 @@ def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train
         card = _front_matter(readme) if readme else {}
         if not card.get("configs") and isinstance(info.get("cardData"), dict):
             card = info["cardData"]
-        configs, default = parse_configs(card)
         listings: dict[str, list[tuple[str, int]]] = {}
+        sizes: dict[str, int] = {}
 
         def listing(prefix: str) -> list[tuple[str, int]]:
             # one listing of the shallowest prefix serves every glob under it
             for known, files in listings.items():
                 if known == "" or prefix == known or prefix.startswith(known + "/"):
-                    return files
+                    return [(p, n) for p, n in files if not prefix or p == prefix or p.startswith(prefix + "/")]
             listings[prefix] = _list_tree(session, base, sha, prefix, policy, repo_id)
+            sizes.update(listings[prefix])
             return listings[prefix]
 
-        if not configs:  # no YAML configs: the Hub's default layout rules, simplified
-            configs, default = {"default": infer_splits([p for p, _ in listing("")])}, "default"
+        from gpt2stream.hub_card import card_configs, resolve_data_files
+
+        configs, default = card_configs(card)
+        if not configs:  # no YAML configs: datasets' split-name patterns over the whole repo
+            configs, default = {"default": None}, "default"
         name = choose_config(configs, default, config, repo_id)
-        splits = configs[name]
+        splits = resolve_data_files(configs[name], listing)
         if split not in splits:
             raise UserError(f"config {name!r} of dataset {repo_id} has no split {split!r}; its splits are: "
                             f"{_listing(sorted(splits))} (set --split)")
-        chosen: dict[str, int] = {}
-        for pattern in splits[split]:
-            rx = glob_to_regex(pattern.lstrip("/"))
-            for path, size in listing(_static_prefix(pattern.lstrip("/"))):
-                hidden = any(seg.startswith((".", "_")) for seg in path.split("/"))
-                if rx.fullmatch(path) and not hidden and path != "README.md":
-                    chosen[path] = size
+        chosen = {p: sizes[p] for p in splits[split] if p in sizes}
     if not chosen:
+        data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
         raise UserError(f"config {name!r} split {split!r} of dataset {repo_id} matches no files "
-                        f"(data_files: {', '.join(splits[split])})")
+                        f"(data_files: {data_files})")
     files = tuple(RemoteFile(p, chosen[p], f"{ep}/datasets/{repo_id}/resolve/{sha}/{quote(p)}")
                   for p in sorted(chosen))
     return HubDataset(repo_id, name, split, sha, files)
