@@ -18,7 +18,24 @@ from typing import Any
 import fsspec
 
 PROTOCOL = "gpt2stream-listing"
-_LISTINGS: dict[str, Callable[[str], list[tuple[str, int]]]] = {}  # key -> lister(prefix) -> [(path, size)]
+
+
+class _Listing:
+    """lister(prefix) -> [(path, size)] under prefix (recursive), called once per shallowest prefix needed."""
+
+    def __init__(self, lister: Callable[[str], list[tuple[str, int]]]) -> None:
+        self.lister = lister
+        self.files: dict[str, int] = {}
+        self.listed: set[str] = set()
+
+    def under(self, prefix: str) -> dict[str, int]:
+        if not any(prefix == p or p == "" or prefix.startswith(p + "/") for p in self.listed):
+            self.files.update(self.lister(prefix))
+            self.listed.add(prefix)
+        return self.files
+
+
+_LISTINGS: dict[str, _Listing] = {}  # key (in the storage options) -> the listing every fs instance shares
 _KEYS = itertools.count()
 _LOCK = threading.Lock()
 
@@ -31,19 +48,11 @@ class ListingFileSystem(fsspec.AbstractFileSystem):
 
     def __init__(self, listing: str = "", **kw: Any) -> None:
         super().__init__(**kw)
-        self._lister = _LISTINGS[listing]
-        self._files: dict[str, int] | None = None
-        self._listed: set[str] = set()
-
-    def _under(self, prefix: str) -> dict[str, int]:
-        if not any(prefix == p or p == "" or prefix.startswith(p + "/") for p in self._listed):
-            self._files = {**(self._files or {}), **dict(self._lister(prefix))}
-            self._listed.add(prefix)
-        return self._files or {}
+        self._listing = _LISTINGS[listing]
 
     def ls(self, path: str, detail: bool = True, **kw: Any) -> list:
         path = self._strip_protocol(path).strip("/")
-        files = self._under(path)
+        files = self._listing.under(path)
         pre = path + "/" if path else ""
         out: dict[str, dict] = {}
         for p, size in files.items():
@@ -94,7 +103,7 @@ def resolve_data_files(params: dict | None, lister: Callable[[str], list[tuple[s
     _register()
     with _LOCK:
         key = str(next(_KEYS))
-        _LISTINGS[key] = lister
+        _LISTINGS[key] = _Listing(lister)
     try:
         dc = DownloadConfig(storage_options={PROTOCOL: {"listing": key}})
         params = params or {}
