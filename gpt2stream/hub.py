@@ -41,7 +41,6 @@ import bisect
 import hashlib
 import io
 import json
-import logging
 import os
 import re
 import socket
@@ -72,7 +71,6 @@ __all__ = [
     "bytes_fetched_total", "parse_configs", "choose_config", "glob_to_regex", "DataStreamError", "UserError",
 ]
 
-log = logging.getLogger("gpt2stream.hub")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024

@@ -18,21 +18,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gpt2stream.data.base import HUB_READAHEAD, FileRef, HubRef
 from gpt2stream.data.parquet_source import ParquetSource
-from gpt2stream.data.sources import HUB_READAHEAD, FileRef, HubRef
 from gpt2stream.errors import UserError
 
 FORMAT = "gpt2stream.hub-manifest/1"
 FILENAME = "data-manifest.json"
 
 
-def open_hub_source(data_cfg: Any, revision: str = "main", share_dir: str | None = None) -> ParquetSource:
+def open_hub_source(data_cfg: Any, revision: str = "main", share_dir: str | None = None,
+                    readahead: int = HUB_READAHEAD) -> ParquetSource:
     """Resolve (dataset, config, split) at ``revision`` and return its ParquetSource (footers not read yet)."""
     from gpt2stream import hub
 
     policy = hub.RetryPolicy.from_config(data_cfg)
     ds = hub.resolve_parquet(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy, revision=revision)
-    files: list[FileRef] = [HubRef(r, policy, HUB_READAHEAD, share_dir) for r in ds.files]
+    files: list[FileRef] = [HubRef(r, policy, readahead, share_dir) for r in ds.files]
     src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
     src.revision = ds.sha
     return src
