@@ -205,8 +205,9 @@ def one_line_cause(err: BaseException) -> str:
             break
         if str(e):
             last = str(e)
-        e = getattr(e, "reason", None) or (e.args[0] if e.args and isinstance(e.args[0], BaseException) else None) \
-            or _cause(e)
+        reason = getattr(e, "reason", None)
+        nested = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
+        e = (reason if isinstance(reason, BaseException) else None) or nested or _cause(e)
     text = " ".join(last.split())
     return text if len(text) <= 160 else text[:157] + "..."
 

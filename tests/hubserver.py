@@ -325,7 +325,7 @@ class HubServer:
                  redirect_data: bool = False, page_size: int = 1000, max_range: int | None = None,
                  idle_timeout: float = 60.0, max_lifetime: float = 900.0, url_ttl: float = 3600.0,
                  rate_limits: dict[str, tuple[int, float]] | None = None,
-                 gated: dict[str, set[str]] | None = None):
+                 gated: dict[str, set[str]] | None = None, tls: tuple[str, str] | None = None):
         self.repos = {rid: _Repo(rid, root) for rid, root in repos.items()}  # repo id -> its revision at main
         self.revisions = {rid: {r.sha: r} for rid, r in self.repos.items()}  # every revision kept, by sha
         self.refs: dict[str, dict[str, str]] = {rid: {} for rid in self.repos}  # branches/tags other than main
@@ -335,6 +335,7 @@ class HubServer:
         self.gated = {k: set(v) for k, v in (gated or {}).items()}  # repo id -> tokens that accepted its terms
         self._windows: dict[str, tuple[int, int]] = {}  # bucket -> (window index, requests counted in it)
         self._secret = uuid.uuid4().bytes
+        self.tls = tls  # (certfile, keyfile): serve https
         self._cdn: ThreadingHTTPServer | None = None
         self.ignore_range = ignore_range
         self.redirect_data = redirect_data
@@ -353,6 +354,12 @@ class HubServer:
     def start(self) -> HubServer:
         handler = type("Handler", (_HubHandler,), {"hub": self, "timeout": self.idle_timeout})
         self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name="hubserver")
         self._thread.start()
@@ -390,7 +397,7 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def cdn_url(self) -> str:

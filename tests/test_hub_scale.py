@@ -242,3 +242,29 @@ def test_rows_read_from_the_pinned_revision_are_the_original_ones(hub_repo, monk
         assert ids[:len(hub_repo.file_ids[first])] == hub_repo.file_ids[first]
         assert pq.ParquetFile(new.root / first).metadata.num_rows  # the new main really differs
         assert new.file_ids[first] != hub_repo.file_ids[first]
+
+
+def test_certificate_errors_are_not_retried_and_a_ca_bundle_is_honoured(hub_repo, monkeypatch, tmp_path):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    slow = RetryPolicy(max_retries=3, timeout=10, backoff=2, max_backoff=2)
+    with HubServer({DEFAULT_REPO: hub_repo.root}, tls=(str(cert), str(key))) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        t0 = time.monotonic()
+        with pytest.raises(UserError) as e:
+            resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=slow)
+        assert time.monotonic() - t0 < 2, "a certificate error was retried (backoff 2 s)"
+        msg = str(e.value)
+        assert msg.startswith(f"TLS certificate check failed for 127.0.0.1:{server.port}") and "SSL_CERT_FILE" in msg
+        assert "\n" not in msg
+        for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+            monkeypatch.setenv(var, str(cert))
+            assert [f.path for f in resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=slow).files] == \
+                hub_repo.files()
+            monkeypatch.delenv(var)
