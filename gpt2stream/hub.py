@@ -413,7 +413,8 @@ def _check_repo_response(resp: requests.Response, repo_id: str, revision: str) -
     if gated is not None:
         raise gated
     if resp.status_code == 404 and code == "RevisionNotFound":
-        raise UserError(f"dataset {repo_id} has no revision {revision!r} on {endpoint()}")
+        raise UserError(f"dataset {repo_id} has no revision {revision!r} on {endpoint()}; give --data-revision a "
+                        f"branch, tag or commit sha of it (default: main)")
     if resp.status_code in (401, 403, 404):
         hint = ("HF_TOKEN is set: check that it can read this dataset" if hub_token()
                 else "if it is private or gated, set HF_TOKEN")
