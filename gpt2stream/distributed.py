@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 import torch.distributed as dist
@@ -110,13 +111,6 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) 
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)
 
 
-def print0(*args, info: DistInfo | None = None, **kwargs) -> None:
-    """print() on rank 0 only (every rank when ``info`` is None and we are not under torchrun)."""
-    rank = info.rank if info is not None else env_world()[0]
-    if rank == 0:
-        print(*args, **kwargs, flush=True)
-
-
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.ddp:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
@@ -138,9 +132,29 @@ def gather_objects(obj: object, info: DistInfo) -> list:
     return out
 
 
-def barrier(info: DistInfo) -> None:
-    if info.ddp:
-        dist.barrier()
+# ---- agreements: every rank takes the same decision ---------------------------------------------------------------
+
+class Failure(IntEnum):
+    """What a rank reports at a step boundary; the highest code over the ranks wins."""
+
+    NONE = 0
+    USER = 1  # bad input or data (a UserError): save, stop with a one-line message
+    DATA = 2  # the data stream failed for good (DataStreamError): save, stop, say how to resume
+
+
+def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
+    """Every rank's integer codes, max-reduced: the same tuple on every rank (collective under DDP)."""
+    if not info.ddp:
+        return tuple(int(c) for c in codes)
+    t = torch.tensor([int(c) for c in codes], dtype=torch.int64, device=info.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return tuple(int(v) for v in t.tolist())
+
+
+def lowest_failing_rank(failed: bool, info: DistInfo) -> int | None:
+    """Collective: the lowest rank for which ``failed`` is true, or None when no rank failed."""
+    (worst,) = agree_max(info, info.world_size - info.rank if failed else 0)
+    return info.world_size - worst if worst else None
 
 
 def shutdown(info: DistInfo | None = None, *, sync: bool = True) -> None:

@@ -26,14 +26,27 @@ class MetricsLog:
     """Append-only writer for metrics.jsonl (rank 0 only: pass ``path=None`` on other ranks)."""
 
     def __init__(self, path: str | Path | None, history: list[dict[str, Any]] | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.path: Path | None = None
         self.records: list[dict[str, Any]] = [dict(r) for r in (history or [])]
+        if path is not None:
+            self.attach(path)
+
+    def attach(self, path: str | Path) -> None:
+        """Write to ``path`` from now on; it is rewritten to hold exactly the history so far."""
+        self.path = Path(path)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, self.path)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return self.records
+
+    def load_state_dict(self, records: list[dict[str, Any]]) -> None:
+        self.records = [dict(r) for r in records]
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w") as f:
-                for r in self.records:
-                    f.write(json.dumps(r) + "\n")
-            os.replace(tmp, self.path)
+            self.attach(self.path)
 
     def log(self, **record: Any) -> dict[str, Any]:
         record = {k: _clean(v) for k, v in record.items()}

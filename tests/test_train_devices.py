@@ -59,16 +59,16 @@ def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: s
 
     import torch.distributed as dist
 
-    from gpt2stream.train import Trainer, _Stop
+    from gpt2stream.train.loop import Stop as _Stop
+    from gpt2stream.train.main import agree_errors
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
     info = D.DistInfo(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")
-    trainer = Trainer(cfg=None, info=info)
     err = UserError(f"bad thing on rank {rank}") if rank in fail_ranks else None
     stderr, sys.stderr = sys.stderr, io.StringIO()
     try:
-        trainer.agree_errors(err)
+        agree_errors(err, info)
         result = "continued"
     except _Stop as s:
         result = f"stop {s.code}"
