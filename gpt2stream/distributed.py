@@ -151,6 +151,15 @@ def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
     return tuple(int(v) for v in t.tolist())
 
 
+def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank (a small python object)."""
+    if not info.ddp:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def lowest_failing_rank(failed: bool, info: DistInfo) -> int | None:
     """Collective: the lowest rank for which ``failed`` is true, or None when no rank failed."""
     (worst,) = agree_max(info, info.world_size - info.rank if failed else 0)

@@ -60,7 +60,7 @@ def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: s
     import torch.distributed as dist
 
     from gpt2stream.train.loop import Stop as _Stop
-    from gpt2stream.train.main import agree_errors
+    from gpt2stream.train.agree import agree_errors
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))

@@ -17,6 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble, save_checkpoint
 from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.mfu import Peak
 from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
 from gpt2stream.train.output import RunLog, error, step_line, step_record
@@ -39,7 +40,7 @@ def failure_of(err: BaseException | None) -> D.Failure:
 
 
 class Trainer:
-    def __init__(self, parts: Parts, out: Path, log: RunLog, stops: D.StopSignals, peak: float,
+    def __init__(self, parts: Parts, out: Path, log: RunLog, stops: D.StopSignals, peak: Peak,
                  resumed_from: Path | None) -> None:
         self.parts, self.out, self.log, self.stops, self.peak = parts, out, log, stops, peak
         self.saved_step = parts.progress.step if resumed_from is not None else -1  # the newest good checkpoint
@@ -111,7 +112,7 @@ class Trainer:
         recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
         avg = sum(recent) / len(recent)
         tok_s = t.total_batch_size / dt
-        mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak, parts.cfg.data.seq_len)
+        mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
         parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
                                         parts.loader.epoch))
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:

@@ -10,34 +10,16 @@ from typing import Any
 import torch
 
 from gpt2stream import distributed as D
-from gpt2stream.checkpoint import choose_checkpoint
 from gpt2stream.errors import UserError
+from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
 from gpt2stream.train.output import RunLog, error, header
 from gpt2stream.train.settings import Exit, collective_timeout
 
 
-def agree_errors(err: UserError | None, info: D.DistInfo) -> None:
-    """Collective: if any rank failed (``err``), every rank stops with Exit.USER; the lowest failing rank says why
-    (rank 0 by raising ``err``, which ``train`` prints; another rank by printing it with its rank)."""
-    if not info.ddp:
-        if err is not None:
-            raise err
-        return
-    first = D.lowest_failing_rank(err is not None, info)
-    if first is None:
-        return
-    if err is not None and info.rank == first:
-        if info.master:
-            raise err
-        error(f"[rank {info.rank}] {err}")
-    raise Stop(Exit.USER)
-
-
-def build_and_restore(cfg: Any, info: D.DistInfo, log: RunLog) -> tuple[Parts, Path | None]:
-    """Each rank by itself: choose and read the checkpoint (once, mmap), build everything, then restore it."""
-    resume = choose_checkpoint(cfg.train.resume, cfg.train.out_dir, warn=log.warn)
+def build_and_restore(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
+    """Each rank by itself: build everything, checked against the checkpoint, then restore it."""
     parts = build_parts(cfg, info, resume)
     if resume is None:
         return parts, None
@@ -62,9 +44,10 @@ def load_hellaswag(parts: Parts) -> None:
 
 
 def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
+    resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
     try:
-        parts, resumed_from = build_and_restore(cfg, info, log)
+        parts, resumed_from = build_and_restore(cfg, info, resume)
     except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
         err = e
     agree_errors(err, info)
@@ -73,13 +56,13 @@ def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trai
     wrap_ddp(parts)
     if cfg.eval.hellaswag_every:
         load_hellaswag(parts)
-    from gpt2stream.metrics import peak_flops
+    from gpt2stream.mfu import peak_flops
 
     dev = info.device
     # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
-        peak, peak_src = peak_flops(dev, parts.amp or torch.float32)
-    for line in header(parts, out, peak, peak_src, cfg.train.total_batch_size):
+        peak = peak_flops(dev, parts.amp or torch.float32)
+    for line in header(parts, out, peak, cfg.train.total_batch_size):
         log(line)
     if resumed_from is not None:
         log(f"resumed from {resumed_from} at step {parts.progress.step}")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gpt2stream.mfu import Peak, format_mfu
 from gpt2stream.train.build import Parts
 from gpt2stream.train.settings import format_eta
 from gpt2stream.train.step import StepStats
@@ -46,7 +48,7 @@ def error(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-def header(parts: Parts, out: Path, peak: float, peak_src: str, tokens_per_step: int) -> list[str]:
+def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[str]:
     """The lines that open a run's log: versions, hardware, the resolved config, the model and batch layout."""
     from gpt2stream.metrics import run_info
 
@@ -60,7 +62,7 @@ def header(parts: Parts, out: Path, peak: float, peak_src: str, tokens_per_step:
         f"{parts.accum} micro-steps x {cfg.train.batch_size} x {cfg.data.seq_len} x {info.world_size} "
         f"processes = {tokens_per_step:,} tokens/step | dtype {parts.amp or torch.float32} | "
         f"compile {parts.compile} | val {sum(x.numel() for x, _ in parts.val):,} tokens on rank 0 | "
-        f"MFU peak {peak:.3g} FLOP/s ({peak_src})",
+        f"MFU peak {peak.flops:.3g} FLOP/s ({peak.source})" if peak.known else f"MFU n/a ({peak.source})",
     ]
 
 
@@ -68,11 +70,11 @@ def step_record(step: int, stats: StepStats, dt: float, tok_s: float, mfu: float
                 epoch: int) -> dict[str, Any]:
     """The metrics.jsonl line of one training step."""
     return dict(step=step, loss=stats.loss, lr=stats.lr, grad_norm=stats.grad_norm, ms=round(dt * 1000, 2),
-                tok_s=round(tok_s, 1), mfu=round(mfu, 5), tokens=tokens, epoch=epoch)
+                tok_s=round(tok_s, 1), mfu=round(mfu, 5) if math.isfinite(mfu) else None, tokens=tokens, epoch=epoch)
 
 
 def step_line(step: int, max_steps: int, stats: StepStats, dt: float, tok_s: float, mfu: float,
               eta_s: float) -> str:
     return (f"step {step:>6}/{max_steps} | loss {stats.loss:.4f} | lr {stats.lr:.3e} | norm "
-            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {mfu * 100:5.2f}% | "
+            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)} | "
             f"ETA {format_eta(eta_s)}")
