@@ -13,6 +13,7 @@ import datetime
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -87,6 +88,21 @@ def pick_device(spec: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
+def check_launch(env: Mapping[str, str]) -> None:
+    """Refuse the launches that look fine but are not: tasks started by srun without torchrun (each would train on
+    its own into one run directory), and a RANK without LOCAL_RANK (every rank would take cuda:0)."""
+    torchrun = all(k in env for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+    if not torchrun and "SLURM_PROCID" in env and tasks.isdigit() and int(tasks) > 1:
+        raise UserError(f"SLURM started {tasks} tasks but torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE) are "
+                        "not set: each task would train on its own into the same run directory. Start one task "
+                        "per node running torchrun: srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES "
+                        "--nproc_per_node=GPUS --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 run_train.py ...")
+    if "RANK" in env and "LOCAL_RANK" not in env:
+        raise UserError("RANK is set but LOCAL_RANK is not: every process would take the first GPU. Launch with "
+                        "torchrun (it sets both), or set LOCAL_RANK to the process's index on its node")
+
+
 def env_world() -> tuple[int, int, int]:
     """(rank, local_rank, world_size) from torchrun's environment; (0, 0, 1) for a plain process."""
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -95,6 +111,7 @@ def env_world() -> tuple[int, int, int]:
 def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) -> DistInfo:
     """Start the process group when launched by torchrun with more than one process; pick this rank's device.
     ``timeout_s``: how long a collective may wait for the slowest rank (None: torch's default, 10 min for NCCL)."""
+    check_launch(os.environ)
     rank, local_rank, world = env_world()
     device = pick_device(device_spec, local_rank)
     backend = ""

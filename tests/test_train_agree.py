@@ -97,3 +97,27 @@ def test_the_config_digest_ignores_only_the_resume_target():
     b = load_config(["--preset", "tiny", "--resume", "x/step_00000002.pt"])
     c = load_config(["--preset", "tiny", "--max-steps", "7"])
     assert checkpoint_view(None, a) == checkpoint_view(None, b) != checkpoint_view(None, c)
+
+
+def test_launch_mistakes_are_refused():
+    from gpt2stream.distributed import check_launch
+    from gpt2stream.errors import UserError
+
+    torchrun = {"RANK": "3", "LOCAL_RANK": "3", "WORLD_SIZE": "8"}
+    check_launch({})
+    check_launch(torchrun)
+    check_launch({**torchrun, "SLURM_PROCID": "0", "SLURM_NTASKS": "2"})  # srun ... torchrun: fine
+    check_launch({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"})
+    check_launch({"SLURM_NTASKS": "4"})  # a shell in an allocation (salloc), not a task started by srun
+    with pytest.raises(UserError, match="SLURM started 4 tasks but torchrun's variables .* srun --ntasks-per-node=1"):
+        check_launch({"SLURM_PROCID": "1", "SLURM_NTASKS": "4"})
+    with pytest.raises(UserError, match="RANK is set but LOCAL_RANK is not"):
+        check_launch({"RANK": "1", "WORLD_SIZE": "2"})
+
+
+def test_hellaswag_download_names_are_unique(tmp_path):
+    from gpt2stream.hellaswag import part_path
+
+    dest = tmp_path / "hellaswag_val.jsonl"
+    names = {part_path(dest) for _ in range(50)}
+    assert len(names) == 50 and all(p.parent == tmp_path and p.name.endswith(".part") for p in names)

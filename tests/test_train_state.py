@@ -134,3 +134,26 @@ def test_schedules_share_one_interface():
 def test_agreements_without_a_process_group():
     assert D.agree_max(CPU, D.Failure.DATA, 15) == (2, 15)
     assert D.lowest_failing_rank(True, CPU) == 0 and D.lowest_failing_rank(False, CPU) is None
+
+
+def test_deterministic_mode_sets_every_switch(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from gpt2stream.train.build import configure_kernels
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    monkeypatch.setattr(inductor_config, "deterministic", False)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    configure_kernels(torch.device("cpu"), deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled() and not inductor_config.deterministic
+    try:
+        configure_kernels(torch.device("cpu"), deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert inductor_config.deterministic and not torch.backends.cudnn.benchmark
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False

@@ -6,6 +6,7 @@ Nothing here writes to the run directory: that happens once everything is built 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,10 +84,21 @@ def build_model(m: Any, seed: int) -> torch.nn.Module:
                          vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
 
 
-def set_matmul_precision(device: torch.device) -> None:
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """TF32 for the fp32 matmuls that remain under autocast; with ``deterministic``, kernels that give the same bits
+    on every run: deterministic algorithms (an op without one warns instead of stopping the run), cuBLAS's fixed
+    workspace, cuDNN without benchmarking and Inductor without on-device autotuning."""
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 for the fp32 matmuls that remain under autocast
-        torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
+    if not deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before the first matmul
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    import torch._inductor.config as inductor_config
+
+    inductor_config.deterministic = True
 
 
 def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> Parts:
@@ -103,7 +115,7 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) ->
     check_settings(cfg, tok)
     t, dev = cfg.train, info.device
     accum = grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
-    set_matmul_precision(dev)
+    configure_kernels(dev, t.deterministic)
     model = build_model(cfg.model, t.seed).to(dev)
     use_compile = t.compile if t.compile is not None else dev.type == "cuda"
     fwd = torch.compile(model) if use_compile else model

@@ -33,11 +33,17 @@ def grad_accum_steps(total_batch_size: int, batch_size: int, seq_len: int, world
     return total_batch_size // per
 
 
-def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    """None = plain fp32. 'auto' is bf16 on CUDA only (CPU bf16 is opt-in: its speed depends on the CPU)."""
-    if dtype == "bfloat16" or (dtype == "auto" and device.type == "cuda"):
+def autocast_dtype(dtype: str, device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype | None:
+    """None = plain fp32. 'auto' is bf16 on CUDA GPUs of compute capability 8.0 (Ampere) or later, fp32 on older
+    ones (V100, T4: bf16 is emulated there, slower than fp32) and on CPU (bf16 is opt-in: its speed depends on the
+    CPU). ``capability``: the GPU's (major, minor); None = look it up (CUDA devices only)."""
+    if dtype == "bfloat16":
         return torch.bfloat16
-    return None
+    if dtype != "auto" or device.type != "cuda":
+        return None
+    if capability is None:
+        capability = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if capability >= (8, 0) else None
 
 
 def collective_timeout(data_cfg: Any) -> float:
