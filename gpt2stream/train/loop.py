@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 
 from gpt2stream import distributed as D
-from gpt2stream.checkpoint import assemble, save_checkpoint
+from gpt2stream.checkpoint import assemble
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
 from gpt2stream.train.output import RunLog, error, step_line, step_record
+from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import StepStats, train_step
 
@@ -43,8 +44,8 @@ class Trainer:
     def __init__(self, parts: Parts, out: Path, log: RunLog, stops: D.StopSignals, peak: Peak,
                  resumed_from: Path | None) -> None:
         self.parts, self.out, self.log, self.stops, self.peak = parts, out, log, stops, peak
-        self.saved_step = parts.progress.step if resumed_from is not None else -1  # the newest good checkpoint
-        self.saved_path = resumed_from
+        self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
+        self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
 
     @property
@@ -67,6 +68,7 @@ class Trainer:
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
             self.report(stats, time.perf_counter() - t0)
             self.after_step()
+        self.flush()
         self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
         return Exit.OK
 
@@ -91,15 +93,11 @@ class Trainer:
         return batches, None
 
     def next_batches(self, it) -> list:
-        """This step's micro-batches, once every rank has them; a stop signal or a data failure on any rank
-        saves the state after the last completed step and stops every rank."""
-        info = self.parts.info
-        (sig,) = D.agree_max(info, self.stops.received or 0)
-        if sig:
-            raise self.stop_for_signal(sig)
-        batches, err = self.fetch(it)
-        failed, sig = D.agree_max(info, failure_of(err), self.stops.received or 0)
-        if sig:  # the stop signal also hit the DataLoader workers while we waited for a batch
+        """This step's micro-batches, once every rank has them (one agreement per step); a stop signal or a data
+        failure on any rank saves the state after the last completed step and stops every rank."""
+        batches, err = ([], None) if self.stops.received else self.fetch(it)
+        failed, sig = D.agree_max(self.parts.info, failure_of(err), self.stops.received or 0)
+        if sig:  # the signal may also have hit the DataLoader workers while we waited for a batch
             raise self.stop_for_signal(sig)
         if failed:
             raise self.stop_for_data(D.Failure(failed), err)
@@ -125,15 +123,22 @@ class Trainer:
 
     def after_step(self) -> None:
         ev, info = self.parts.cfg.eval, self.parts.info
-        if self.due(ev.eval_every):
+        val, hs = self.due(ev.eval_every), ev.hellaswag_every and self.due(ev.hellaswag_every)
+        smp, save = ev.sample_every and self.due(ev.sample_every), self.due(ev.save_every)
+        if not (val or hs or smp or save):
+            return
+        (sig,) = D.agree_max(info, self.stops.received or 0)
+        if sig:  # a stop signal skips what was due and saves at once
+            raise self.stop_for_signal(sig)
+        if val:
             self.validate()
-        if ev.hellaswag_every and self.due(ev.hellaswag_every):
+        if hs:
             self.score_hellaswag()
-        if ev.sample_every and self.due(ev.sample_every) and info.master:
+        if smp and info.master:
             text = evaluate.sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
             self.log(f"sample @ step {self.step}: {text!r}")
-        if self.due(ev.save_every):
+        if save:
             self.save()
 
     # -- evaluation ----------------------------------------------------------------------------------------------
@@ -154,26 +159,27 @@ class Trainer:
 
     # -- saving and stopping -------------------------------------------------------------------------------------
     def save(self) -> None:
-        """Checkpoint the state after step ``self.step`` (collective: every rank calls it)."""
+        """Checkpoint the state after step ``self.step`` (collective: every rank calls it): rank 0 snapshots it to
+        CPU memory and writes it in the background. Stops every rank if the previous write failed."""
         parts, info = self.parts, self.parts.info
         ranks = D.gather_objects({k: v.state_dict() for k, v in parts.mine.items()}, info)
-        ok = True
-        if info.master:
+        err = self.saver.wait() if info.master else None
+        if info.master and err is None:
             meta = {"config": parts.cfg.to_dict(), "tokenizer_identity": parts.tok.identity,
                     "tokenizer_spec": parts.tok_spec, "world_size": info.world_size}
-            state = assemble(parts.shared, ranks, parts.progress.state_dict(), meta)
-            try:
-                path = save_checkpoint(state, self.out, parts.cfg.eval.keep_last)
-                self.log(f"saved checkpoint {path}")
-                self.saved_path = path
-            except OSError as e:
-                ok = False
-                error(f"could not write the checkpoint for step {self.step} ({e}); nothing earlier was touched: the "
-                      f"previous checkpoint is intact. Free space, then continue with --resume")
-        (failed,) = D.agree_max(info, 0 if ok else 1)
+            self.saver.submit(assemble(parts.shared, ranks, parts.progress.state_dict(), meta), self.step)
+        self.agree_saved(err)
+
+    def flush(self) -> None:
+        """Collective: wait for the checkpoint being written; stop every rank if it failed."""
+        self.agree_saved(self.saver.wait() if self.parts.info.master else None)
+
+    def agree_saved(self, err: str | None) -> None:
+        if err is not None:
+            error(err)
+        (failed,) = D.agree_max(self.parts.info, 0 if err is None else 1)
         if failed:
             raise Stop(Exit.SAVE)
-        self.saved_step = self.step
 
     def plot(self) -> None:
         if not self.parts.info.master:
@@ -191,7 +197,9 @@ class Trainer:
             f" (under torchrun --nproc_per_node={info.world_size})" if info.ddp else "")
 
     def stop_for_signal(self, signum: int) -> Stop:
+        """Save at once (no evaluation, HellaSwag or sample first: a launcher's grace period is short)."""
         self.save()
+        self.flush()
         self.plot()
         sig = signal.Signals(int(signum))
         self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
@@ -204,17 +212,20 @@ class Trainer:
             else:
                 traceback.print_exception(err)
         self.save()  # the state after the last completed step: nothing is lost
+        self.flush()
         self.plot()
         self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; {self.resume_hint()}")
         return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
 
     def not_finite(self, stats: StepStats) -> Stop:
-        """The step was not applied: say what went wrong and which checkpoint holds good weights."""
+        """The step was not applied: say what went wrong and which checkpoint holds good weights (NaN weights are
+        never saved: a step with a non-finite loss or norm never reaches the optimizer)."""
         what = f"training loss became {stats.loss}" if not math.isfinite(stats.loss) else \
             f"gradient norm became {stats.grad_norm} (loss {stats.loss:.4f})"
-        good = f"step {self.saved_step}" if self.saved_step >= 0 else "none (no checkpoint was saved yet)"
         if self.parts.info.master:
+            self.saver.wait()  # the write in progress: if it fails, the previous checkpoint is the good one
+            saved = self.saver.last or self.resumed
+            good = f"step {saved[0]} ({saved[1]})" if saved else "none (no checkpoint was saved yet)"
             error(f"the {what} at step {self.step + 1}; the step was not applied; stopping without saving. "
                   f"Last good checkpoint: {good}. Try a lower --lr or --grad-clip, then --resume")
         return Stop(Exit.NAN)
-

@@ -98,6 +98,10 @@ def train(cfg: Any) -> int:
     finally:
         if trainer is not None:
             trainer.parts.loader.close()
+            late = trainer.saver.wait()  # never leave while a checkpoint is being written
+            if late is not None:
+                error(late)
+                code = Exit.SAVE if code == Exit.OK else code
         log.close()
         stops.restore()
         D.shutdown(info, sync=clean)
