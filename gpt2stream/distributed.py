@@ -30,6 +30,7 @@ class DistInfo:
     world_size: int
     device: torch.device
     backend: str  # "nccl", "gloo" or "" when not distributed
+    control: object = None  # the gloo group of the control-plane agreements; None = the default group
 
     @property
     def ddp(self) -> bool:
@@ -108,13 +109,21 @@ def env_world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) -> DistInfo:
+GPU_TIMEOUT_S = 600.0  # NCCL's training collectives: a GPU that hangs surfaces in minutes
+
+
+def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
+                     gpu_timeout_s: float = GPU_TIMEOUT_S) -> DistInfo:
     """Start the process group when launched by torchrun with more than one process; pick this rank's device.
-    ``timeout_s``: how long a collective may wait for the slowest rank (None: torch's default, 10 min for NCCL)."""
+
+    ``timeout_s``: how long a control-plane agreement (a decision every rank takes together) may wait for the
+    slowest rank (None: torch's default). On CUDA those agreements run on a separate gloo group with that timeout,
+    so the NCCL training collectives keep the short ``gpu_timeout_s``; elsewhere one gloo group does both.
+    """
     check_launch(os.environ)
     rank, local_rank, world = env_world()
     device = pick_device(device_spec, local_rank)
-    backend = ""
+    backend, control = "", None
     if device.type == "cuda":
         # also for one process on cuda:N: calls that take no device (synchronize, the step timing) use the current one
         torch.cuda.set_device(device)
@@ -122,10 +131,15 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) 
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
+        long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
         if not dist.is_initialized():
-            kw = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+            main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
+            kw = {} if main is None else {"timeout": main}
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)
+        if backend == "nccl":
+            control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
+                    control=control)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -141,11 +155,11 @@ def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def gather_objects(obj: object, info: DistInfo) -> list:
-    """Every rank's ``obj``, in rank order, on every rank (small python objects only)."""
+    """Every rank's ``obj``, in rank order, on every rank (small python objects only; control plane)."""
     if not info.ddp:
         return [obj]
     out: list = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=info.control)
     return out
 
 
@@ -163,17 +177,18 @@ def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
     """Every rank's integer codes, max-reduced: the same tuple on every rank (collective under DDP)."""
     if not info.ddp:
         return tuple(int(c) for c in codes)
-    t = torch.tensor([int(c) for c in codes], dtype=torch.int64, device=info.device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    device = "cpu" if info.control is not None or info.backend == "gloo" else info.device
+    t = torch.tensor([int(c) for c in codes], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control)
     return tuple(int(v) for v in t.tolist())
 
 
 def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
-    """Rank ``src``'s ``obj`` on every rank (a small python object)."""
+    """Rank ``src``'s ``obj`` on every rank (a small python object; control plane)."""
     if not info.ddp:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src)
+    dist.broadcast_object_list(box, src=src, group=info.control)
     return box[0]
 
 

@@ -157,3 +157,22 @@ def test_deterministic_mode_sets_every_switch(monkeypatch):
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
+
+
+def test_ragged_validation_batch_is_padded_with_ignored_targets(tmp_path):
+    from gpt2stream.train.evaluate import pad_batch, val_loss
+
+    x, y = torch.arange(6).view(2, 3), torch.arange(1, 7).view(2, 3)
+    px, py = pad_batch(x, y, 4)
+    assert px.shape == py.shape == (4, 3) and torch.equal(px[:2], x) and torch.equal(py[:2], y)
+    assert (py[2:] == -1).all() and (px[2:] == 0).all()
+    assert pad_batch(x, y, 2)[0] is x
+    # 160 validation tokens in batches of 4 x 32: one full batch and a ragged one of 1 row
+    parts = build_parts(_cfg(tmp_path, "--eval-tokens", "160"), CPU, None)
+    assert [b[0].shape[0] for b in parts.val] == [4, 1]
+    with torch.no_grad():
+        xs, ys = torch.cat([b[0] for b in parts.val]), torch.cat([b[1] for b in parts.val])
+        parts.model.eval()
+        expected = parts.model(xs, ys)[1].item()  # the mean over all 5 x 32 targets in one forward
+        parts.model.train()
+    assert val_loss(parts) == pytest.approx(expected, rel=1e-6)

@@ -143,12 +143,15 @@ def restore(parts: Parts, state: dict) -> None:
 
 
 def wrap_ddp(parts: Parts) -> None:
-    """Collective: DDP broadcasts rank 0's weights. The compiled module goes inside DDP, as nanoGPT does."""
+    """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
+    the graph at the gradient buckets and each bucket's all-reduce overlaps the rest of the backward; gradients are
+    views into the buckets (no copy). Evaluation keeps the plain compiled module (no collective in its forward)."""
     if parts.info.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         dev = parts.info.device
-        parts.ddp_model = DDP(parts.fwd_model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        ddp = DDP(parts.model, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True)
+        parts.ddp_model = torch.compile(ddp) if parts.compile else ddp
 
 
 def open_run_dir(parts: Parts) -> Path:

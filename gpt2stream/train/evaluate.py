@@ -10,6 +10,15 @@ from gpt2stream.train.settings import reduce_dtype
 from gpt2stream.train.step import autocast
 
 
+def pad_batch(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ragged last batch filled up to ``batch_size`` rows with ignored targets (-1): every forward has one shape,
+    so a compiled model does not recompile for it (on some ranks only)."""
+    short = batch_size - x.shape[0]
+    if short <= 0:
+        return x, y
+    return (torch.cat([x, x.new_zeros(short, x.shape[1])]), torch.cat([y, y.new_full((short, y.shape[1]), -1)]))
+
+
 def val_loss(parts: Parts) -> float | None:
     """Mean loss per token over the fixed validation set (every rank's share; collective). None without one."""
     info = parts.info
@@ -18,11 +27,13 @@ def val_loss(parts: Parts) -> float | None:
     parts.fwd_model.eval()
     with torch.no_grad():
         for x, y in parts.val:
+            x, y = pad_batch(x, y, parts.cfg.train.batch_size)
             x, y = x.to(info.device), y.to(info.device)
             with autocast(parts.amp, info.device_type):
                 _, loss = parts.fwd_model(x, y)
-            total[0] += loss.to(dtype) * y.numel()
-            total[1] += y.numel()
+            n = (y != -1).sum()
+            total[0] += loss.to(dtype) * n
+            total[1] += n
     parts.fwd_model.train()
     D.all_reduce_sum(total, info)
     return (total[0] / total[1]).item() if total[1] > 0 else None

@@ -20,7 +20,7 @@ from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
-from gpt2stream.train.output import RunLog, error, step_line, step_record
+from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import StepStats, train_step
@@ -111,10 +111,11 @@ class Trainer:
         avg = sum(recent) / len(recent)
         tok_s = t.total_batch_size / dt
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
+        mem = peak_memory_gb(parts.info.device)
         parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
-                                        parts.loader.epoch))
+                                        parts.loader.epoch, mem))
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
-            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step)))
+            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
 
     def due(self, every: int) -> bool:
         """Whether a task run every ``every`` steps (0 = only at the end) is due after this step."""

@@ -66,15 +66,24 @@ def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[st
     ]
 
 
-def step_record(step: int, stats: StepStats, dt: float, tok_s: float, mfu: float, tokens: int,
-                epoch: int) -> dict[str, Any]:
-    """The metrics.jsonl line of one training step."""
-    return dict(step=step, loss=stats.loss, lr=stats.lr, grad_norm=stats.grad_norm, ms=round(dt * 1000, 2),
-                tok_s=round(tok_s, 1), mfu=round(mfu, 5) if math.isfinite(mfu) else None, tokens=tokens, epoch=epoch)
+def peak_memory_gb(device: torch.device) -> float | None:
+    """The most GPU memory tensors have held so far (GiB); None off CUDA."""
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
 
 
-def step_line(step: int, max_steps: int, stats: StepStats, dt: float, tok_s: float, mfu: float,
-              eta_s: float) -> str:
+def step_record(step: int, stats: StepStats, dt: float, tok_s: float, mfu: float, tokens: int, epoch: int,
+                mem_gb: float | None = None) -> dict[str, Any]:
+    """The metrics.jsonl line of one training step (``peak_mem_gb`` on CUDA only)."""
+    rec = dict(step=step, loss=stats.loss, lr=stats.lr, grad_norm=stats.grad_norm, ms=round(dt * 1000, 2),
+               tok_s=round(tok_s, 1), mfu=round(mfu, 5) if math.isfinite(mfu) else None, tokens=tokens, epoch=epoch)
+    if mem_gb is not None:
+        rec["peak_mem_gb"] = round(mem_gb, 3)
+    return rec
+
+
+def step_line(step: int, max_steps: int, stats: StepStats, dt: float, tok_s: float, mfu: float, eta_s: float,
+              mem_gb: float | None = None) -> str:
+    mem = f" | mem {mem_gb:.2f} GiB" if mem_gb is not None else ""
     return (f"step {step:>6}/{max_steps} | loss {stats.loss:.4f} | lr {stats.lr:.3e} | norm "
-            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)} | "
+            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)}{mem} | "
             f"ETA {format_eta(eta_s)}")

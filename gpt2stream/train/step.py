@@ -64,9 +64,10 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     set_lr(parts.optimizer, lr)
     loss_sum = accumulate(parts, batches)
     D.all_reduce_sum(loss_sum, info)
-    loss = loss_sum.item() / info.world_size
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip).item()
+    norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
+    loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
+    loss = loss_sum_f / info.world_size
     applied = math.isfinite(loss) and math.isfinite(norm)
     if applied:
         parts.optimizer.step()
