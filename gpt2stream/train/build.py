@@ -121,7 +121,7 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) ->
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
     loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                         world_size=info.world_size, seed=t.seed)
+                         world_size=info.world_size, seed=t.seed, pin_memory=dev.type == "cuda")
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                       world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
