@@ -1,5 +1,5 @@
 """Checkpoints: the file format and key names, atomic save, keep-last-K, the choice of the file to resume (newest
-valid one, with fallback), the one compatibility check, and loading a model for sampling/eval.
+valid one, with fallback) and the one compatibility check. gpt2stream/loading.py turns one into a model.
 
 Layout (inside the run directory)::
 
@@ -286,36 +286,3 @@ def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: 
         raise UserError(f"cannot resume from {path} exactly: it was written by {state['world_size']} "
                         f"process(es), this run has {world_size}; use torchrun --nproc_per_node="
                         f"{state['world_size']} (or the same total over nodes)")
-
-
-def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu"):
-    """(GPT in eval mode, RunConfig) from a loaded checkpoint dict."""
-    from config import RunConfig
-    from gpt2stream.model import GPT, GPTConfig
-
-    cfg = RunConfig.from_dict(state["config"])
-    m = cfg.model
-    if m.vocab_size is None:
-        raise UserError("checkpoint config has no vocab_size (written by an incompatible version)")
-    model = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                          vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, its RunConfig, tokenizer spec) from a run directory (newest valid checkpoint) or a
-    checkpoint file. The tokenizer spec is what training used: "gpt2" or an absolute path to tokenizer.json."""
-    ckpt, state = resolve_checkpoint(path, mmap=True)
-    model, cfg = model_from_state(state, device)
-    return model, cfg, tokenizer_spec(state, ckpt)
-
-
-def tokenizer_spec(state: dict[str, Any], ckpt: Path) -> str:
-    """The training tokenizer: "gpt2", its original tokenizer.json, or the copy the trainer put in the run
-    directory (for a run directory moved to another machine)."""
-    spec = state.get("tokenizer_spec") or state["config"]["data"]["tokenizer"]
-    if spec == "gpt2" or Path(spec).is_file():
-        return spec
-    copy = ckpt.resolve().parent.parent / "tokenizer.json"
-    return str(copy) if copy.is_file() else spec

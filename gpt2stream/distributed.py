@@ -72,20 +72,26 @@ def local_world_size() -> int:
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
+    """The one device resolver: 'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"--device {spec!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {spec!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
         dev = torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {spec}: MPS is not available on this machine; use --device cpu or auto")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise UserError(f"--device {spec}: MPS (Apple GPU) is not available on this machine; use --device cpu or auto")
     return dev
 
 

@@ -324,7 +324,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"{source!r} does not exist: give a run directory (run_train.py --out-dir) or a checkpoint "
                         "file, or --init gpt2")
     from gpt2stream import distributed as D
-    from gpt2stream.sample import load_source
+    from gpt2stream.loading import load_source
 
     info = D.init_distributed(args.device)
     try:

@@ -77,11 +77,10 @@ def check_settings(cfg: Any, tok: Any) -> None:
 
 def build_model(m: Any, seed: int) -> torch.nn.Module:
     """The GPT of a ModelConfig, initialised from ``seed`` (identical on every rank)."""
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.loading import gpt_from_config
 
     torch.manual_seed(seed)
-    return GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                         vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
+    return gpt_from_config(m)
 
 
 def configure_kernels(device: torch.device, deterministic: bool) -> None:
