@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tokenizer.errors import TokenizerError
+
 
 class UserError(Exception):
     """Bad input the user can fix: a wrong flag value, a missing or corrupt file, an unknown dataset.
@@ -16,3 +18,7 @@ class DataStreamError(UserError):
 
     The trainer turns it into save-and-exit; the message says how to resume.
     """
+
+
+# What an entry point prints as one ``error: ...`` line: ours, and the standalone tokenizer package's own type.
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, TokenizerError)

@@ -33,7 +33,7 @@ from gpt2stream.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.errors import USER_ERRORS, DataStreamError, UserError
 from gpt2stream.metrics import MetricsLog, peak_flops, run_info
 from gpt2stream.schedules import PlateauSchedule, cosine_lr
 
@@ -168,7 +168,7 @@ class Trainer:
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
     # -- setup ---------------------------------------------------------------------------------------------------
-    def agree_errors(self, err: UserError | None) -> None:
+    def agree_errors(self, err: Exception | None) -> None:
         """Collective: if any rank failed (``err``), every rank stops with EXIT_USER; the lowest failing rank says
         why (a UserError on a rank other than 0 was otherwise never printed, and the ranks that had not failed
         went on into the next collective while the failed one waited in another)."""
@@ -190,7 +190,7 @@ class Trainer:
         err = None
         try:
             self._setup_local()
-        except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
+        except USER_ERRORS as e:  # decided collectively: a bad setting usually fails on every rank, data on one
             err = e
         self.agree_errors(err)
         self._setup_shared()
@@ -580,7 +580,7 @@ def train(cfg: Any) -> int:
         code = trainer.run()
     except _Stop as s:
         code = s.code
-    except UserError as e:
+    except USER_ERRORS as e:
         if info.master or not info.ddp:
             print(f"error: {e}", file=sys.stderr, flush=True)
         code = EXIT_USER
