@@ -13,9 +13,9 @@ import pytest
 import tokenizers
 
 from gpt2stream.errors import UserError
-from tokenizer.errors import TokenizerError
 from gpt2stream.tokenizer_cli import main as cli_main
 from tokenizer import Tokenizer
+from tokenizer.errors import TokenizerError
 from tokenizer.train import train_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ def jsonl_file(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_must_show_corpus_vocab_8192(corpus_dir, tmp_path):
+def test_must_show_corpus_vocab_8192(corpus_dir, corpus_text, tmp_path):
     """python train_tokenizer.py --data ../shared/corpus --vocab-size 8192 --out /tmp/t.json"""
     out = tmp_path / "t.json"
     proc = run(["--data", str(corpus_dir), "--vocab-size", "8192", "--out", str(out)], cwd=tmp_path)
@@ -61,7 +61,7 @@ def test_must_show_corpus_vocab_8192(corpus_dir, tmp_path):
     tok = Tokenizer.from_file(out)
     hf = tokenizers.Tokenizer.from_file(str(out))
     assert tok.n_vocab == hf.get_vocab_size() == 8192 and tok.eot_id == 8191
-    text = (corpus_dir / "fineweb_edu_sample.txt").read_text(encoding="utf-8")[:200_000]
+    text = corpus_text[:200_000]
     ids = tok.encode_ordinary(text)
     assert ids == hf.encode(text).ids
     assert tok.decode(ids) == text

@@ -1,4 +1,4 @@
-"""tokenizer.json loading: ours and HF's GPT-2-style files load; corrupt or foreign files give one clear TokenizerError."""
+"""tokenizer.json loading: ours and HF's GPT-2-style files load; corrupt or foreign ones give one TokenizerError."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
 
-from tokenizer.errors import TokenizerError
 from tokenizer import Tokenizer, load_tokenizer
+from tokenizer.errors import TokenizerError
 from tokenizer.hf_json import recover_merge
 from tokenizer.train import train_bpe
 
