@@ -265,10 +265,12 @@ def open_source(data_cfg: Any) -> Source:
 def _open_hub(data_cfg: Any) -> Source:
     from gpt2stream import hub
     from gpt2stream.data.parquet_source import ParquetSource
+    from gpt2stream.hub_cache import resolve_hub_files
 
     policy = hub.RetryPolicy.from_config(data_cfg)
-    remotes = hub.list_parquet_files(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy)
-    files: list[FileRef] = [HubRef(r, policy, HUB_READAHEAD) for r in remotes]
+    remotes, snapshot = resolve_hub_files(data_cfg, policy)  # the Hub, or its cached snapshot when offline
+    files: list[FileRef] = ([LocalFile(p) for p in snapshot.files] if snapshot is not None
+                            else [HubRef(r, policy, HUB_READAHEAD) for r in remotes])
     return ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
 
 
