@@ -523,6 +523,7 @@ class Trainer:
             if info.device_type == "cuda":
                 torch.cuda.synchronize()
             self.step += 1
+            self.stops.in_setup = False  # from now on a stop signal saves first
             dt = time.perf_counter() - t0
             step_times.append(dt)
             recent = step_times[1:][-20:] or step_times  # the first step includes warm-up/compilation
