@@ -68,8 +68,7 @@ def test_offline_demo_block_runs_in_a_fresh_clone(fresh_clone, tmp_path):
     assert (run / "metrics.jsonl").read_text().count("\n") >= 4
     assert (run / "loss_plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((run / "checkpoints").glob("*.pt"))
-    prompt = cmds[1][cmds[1].index("--prompt") + 1]
-    assert prompt in outputs[1] and len(outputs[1].strip()) > len(prompt)
+    assert len(outputs[1].strip()) > 10  # the sample: the prompt's continuation
 
 
 @pytest.mark.slow
