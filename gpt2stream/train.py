@@ -33,7 +33,7 @@ from gpt2stream.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from gpt2stream.errors import USER_ERRORS, DataStreamError, UserError
+from gpt2stream.errors import USER_ERRORS, DataStreamError, UserError, without_resume_advice
 from gpt2stream.metrics import MetricsLog, peak_flops, run_info
 from gpt2stream.schedules import PlateauSchedule, cosine_lr
 
@@ -183,7 +183,8 @@ class Trainer:
         if err is not None and info.rank == info.world_size - int(worst):
             if info.master:
                 raise err  # train() prints it
-            print(f"error: [rank {info.rank}] {err}", file=sys.stderr, flush=True)
+            msg = str(err) if has_checkpoints(self.cfg.train.out_dir) else without_resume_advice(str(err))
+            print(f"error: [rank {info.rank}] {msg}", file=sys.stderr, flush=True)
         raise _Stop(EXIT_USER)
 
     def setup(self) -> None:
@@ -583,7 +584,8 @@ def train(cfg: Any) -> int:
         code = s.code
     except USER_ERRORS as e:
         if info.master or not info.ddp:
-            print(f"error: {e}", file=sys.stderr, flush=True)
+            msg = str(e) if has_checkpoints(cfg.train.out_dir) else without_resume_advice(str(e))
+            print(f"error: {msg}", file=sys.stderr, flush=True)
         code = EXIT_USER
     except KeyboardInterrupt:
         print("interrupted (no checkpoint saved)", file=sys.stderr, flush=True)

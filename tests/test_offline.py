@@ -148,3 +148,25 @@ def test_stop_signal_while_resolving_a_stalled_hub_exits_at_once(hub_repo, tmp_p
     assert elapsed < 5, elapsed
     assert "Traceback" not in err and "--resume" not in out + err and "saving a checkpoint" not in err, err
     assert f"stopped by {sig.name} during set-up" in err, err
+
+
+def test_without_resume_advice():
+    from gpt2stream.errors import without_resume_advice
+
+    msg = "network: x failed 3 times in a row; check HF_ENDPOINT, then resume the run with --resume latest"
+    assert without_resume_advice(msg) == "network: x failed 3 times in a row; check HF_ENDPOINT"
+    assert without_resume_advice("bad --lr") == "bad --lr"
+
+
+def test_data_failure_during_set_up_says_nothing_about_resuming(hub_repo, tmp_path):
+    """The Hub lists the files but every data read fails: set-up ends with one line and no --resume advice, since
+    no checkpoint exists."""
+    from tests.hubserver import DATA
+
+    with HubServer({DEFAULT_REPO: hub_repo.root}) as server, FaultProxy(server.url) as proxy:
+        proxy.add(Fault.http(500, DATA, times=None))
+        p = train(tmp_path, ["--out-dir", str(tmp_path / "run"), "--max-retries", "1", "--request-timeout", "5"],
+                  timeout=120, HF_ENDPOINT=proxy.url)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert "500" in errors[0] and "--resume" not in p.stdout + p.stderr, errors[0]
