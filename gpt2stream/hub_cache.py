@@ -97,7 +97,7 @@ def match_data_files(patterns: list[str], paths: list[str]) -> list[str]:
             and any(rx.fullmatch(p) for rx in rxs)]
 
 
-def cached_snapshot(data_cfg: Any, cache_dir: str | None = None) -> Snapshot | None:
+def cached_snapshot(data_cfg: Any, cache_dir: str | None = None, revision: str = "main") -> Snapshot | None:
     """The cached snapshot of ``data_cfg.data`` with its parquet files for (data_config, split), or None if the
     dataset is not cached. UserError if it is cached but the config/split has no files there.
 
@@ -107,7 +107,7 @@ def cached_snapshot(data_cfg: Any, cache_dir: str | None = None) -> Snapshot | N
     from gpt2stream import hub
 
     repo_id = str(data_cfg.data)
-    root = snapshot_dir(repo_id, cache_dir=cache_dir)
+    root = snapshot_dir(repo_id, revision, cache_dir=cache_dir)
     if root is None:
         return None
     paths = _relative_files(root)
@@ -152,33 +152,32 @@ def _note(msg: str) -> None:
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_hub_files(data_cfg: Any, policy: Any) -> tuple[list[Any], Snapshot | None]:
-    """(the Hub's parquet files, None), or ([], the cached snapshot) when offline or the Hub is unreachable.
-
-    UserError naming the alternatives when neither the Hub nor a cached snapshot is there.
+def resolve_hub_files(data_cfg: Any, policy: Any, revision: str = "main") -> tuple[Any, Snapshot | None]:
+    """(the Hub's resolution, a HubDataset, None), or (None, the cached snapshot) when offline or the Hub is
+    unreachable at start-up. UserError naming the alternatives when neither is there.
     """
     from gpt2stream import hub
 
     repo_id = str(data_cfg.data)
     if hub_offline():
-        snap = cached_snapshot(data_cfg)
+        snap = cached_snapshot(data_cfg, revision=revision)
         if snap is None:
             raise UserError(f"HF_HUB_OFFLINE=1 and dataset {repo_id} is not in the local Hugging Face cache; "
                             + alternatives(repo_id))
         _note(f"HF_HUB_OFFLINE=1: reading {repo_id} from the local Hugging Face cache, snapshot {snap.sha} "
               f"(config {snap.config}, {len(snap.files)} parquet files)")
-        return [], snap
+        return None, snap
     try:
-        return hub.list_parquet_files(repo_id, data_cfg.data_config, data_cfg.split,
-                                      policy=startup_policy(policy)), None
+        return hub.resolve_parquet(repo_id, data_cfg.data_config, data_cfg.split, policy=startup_policy(policy),
+                                   revision=revision), None
     except DataStreamError as e:
-        snap = cached_snapshot(data_cfg)
+        snap = cached_snapshot(data_cfg, revision=revision)
         if snap is None:
             raise UserError(f"cannot reach the Hub at {hub.endpoint()} ({_reason(e)}); " + alternatives(repo_id)) \
                 from None
         _note(f"cannot reach the Hub at {hub.endpoint()}: reading {repo_id} from the local Hugging Face cache, "
               f"snapshot {snap.sha} (config {snap.config}, {len(snap.files)} parquet files)")
-        return [], snap
+        return None, snap
 
 
 def _reason(err: BaseException) -> str:
