@@ -17,6 +17,9 @@ from gpt2stream.cli import run_main
 
 
 def main(argv: list[str]) -> int:
+    from gpt2stream import setup_signals
+
+    setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
     if "-h" in argv or "--help" in argv:
         import config
         from gpt2stream.cli import describe_flags

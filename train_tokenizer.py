@@ -8,7 +8,7 @@ from gpt2stream.errors import UserError
 
 
 def main() -> int:
-    from tokenizer.cli import main as cli_main
+    from gpt2stream.tokenizer_cli import main as cli_main
 
     try:
         cli_main(sys.argv[1:])

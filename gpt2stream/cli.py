@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gpt2stream.errors import UserError
+from gpt2stream.errors import USER_ERRORS, UserError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -156,7 +156,7 @@ def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = N
     """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback."""
     try:
         code = main(sys.argv[1:] if argv is None else argv)
-    except UserError as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except KeyboardInterrupt:

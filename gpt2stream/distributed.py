@@ -239,11 +239,16 @@ class StopSignals:
 
     def __init__(self, announce: bool = True) -> None:
         self.received: int | None = None
+        self.in_setup = True  # until the first step completes: a signal exits at once (gpt2stream.setup_signals)
         self.waiting_for_data = False  # set by the loop while it blocks on the data loader
         self.announce = announce
         self._old: dict = {}
 
     def _handler(self, signum, frame) -> None:
+        if self.in_setup:
+            from gpt2stream.setup_signals import exit_now
+
+            exit_now(signum)
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum

@@ -11,22 +11,80 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# GPT2STREAM_TEST_HIDE_SHARED=1: behave as on a user's fresh clone, where no ../shared lies beside the checkout
+SHARED_CORPUS = None if os.environ.get("GPT2STREAM_TEST_HIDE_SHARED") == "1" else SHARED / "corpus"
+if SHARED_CORPUS is not None and not SHARED_CORPUS.is_dir():
+    SHARED_CORPUS = None
 
 if str(ROOT) not in sys.path:  # tests import the top-level modules (config, run_train, ...)
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture
-def shared_dir() -> Path:
-    """../shared beside the checkout; skipped (with the reason) on a user's fresh clone."""
-    if not SHARED.is_dir():
-        pytest.skip("needs ../shared beside the checkout (present on the dev machines and in CI)")
-    return SHARED
+def demo_texts() -> list[str]:
+    """The documents of the corpus shipped in the package (``--data demo``)."""
+    import pyarrow.parquet as pq
+
+    from gpt2stream.named_data import named_data_path
+
+    return pq.read_table(named_data_path("demo"), columns=["text"]).column("text").to_pylist()
 
 
-@pytest.fixture
-def corpus_dir(shared_dir: Path) -> Path:
-    return shared_dir / "corpus"
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """A directory of real English .txt files: ../shared/corpus (~20 MB) where it is present, else the package's
+    demo corpus (~5 MB of Shakespeare) written out as one file per play."""
+    if SHARED_CORPUS is not None:
+        return SHARED_CORPUS
+    out = tmp_path_factory.mktemp("demo_corpus")
+    plays: dict[str, list[str]] = {}
+    for doc in demo_texts():
+        plays.setdefault(doc.split("\n", 1)[0], []).append(doc)
+    for i, docs in enumerate(plays.values()):
+        (out / f"play_{i:02d}.txt").write_text("\n\n".join(docs), encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_text(corpus_dir: Path) -> str:
+    """Several MB of real English text: FineWeb-Edu's sample then War and Peace (../shared), else the demo plays."""
+    names = ["fineweb_edu_sample.txt", "war_and_peace.txt"]
+    files = [corpus_dir / n for n in names] if SHARED_CORPUS is not None else sorted(corpus_dir.glob("*.txt"))
+    return "".join(f.read_text(encoding="utf-8") for f in files)
+
+
+def _tiktoken_has_cached_r50k() -> bool:
+    """Whether tiktoken's cache holds the r50k_base file it downloads (its cache rule: sha1 of the URL)."""
+    import hashlib
+    import tempfile
+
+    url = "https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken"
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR",
+                                                                os.path.join(tempfile.gettempdir(), "data-gym-cache")))
+    return bool(cache) and os.path.isfile(os.path.join(cache, hashlib.sha1(url.encode()).hexdigest()))
+
+
+@pytest.fixture(scope="session")
+def tiktoken_r50k():
+    """tiktoken's own r50k_base, to compare our GPT-2 tokenizer with: tiktoken.get_encoding where its file is cached
+    (or downloadable), else the same Encoding built by tiktoken's own loader from the rank file we ship."""
+    import tiktoken
+    import tiktoken.load
+    import tiktoken_ext.openai_public as openai_public
+
+    from tokenizer.gpt2_ranks import RANKS_FILE, RANKS_SHA256
+
+    if _tiktoken_has_cached_r50k():  # never a download: a blackholed network would hang here
+        return tiktoken.get_encoding("r50k_base")
+    os.environ["TIKTOKEN_CACHE_DIR"], old = "", os.environ.get("TIKTOKEN_CACHE_DIR")  # "": no cache copy
+    try:
+        ranks = tiktoken.load.load_tiktoken_bpe(str(RANKS_FILE), expected_hash=RANKS_SHA256)
+    finally:
+        if old is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = old
+    return tiktoken.Encoding(name="r50k_base", pat_str=openai_public.r50k_pat_str, mergeable_ranks=ranks,
+                             special_tokens={openai_public.ENDOFTEXT: 50256}, explicit_n_vocab=50257)
 
 
 @pytest.fixture(autouse=True)
@@ -60,8 +118,7 @@ def hub_repo(tmp_path_factory):
     """A FineWeb-Edu-shaped dataset repo on disk, built once per session (real text when ../shared is present)."""
     from tests.hubserver import build_fineweb_repo
 
-    corpus = SHARED / "corpus"
-    return build_fineweb_repo(tmp_path_factory.mktemp("hub_repo"), corpus_dir=corpus if corpus.is_dir() else None)
+    return build_fineweb_repo(tmp_path_factory.mktemp("hub_repo"), corpus_dir=SHARED_CORPUS)
 
 
 @pytest.fixture

@@ -30,8 +30,7 @@ def _run_dir(path, model, vocab_size, tokenizer_spec="gpt2"):
     return path
 
 
-def test_export_checkpoint_loads_in_transformers(tmp_path):
-    import tiktoken
+def test_export_checkpoint_loads_in_transformers(tmp_path, tiktoken_r50k):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -50,7 +49,7 @@ def test_export_checkpoint_loads_in_transformers(tmp_path):
     assert hf.config.eos_token_id == 50256
     # GPT-2's tokenizer is written too, so AutoTokenizer gives the tokens the model was trained on
     tok = AutoTokenizer.from_pretrained(out)
-    enc = tiktoken.get_encoding("r50k_base")
+    enc = tiktoken_r50k
     for text in ("Hello world", "  Héllo\n\nwörld 1234 it's<|endoftext|>x"):
         assert tok(text)["input_ids"] == enc.encode(text, allowed_special="all")
     assert tok.eos_token_id == 50256 and tok.decode(enc.encode("Hello world")) == "Hello world"

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import tiktoken
 import torch
 
 from gpt2stream.errors import UserError
@@ -89,9 +88,8 @@ def tok():
     return load_tokenizer("gpt2")
 
 
-def independent_scores(hf, example) -> tuple[list[float], list[float]]:
+def independent_scores(hf, example, enc) -> tuple[list[float], list[float]]:
     """Summed and mean loss of each ending, computed with transformers and tiktoken alone, one unpadded row each."""
-    enc = tiktoken.get_encoding("r50k_base")
     ctx = enc.encode_ordinary(example["ctx"])
     sums, means = [], []
     for ending in example["endings"]:
@@ -105,7 +103,7 @@ def independent_scores(hf, example) -> tuple[list[float], list[float]]:
     return sums, means
 
 
-def test_per_example_scores_equal_transformers(hf_model_dir, tok):
+def test_per_example_scores_equal_transformers(hf_model_dir, tok, tiktoken_r50k):
     d, hf = hf_model_dir
     ours = GPT.from_pretrained(str(d)).eval()
     hits = hits_norm = 0
@@ -113,7 +111,7 @@ def test_per_example_scores_equal_transformers(hf_model_dir, tok):
         tokens, mask, label = render_example(ex, tok, ours.config.block_size)
         assert tokens.shape[1] % 32 == 0  # padded for a small set of shapes (torch.compile)
         total, mean = ending_losses(ours, tokens, mask)
-        ref_sum, ref_mean = independent_scores(hf, ex)
+        ref_sum, ref_mean = independent_scores(hf, ex, tiktoken_r50k)
         ref_sum_t, ref_mean_t = torch.tensor(ref_sum, dtype=torch.float64), torch.tensor(ref_mean, dtype=torch.float64)
         assert torch.allclose(total.double(), ref_sum_t, atol=1e-3, rtol=1e-5), (total, ref_sum)
         assert torch.allclose(mean.double(), ref_mean_t, atol=1e-4, rtol=1e-5), (mean, ref_mean)

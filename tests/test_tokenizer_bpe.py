@@ -73,8 +73,8 @@ def test_equals_reference_on_mixed_corpus_until_pairs_run_out():
     assert len(got) < 10_000
 
 
-def test_equals_reference_on_real_text(corpus_dir):
-    text = (corpus_dir / "fineweb_edu_sample.txt").read_text(encoding="utf-8")[:12_000]
+def test_equals_reference_on_real_text(corpus_text):
+    text = corpus_text[:12_000]
     texts = text.split("\n\n")
     assert ours(texts, GPT2_HF, 150) == reference_train(texts, GPT2_HF, 150)
 

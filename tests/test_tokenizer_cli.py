@@ -13,8 +13,9 @@ import pytest
 import tokenizers
 
 from gpt2stream.errors import UserError
+from gpt2stream.tokenizer_cli import main as cli_main
 from tokenizer import Tokenizer
-from tokenizer.cli import main as cli_main
+from tokenizer.errors import TokenizerError
 from tokenizer.train import train_bpe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +51,7 @@ def jsonl_file(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_must_show_corpus_vocab_8192(corpus_dir, tmp_path):
+def test_must_show_corpus_vocab_8192(corpus_dir, corpus_text, tmp_path):
     """python train_tokenizer.py --data ../shared/corpus --vocab-size 8192 --out /tmp/t.json"""
     out = tmp_path / "t.json"
     proc = run(["--data", str(corpus_dir), "--vocab-size", "8192", "--out", str(out)], cwd=tmp_path)
@@ -60,11 +61,14 @@ def test_must_show_corpus_vocab_8192(corpus_dir, tmp_path):
     tok = Tokenizer.from_file(out)
     hf = tokenizers.Tokenizer.from_file(str(out))
     assert tok.n_vocab == hf.get_vocab_size() == 8192 and tok.eot_id == 8191
-    text = (corpus_dir / "fineweb_edu_sample.txt").read_text(encoding="utf-8")[:200_000]
+    text = corpus_text[:200_000]
     ids = tok.encode_ordinary(text)
     assert ids == hf.encode(text).ids
     assert tok.decode(ids) == text
-    assert len(text.encode()) / len(ids) > 3.5  # an 8k English vocabulary compresses well
+    # an 8k English vocabulary compresses well: > 3.5 bytes/token on prose (FineWeb-Edu), > 3.2 on verse (the demo
+    # plays, short lines and speaker names: 3.35 measured)
+    prose = (corpus_dir / "fineweb_edu_sample.txt").exists()
+    assert len(text.encode()) / len(ids) > (3.5 if prose else 3.2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json"]
 
 
@@ -157,7 +161,7 @@ def test_bad_arguments_are_user_errors(args, words, jsonl_file):
 
 
 def test_count_flags_accept_units():
-    from tokenizer.cli import build_parser
+    from gpt2stream.tokenizer_cli import build_parser
 
     args = build_parser().parse_args(["--max-chars", "2G", "--max-docs", "1e5"])
     assert (args.max_chars, args.max_docs) == (2_000_000_000, 100_000)
@@ -185,7 +189,7 @@ def test_out_is_a_directory_is_one_line_error(tmp_path, jsonl_file):
 def test_unwritable_target_is_user_error_and_leaves_no_temp_file(tmp_path):
     (tmp_path / "taken").mkdir()
     tok = train_bpe(DOCS, 300, workers=1)
-    with pytest.raises(UserError, match="directory"):
+    with pytest.raises(TokenizerError, match="directory"):
         tok.save(tmp_path / "taken")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
 
@@ -219,7 +223,7 @@ def test_missing_local_file_is_exactly_one_line(tmp_path):
 def test_cli_does_not_import_torch(tmp_path, jsonl_file):
     """The README's CLI memory figure assumes it: PyTorch costs ~1 s and ~200 MiB that tokenizer training never uses."""
     argv = ["--data", str(jsonl_file), "--vocab-size", "300", "--quiet", "--out", str(tmp_path / "t.json")]
-    code = (f"import sys; from tokenizer.cli import main; main({argv!r}); "
+    code = (f"import sys; from gpt2stream.tokenizer_cli import main; main({argv!r}); "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

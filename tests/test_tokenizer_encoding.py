@@ -7,7 +7,6 @@ import pickle
 import random
 
 import pytest
-import tiktoken
 import tokenizers
 
 from tests.test_tokenizer_reference import reference_encode
@@ -172,9 +171,9 @@ def test_identity_names_the_vocabulary(trained):
     assert load_tokenizer("gpt2").identity == "tiktoken:r50k_base"
 
 
-def test_gpt2_wraps_tiktoken_r50k_base():
+def test_gpt2_wraps_tiktoken_r50k_base(tiktoken_r50k):
     tok = load_tokenizer("gpt2")
-    ref = tiktoken.get_encoding("r50k_base")
+    ref = tiktoken_r50k
     assert (tok.n_vocab, tok.eot_id) == (50257, 50256)
     for s in TEST_STRINGS:
         assert tok.encode(s) == ref.encode(s, disallowed_special=())
@@ -182,7 +181,7 @@ def test_gpt2_wraps_tiktoken_r50k_base():
 
 
 @pytest.mark.slow
-def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, corpus_dir):
+def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, corpus_text, tiktoken_r50k):
     gpt2 = load_tokenizer("gpt2")
     path = tmp_path / "gpt2.json"
     gpt2.save(path)
@@ -193,9 +192,8 @@ def test_gpt2_ranks_written_as_tokenizer_json_encode_like_tiktoken(tmp_path, cor
     assert vocabulary_digest(gpt2.pattern, gpt2.mergeable_ranks, gpt2.special_tokens) == GPT2_DIGEST
     stored = json.loads(path.read_text(encoding="utf-8"))["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]
     assert stored == GPT2_HF  # the classic form, which HF's regex engine reads the same way
-    ref = tiktoken.get_encoding("r50k_base")
-    text = (corpus_dir / "fineweb_edu_sample.txt").read_text(encoding="utf-8")
-    text += (corpus_dir / "war_and_peace.txt").read_text(encoding="utf-8")[:1_000_000]
+    ref = tiktoken_r50k
+    text = corpus_text[:2_000_000]
     assert ours.encode_ordinary(text) == ref.encode_ordinary(text)
     for s in TEST_STRINGS + unicode_soup(6):
         assert ours.encode(s, allowed_special="all") == ref.encode(s, allowed_special="all"), repr(s)

@@ -1,4 +1,4 @@
-"""tokenizer.json loading: ours and HF's GPT-2-style files load; corrupt or foreign files give one clear UserError."""
+"""tokenizer.json loading: ours and HF's GPT-2-style files load; corrupt or foreign ones give one TokenizerError."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import tokenizers
 from tokenizers import models, pre_tokenizers
 
-from gpt2stream.errors import UserError
 from tokenizer import Tokenizer, load_tokenizer
+from tokenizer.errors import TokenizerError
 from tokenizer.hf_json import recover_merge
 from tokenizer.train import train_bpe
 
@@ -32,7 +32,7 @@ def edited(saved, tmp_path, edit) -> str:
 
 
 def assert_user_error(path, *words):
-    with pytest.raises(UserError) as info:
+    with pytest.raises(TokenizerError) as info:
         load_tokenizer(str(path))
     msg = str(info.value)
     assert "\n" not in msg and str(path) in msg
@@ -66,7 +66,7 @@ def test_truncated_file(saved, tmp_path):
 def test_binary_garbage(tmp_path):
     bad = tmp_path / "garbage.json"
     bad.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(UserError):
+    with pytest.raises(TokenizerError):
         load_tokenizer(str(bad))
 
 
@@ -123,7 +123,7 @@ def test_merges_as_space_separated_strings_load(saved, tmp_path):
 
 
 def test_save_into_missing_directory_is_a_user_error(tmp_path):
-    with pytest.raises(UserError, match="does not exist"):
+    with pytest.raises(TokenizerError, match="does not exist"):
         train_bpe(TEXTS, 300, workers=1).save(tmp_path / "missing" / "t.json")
     assert not (tmp_path / "missing").exists()
 

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import tiktoken
 
-from gpt2stream.errors import UserError
+from tokenizer.gpt2_ranks import EOT, gpt2_encoding
 from tokenizer.patterns import GPT2_HF, fast_pattern
 
-EOT = "<|endoftext|>"
 GPT2_SPEC = "gpt2"
-_GPT2_TIKTOKEN_NAME = "r50k_base"  # the same ranks as "gpt2", but the only name whose file can be seeded offline
+_GPT2_TIKTOKEN_NAME = "r50k_base"  # tiktoken's name for GPT-2's ranks (identical to "gpt2"); part of the identity
 # vocabulary_digest of GPT-2 (classic pattern, r50k ranks, <|endoftext|>=50256): a tokenizer.json holding exactly
 # GPT-2's vocabulary gets GPT-2's identity, so checkpoints see it as the same tokenizer (checked by a test)
 GPT2_DIGEST = "39e5f3c06ea4d845edafe4815d4faf699e387d13d9582f93cef5be9c238912cd"
@@ -59,8 +58,8 @@ class Tokenizer:
 
     @classmethod
     def gpt2(cls) -> Tokenizer:
-        """GPT-2's own encoding (tiktoken ``r50k_base``; identical to ``gpt2``)."""
-        enc = _tiktoken_gpt2()
+        """GPT-2's own encoding (tiktoken ``r50k_base``; identical to ``gpt2``), from the shipped ranks."""
+        enc = gpt2_encoding()
         # the pattern kept (and written by save) is the classic form of r50k_base's, which HF can read
         tok = cls("gpt2", GPT2_HF, enc._mergeable_ranks, enc._special_tokens, tiktoken_name=_GPT2_TIKTOKEN_NAME)
         tok._enc = enc
@@ -68,7 +67,7 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Tokenizer:
-        """Load a byte-level BPE tokenizer.json (ours, or an HF one of the same kind). UserError if it is not one."""
+        """Load a byte-level BPE tokenizer.json (ours, or an HF one of the same kind); TokenizerError if not."""
         from tokenizer.hf_json import read_tokenizer_json
 
         name, pattern, ranks, specials = read_tokenizer_json(Path(path))
@@ -86,7 +85,7 @@ class Tokenizer:
     def encoding(self) -> tiktoken.Encoding:
         if self._enc is None:
             if self._tiktoken_name is not None:
-                self._enc = _tiktoken_gpt2()
+                self._enc = gpt2_encoding()
             else:
                 self._enc = tiktoken.Encoding(
                     name=f"gpt2stream-{self.identity[4:16]}",
@@ -108,7 +107,7 @@ class Tokenizer:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         if self._tiktoken_name is not None:
-            enc = _tiktoken_gpt2()
+            enc = gpt2_encoding()
             self.mergeable_ranks = enc._mergeable_ranks
             self.special_tokens = dict(enc._special_tokens)
             self._enc = enc
@@ -172,16 +171,6 @@ def vocabulary_digest(pattern: str, ranks: dict[bytes, int], special_tokens: dic
     for text, rank in sorted(special_tokens.items(), key=lambda kv: kv[1]):
         h.update(b"\1" + rank.to_bytes(4, "little") + text.encode("utf-8"))
     return h.hexdigest()
-
-
-def _tiktoken_gpt2() -> tiktoken.Encoding:
-    try:
-        return tiktoken.get_encoding(_GPT2_TIKTOKEN_NAME)
-    except Exception as e:  # network failure when the rank file is not cached
-        raise UserError(
-            f"cannot load GPT-2's tokenizer (tiktoken {_GPT2_TIKTOKEN_NAME}): {type(e).__name__}: {e}; "
-            "connect to the internet once, or seed the cache with ../shared/tools/seed-tiktoken-cache"
-        ) from None
 
 
 def load_tokenizer(spec: str) -> Tokenizer:

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from gpt2stream.errors import UserError
 from tokenizer.byte_unicode import str_to_token, token_to_str
+from tokenizer.errors import TokenizerError
 from tokenizer.patterns import GPT2_HF, pattern_name
 
 
@@ -98,13 +98,14 @@ def write_tokenizer_json(path: Path, pattern: str, ranks: dict[bytes, int], spec
     text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n"
     path = Path(path)
     if path.parent and not path.parent.exists():
-        raise UserError(f"cannot write {path}: directory {path.parent} does not exist")
+        raise TokenizerError(f"cannot write {path}: directory {path.parent} does not exist")
     if path.is_dir() or not path.name:
-        raise UserError(f"cannot write {path}: it is a directory; give a file name such as {path / 'tokenizer.json'}")
+        raise TokenizerError(f"cannot write {path}: it is a directory; "
+                             f"give a file name such as {path / 'tokenizer.json'}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        raise TokenizerError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         # mkstemp creates the file 0600; a tokenizer is meant to be shared, so give it the usual umask mode
         umask = os.umask(0)
@@ -115,34 +116,35 @@ def write_tokenizer_json(path: Path, pattern: str, ranks: dict[bytes, int], spec
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+        raise TokenizerError(f"cannot write {path}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
 def read_tokenizer_json(path: Path) -> tuple[str, str, dict[bytes, int], dict[str, int]]:
-    """tokenizer.json -> (name, pattern, ranks, special_tokens). UserError for a missing, corrupt or foreign file."""
+    """tokenizer.json -> (name, pattern, ranks, special_tokens). TokenizerError if missing/corrupt/foreign."""
     if Path(path).is_dir():
         inside = Path(path) / "tokenizer.json"
         hint = f"give the file: {inside}" if inside.is_file() else "give the path of a tokenizer.json file"
-        raise UserError(f"tokenizer {path} is a directory; {hint}")
+        raise TokenizerError(f"tokenizer {path} is a directory; {hint}")
     try:
         raw = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise UserError(
+        raise TokenizerError(
             f"tokenizer file {path} does not exist; train one with train_tokenizer.py or use 'gpt2'"
         ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read tokenizer file {path}: {e}") from None
+        raise TokenizerError(f"cannot read tokenizer file {path}: {e}") from None
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as e:
-        raise UserError(f"tokenizer file {path} is not valid JSON ({e}); it may be truncated, re-create it") from None
+        raise TokenizerError(f"tokenizer file {path} is not valid JSON ({e}); it may be truncated, "
+                             "re-create it") from None
     try:
         return parse_tokenizer_json(doc)
     except _Foreign as e:
-        raise UserError(
+        raise TokenizerError(
             f"{path} is not a byte-level BPE tokenizer.json of the kind train_tokenizer.py writes: {e}"
         ) from None
 

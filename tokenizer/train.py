@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from gpt2stream.errors import UserError
 from tokenizer.bpe import MAX_VOCAB, learn_merges
 from tokenizer.chunks import count_chunks
 from tokenizer.core import EOT, Tokenizer
+from tokenizer.errors import TokenizerError
 from tokenizer.patterns import pattern_by_name, pattern_name
 from tokenizer.progress import Progress, eta, human
 
@@ -23,7 +23,7 @@ def default_workers() -> int:
 
 def check_vocab_size(vocab_size: int) -> None:
     if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
-        raise UserError(
+        raise TokenizerError(
             f"--vocab-size {vocab_size} is out of range: it counts the 256 byte tokens, the merges and "
             f"{len(SPECIAL_TOKENS)} special token(s), so it must be between {MIN_VOCAB} and {MAX_VOCAB}"
         )
@@ -55,7 +55,7 @@ def train_bpe(
 
     counts = count_chunks(counted(docs), regex_str, workers=workers, progress=progress)
     if not counts:
-        raise UserError("the corpus is empty: no text was read; check --data, --split, --text-column")
+        raise TokenizerError("the corpus is empty: no text was read; check --data, --split, --text-column")
     progress.done(
         f"split: {human(read[0])} chars read, {human(sum(counts.values()))} chunks, {human(len(counts))} distinct, "
         f"{human(read[0] / max(progress.elapsed(), 1e-9))} chars/s, {progress.elapsed():.1f}s"

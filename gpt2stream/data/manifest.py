@@ -30,9 +30,13 @@ def open_hub_source(data_cfg: Any, revision: str = "main", share_dir: str | None
                     readahead: int = HUB_READAHEAD) -> ParquetSource:
     """Resolve (dataset, config, split) at ``revision`` and return its ParquetSource (footers not read yet)."""
     from gpt2stream import hub
+    from gpt2stream.data.base import LocalFile
+    from gpt2stream.hub_cache import resolve_hub_files
 
     policy = hub.RetryPolicy.from_config(data_cfg)
-    ds = hub.resolve_parquet(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy, revision=revision)
+    ds, snapshot = resolve_hub_files(data_cfg, policy, revision)  # the Hub, or its cached snapshot when offline
+    if snapshot is not None:  # local files: no manifest, no URLs to share (a resume finds the cache again)
+        return ParquetSource([LocalFile(p) for p in snapshot.files], data_cfg.text_column, data_cfg.id_column)
     files: list[FileRef] = [HubRef(r, policy, readahead, share_dir) for r in ds.files]
     src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
     src.revision = ds.sha

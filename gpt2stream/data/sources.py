@@ -73,8 +73,11 @@ def _kind_of(path: str) -> str:
 
 
 def open_source(data_cfg: Any) -> Source:
-    """The Source named by ``data_cfg.data``: local path / directory / glob, else a Hub dataset id."""
-    spec = str(data_cfg.data)
+    """The Source named by ``data_cfg.data``: a named source (``demo``), local path / directory / glob, else a Hub
+    dataset id."""
+    from gpt2stream.named_data import named_data_path
+
+    spec = named_data_path(str(data_cfg.data)) or str(data_cfg.data)
     text_col, id_col = data_cfg.text_column, data_cfg.id_column
     paths = _local_candidates(os.path.expanduser(spec))
     if paths is not None:

@@ -16,7 +16,7 @@ from gpt2stream.train.output import RunLog, error
 from gpt2stream.train.settings import Exit
 
 
-def agree_errors(err: UserError | None, info: D.DistInfo) -> None:
+def agree_errors(err: Exception | None, info: D.DistInfo) -> None:
     """Collective: if any rank failed (``err``), every rank stops with Exit.USER; the lowest failing rank says why
     (rank 0 by raising ``err``, which ``train`` prints; another rank by printing it with its rank)."""
     if not info.ddp:

@@ -67,6 +67,7 @@ class Trainer:
             if not stats.applied:
                 raise self.not_finite(stats)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
+            self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
             self.after_step()
         self.flush()

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from gpt2stream import distributed as D
-from gpt2stream.errors import UserError
+from gpt2stream.checkpoint import has_checkpoints
+from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
@@ -52,7 +53,7 @@ def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trai
     err, parts, resumed_from = None, None, None
     try:
         parts, resumed_from = build_and_restore(cfg, info, resume)
-    except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
+    except USER_ERRORS as e:  # decided collectively: a bad setting usually fails on every rank, data on one
         err = e
     agree_errors(err, info)
     out = open_run_dir(parts)
@@ -89,9 +90,9 @@ def train(cfg: Any) -> int:
         code = trainer.run()
     except Stop as s:
         code = s.code
-    except UserError as e:
-        if info.master or not info.ddp:
-            error(str(e))
+    except USER_ERRORS as e:
+        if info.master or not info.ddp:  # advice to resume only where there is a checkpoint to resume from
+            error(str(e) if has_checkpoints(cfg.train.out_dir) else without_resume_advice(str(e)))
         code = Exit.USER
     except KeyboardInterrupt:
         print("interrupted (no checkpoint saved)", file=sys.stderr, flush=True)

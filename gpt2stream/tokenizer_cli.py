@@ -1,4 +1,7 @@
-"""Command line of ``train_tokenizer.py``: read documents, train, write tokenizer.json."""
+"""Command line of ``train_tokenizer.py``: read documents (gpt2stream's data sources), train, write tokenizer.json.
+
+The tokenizer package itself knows nothing of data sources; this module joins the two.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import time
 from pathlib import Path
 
 from gpt2stream.errors import UserError
+from tokenizer.errors import TokenizerError
 from tokenizer.patterns import PATTERNS
 from tokenizer.progress import Progress, human
 from tokenizer.train import check_vocab_size, default_workers, train_bpe
@@ -98,13 +102,22 @@ _DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".txt", ".md", ".csv
 
 
 def _looks_local(spec: str) -> bool:
-    """A local path (even a missing one, which the data pipeline then reports), not a Hub dataset id."""
-    return (os.path.exists(spec) or any(c in spec for c in "*?[") or spec.startswith((".", "/", "~"))
-            or spec.lower().endswith(_DATA_SUFFIXES))
+    """A local path (even a missing one, which the data pipeline then reports) or a named source, not a Hub id."""
+    from gpt2stream.named_data import named_data_path
+
+    return (named_data_path(spec) is not None or os.path.exists(spec) or any(c in spec for c in "*?[")
+            or spec.startswith((".", "/", "~")) or spec.lower().endswith(_DATA_SUFFIXES))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, train, save. Raises UserError for bad input (the entry point turns it into ``error: ...``)."""
+    try:
+        _main(argv)
+    except TokenizerError as e:
+        raise UserError(str(e)) from None
+
+
+def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     check_args(args)  # before reading any data: a bad flag should not cost a download
 
