@@ -154,6 +154,7 @@ class Trainer:
         self.cfg = cfg
         self.stops = D.StopSignals(announce=info.master)
         self.log_file = None
+        self.trackers = None  # W&B / TensorBoard mirrors of metrics.jsonl (rank 0)
 
     # -- output --------------------------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -294,6 +295,9 @@ class Trainer:
             (self.out / "config.json").write_text(cfg.to_json())
             if tok_spec != "gpt2":
                 shutil.copyfile(tok_spec, self.out / "tokenizer.json")
+            from gpt2stream.tracking import open_trackers
+
+            self.trackers = open_trackers(cfg, self.out, state.get("trackers") if state else None, self.step + 1)
         self.history = history
 
     def _setup_shared(self) -> None:
@@ -324,7 +328,7 @@ class Trainer:
                 except UserError as e:
                     err = e
             self.agree_errors(err)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, self.history)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl" if info.master else None, self.history, self.trackers)
         # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
             self.peak, self.peak_src = peak_flops(dev, self.amp or torch.float32)
@@ -339,6 +343,10 @@ class Trainer:
                  f"processes = {self.tokens_per_step:,} tokens/step | dtype {self.amp or torch.float32} | "
                  f"compile {self.compile} | val {sum(x.numel() for x, _ in self.val):,} tokens on rank 0 | "
                  f"MFU peak {self.peak:.3g} FLOP/s ({self.peak_src})")
+        from gpt2stream.memory import startup_lines, visible_gpu
+
+        for line in startup_lines(cfg, info.world_size, self.amp == torch.bfloat16, visible_gpu(dev)):
+            self.log(line)
         if self.ckpt_path is not None:
             self.log(f"resumed from {self.ckpt_path} at step {self.step}")
 
@@ -409,6 +417,7 @@ class Trainer:
                 "config": self.cfg.to_dict(), "tokenizer_identity": self.tok.identity,
                 "tokenizer_spec": self.tok_spec, "world_size": self.info.world_size,
                 "ranks": ranks, "metrics": self.metrics.records,
+                "trackers": self.trackers.state_dict() if self.trackers else {},
             }
             try:
                 path = save_checkpoint(state, self.out, self.cfg.eval.keep_last)
@@ -556,10 +565,12 @@ class Trainer:
         self.log(f"done: {self.step} steps, {self.step * self.tokens_per_step:,} tokens; run directory {self.out}")
         return EXIT_OK
 
-    def close(self) -> None:
+    def close(self, exit_code: int = 0) -> None:
         loader = getattr(self, "loader", None)
         if loader is not None:
             loader.close()
+        if self.trackers is not None:
+            self.trackers.close(exit_code)
         if self.log_file is not None:
             self.log_file.close()
 
@@ -591,7 +602,7 @@ def train(cfg: Any) -> int:
         clean = False  # other ranks may be stuck in a collective: don't wait for them
         raise
     finally:
-        trainer.close()
+        trainer.close(code)
         trainer.stops.restore()
         D.shutdown(info, sync=clean)
     return code
