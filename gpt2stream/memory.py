@@ -11,11 +11,13 @@ training step of ``gpt2stream/train.py`` keeps alive at its peak, the start of t
     AdamW state    exp_avg + exp_avg_sq, 8 B per parameter
     DDP buckets    the reducer's flat fp32 copy of the gradients, 4 B per parameter, only with several processes
     activations    what autograd saves per block for backward, per token (C = width; bf16 autocast / fp32):
-                   LayerNorm inputs (fp32 residual) 4C + 4C, c_attn input 2C / 4C, q|k|v 6C / 12C, attention output
-                   saved by SDPA 2C / 4C and its contiguous copy for c_proj 2C / 4C, c_fc input 2C / 4C, GELU input
-                   8C / 16C, GELU output 8C / 16C  =  38C / 68C, plus SDPA's log-sum-exp (4 B per head) and 1 B per
-                   dropout mask when dropout > 0. Checkpointing keeps only each block's input (4C) and recomputes
-                   one block at a time. After the last block: ln_f input 4C and the LM head input 2C / 4C.
+                   LayerNorm inputs (fp32 residual) 4C + 4C and their mean/rstd 16 B, c_attn input 2C / 4C,
+                   q|k|v 6C / 12C, attention output 2C / 4C (SDPA's and c_proj's input: flash attention returns it
+                   in (B, T, heads, head size) layout, so the transpose back costs no copy), c_fc input 2C / 4C,
+                   GELU input 8C / 16C, GELU output 8C / 16C  =  36C / 64C, plus SDPA's log-sum-exp (4 B per head)
+                   and 1 B per dropout mask when dropout > 0. Checkpointing keeps only each block's input (4C) and
+                   recomputes one block at a time. After the last block: ln_f input 4C + 8 B and the LM head input
+                   2C / 4C.
     logits         per token: the LM head output (2 / 4 B x padded vocab; the trainer's ``_, loss = model(x, y)``
                    keeps it referenced), log_softmax's fp32 output 4V, and backward's two fp32 gradients 8V
 
@@ -111,8 +113,8 @@ def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len
     act = 2 if bf16 else 4  # bytes of an autocast matmul's input/output
     tokens = batch_size * seq_len
     dropout_masks = 2 if model.dropout > 0 else 0  # bool masks after attention and MLP
-    per_block = (4 + 4 + act + 3 * act + act + act + act + 4 * act + 4 * act) * C + 4 * H + dropout_masks * C
-    after_blocks = (4 + act) * C + (C if model.dropout > 0 else 0)  # ln_f input, LM head input, embedding mask
+    per_block = (4 + 4 + act + 3 * act + act + act + 4 * act + 4 * act) * C + 16 + 4 * H + dropout_masks * C
+    after_blocks = (4 + act) * C + 8 + (C if model.dropout > 0 else 0)  # ln_f input, LM head input, embedding mask
     if activation_checkpointing:
         per_token_acts = L * 4 * C + per_block + after_blocks
         copies = Vp * C  # the LM head's; blocks recast in their recomputation
