@@ -14,6 +14,7 @@ purge events from the first step this process logs on (``purge_step``), so its c
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,8 +61,9 @@ class WandbTracker:
     def __init__(self, project: str, name: str, run_dir: Path, config: dict[str, Any], run_id: str | None) -> None:
         wandb = require("wandb", "--wandb", "wandb")
         try:
+            # its files go in the run directory unless WANDB_DIR says otherwise
             self.run = wandb.init(project=project, name=name, id=run_id, resume="allow" if run_id else None,
-                                  dir=str(run_dir))
+                                  dir=os.environ.get("WANDB_DIR") or str(run_dir))
             self.run.config.update(config, allow_val_change=True)  # a resumed run may change e.g. max_steps
             self.run.define_metric("step")
             self.run.define_metric("*", step_metric="step")  # charts use the training step, not W&B's counter

@@ -71,7 +71,8 @@ def resumed_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
     data = make_jsonl(tmp / "docs.jsonl")
     out = tmp / "run"
-    e = {**env(), "WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp / "elsewhere")}
+    e = {k: v for k, v in env().items() if k != "WANDB_DIR"}
+    e.update(WANDB_MODE="offline", WANDB_SILENT="true")
     base = [*TINY, "--data", str(data), "--num-workers", "0", "--out-dir", str(out), "--eval-every", "2",
             "--save-every", "2", "--sample-every", "4", "--sample-tokens", "4"]
     first = subprocess.run([sys.executable, RUN_TRAIN, *base, "--max-steps", "4", "--wandb", "gpt2stream-test",
@@ -89,7 +90,7 @@ def resumed_run(tmp_path_factory):
 @pytest.mark.slow
 def test_wandb_offline_gets_every_record_and_config_and_resume_continues_the_run(resumed_run):
     out = resumed_run["out"]
-    runs = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb")))  # in the run dir, not WANDB_DIR
+    runs = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "run-*.wandb")))  # in the run directory
     assert len(runs) == 2, runs
     a, b = wandb_run(Path(runs[0])), wandb_run(Path(runs[1]))
     assert a["id"] == b["id"] and (a["project"], a["name"]) == ("gpt2stream-test", "tiny-tracked")
