@@ -168,7 +168,7 @@ class EvalConfig:
 class RunConfig:
     """Everything a training run needs; saved as config.json and in every checkpoint."""
 
-    preset: str = "gpt2-124m"  # named starting point (see PRESETS); other flags apply on top
+    preset: str = "gpt2-124m"  # gpt2-124m, gpt2-medium, gpt2-large, gpt2-xl or tiny; other flags apply on top
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -2,6 +2,7 @@
 
     python run_train.py                                  # GPT-2 124M on FineWeb-Edu sample-10BT
     python run_train.py --preset tiny --max-steps 100    # minutes on a laptop CPU
+    python run_train.py --preset gpt2-medium --wandb P   # GPT-2 355M, mirrored to the W&B project P
     torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
     python run_train.py --print-config                   # show the resolved config and exit
