@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from gpt2stream.errors import UserError
 
+_NON_FINITE = ("nan", "inf", "-inf")  # how metrics.jsonl writes non-finite floats (JSON has none)
+
 
 class Tracker(Protocol):
     def log(self, record: dict[str, Any]) -> None: ...
@@ -50,7 +52,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
             continue
         if isinstance(v, (int, float)):
             out[k] = float(v)
-        elif isinstance(v, str) and v in ("nan", "inf", "-inf"):
+        elif v in _NON_FINITE:
             out[k] = float(v)
     return out
 
@@ -73,7 +75,7 @@ class WandbTracker:
                             f"`wandb login`, or set WANDB_MODE=offline to log to disk and `wandb sync` later") from None
 
     def log(self, record: dict[str, Any]) -> None:
-        self.run.log({**record, **scalars(record)})
+        self.run.log({k: float(v) if v in _NON_FINITE else v for k, v in record.items()})
 
     def state_dict(self) -> dict[str, Any]:
         return {"wandb_run_id": self.run.id}
