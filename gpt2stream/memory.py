@@ -7,9 +7,11 @@ training step of ``gpt2stream/train.py`` keeps alive at its peak, the start of t
     weights        fp32 parameters, 4 B each (the tied embedding/LM head once)
     weight copies  bf16 casts of every matmul weight that autocast keeps for backward, 2 B each (with activation
                    checkpointing only the LM head's: the blocks recast theirs when they are recomputed)
-    gradients      fp32, 4 B per parameter (alive from the second micro-step of gradient accumulation on)
+    gradients      fp32, 4 B per parameter (alive from the second micro-step of gradient accumulation on; under
+                   DDP always: they live in its buckets)
     AdamW state    exp_avg + exp_avg_sq, 8 B per parameter
-    DDP buckets    the reducer's flat fp32 copy of the gradients, 4 B per parameter, only with several processes
+    DDP buckets    the reducer's flat fp32 gradient buffers: none extra with ``gradient_as_bucket_view`` (how
+                   train/build.py wraps the model: the gradients are views into the buckets), else 4 B per parameter
     activations    what autograd saves per block for backward, per token (C = width; bf16 autocast / fp32):
                    LayerNorm inputs (fp32 residual) 4C + 4C and their mean/rstd 16 B, c_attn input 2C / 4C,
                    q|k|v 6C / 12C, attention output 2C / 4C (SDPA's and c_proj's input: flash attention returns it
@@ -99,11 +101,12 @@ class MemoryEstimate:
 
 
 def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len: int, *, bf16: bool = True,
-                    activation_checkpointing: bool = False, ddp: bool = False) -> MemoryEstimate:
+                    activation_checkpointing: bool = False, ddp: bool = False,
+                    gradient_as_bucket_view: bool = True) -> MemoryEstimate:
     """Peak memory of one process training ``model`` at micro-batch ``batch_size`` x ``seq_len`` tokens.
 
-    ``bf16``: under bf16 autocast (the CUDA default) rather than plain fp32. ``ddp``: several processes (DDP keeps
-    gradient buckets). See the module docstring for what each term counts.
+    ``bf16``: under bf16 autocast (the CUDA default) rather than plain fp32. ``ddp``: several processes; DDP's
+    buckets cost extra only without ``gradient_as_bucket_view``. See the module docstring for each term.
     """
     if batch_size < 1 or seq_len < 1 or vocab_size < 1:
         raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}, vocab_size={vocab_size}: must be >= 1")
@@ -126,7 +129,7 @@ def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len
         weight_copies=2 * copies if bf16 else 0,
         gradients=4 * n,
         optimizer=8 * n,
-        ddp_buckets=4 * n if ddp else 0,
+        ddp_buckets=4 * n if ddp and not gradient_as_bucket_view else 0,
         activations=tokens * per_token_acts,
         logits=tokens * (act * Vp + 12 * vocab_size),
     )
@@ -190,9 +193,10 @@ def startup_lines(cfg: Any, world_size: int, bf16: bool, gpu: tuple[str, int] | 
     m, d, t = cfg.model, cfg.data, cfg.train
     vocab = m.vocab_size or 50257
     kw = dict(bf16=bf16, activation_checkpointing=bool(getattr(t, "activation_checkpointing", False)),
-              ddp=world_size > 1)
+              ddp=world_size > 1)  # the flag arrives with the model's --activation-checkpointing
     est = estimate_memory(m, vocab, t.batch_size, d.seq_len, **kw)
-    lines = [format_estimate(est, t.batch_size, d.seq_len) + f" ({'bf16' if bf16 else 'fp32'}, eager upper bound)"]
+    ddp = "; DDP's buckets hold the gradients" if world_size > 1 else ""
+    lines = [format_estimate(est, t.batch_size, d.seq_len) + f" ({'bf16' if bf16 else 'fp32'}, eager upper bound{ddp})"]
     if gpu is not None:
         lines.append(fit_line(m, vocab, t.batch_size, d.seq_len, t.total_batch_size, world_size, *gpu, **kw))
     return lines
@@ -213,23 +217,23 @@ def visible_gpu(device: Any) -> tuple[str, int] | None:
 GPU_SIZES_GB = (24, 40, 80)
 
 
-def table_markdown(presets: dict[str, tuple[ModelShape, int]], seq_len: int = 1024, ddp: bool = True) -> str:
-    """Largest micro-batch per preset and GPU size (bf16 autocast), without / with activation checkpointing."""
+def table_markdown(presets: dict[str, tuple[ModelShape, int]], seq_len: int = 1024) -> str:
+    """Largest micro-batch per preset and GPU size (bf16 autocast; the same for one process and under DDP, whose
+    buckets hold the gradients), without / with activation checkpointing."""
     head = ["preset", "params", "fixed (GiB)", "per sequence (GiB)"] + [f"{g} GB" for g in GPU_SIZES_GB]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for name, (model, vocab) in presets.items():
         seq = min(seq_len, model.block_size)
-        kw = dict(bf16=True, ddp=ddp)
         n = param_count(model.n_layer, model.n_embd, model.block_size, padded_vocab(vocab, model.vocab_multiple))
-        one = estimate_memory(model, vocab, 1, seq, **kw).total
-        per = estimate_memory(model, vocab, 2, seq, **kw).total - one
-        one_ac = estimate_memory(model, vocab, 1, seq, activation_checkpointing=True, **kw).total
-        per_ac = estimate_memory(model, vocab, 2, seq, activation_checkpointing=True, **kw).total - one_ac
+        one = estimate_memory(model, vocab, 1, seq).total
+        per = estimate_memory(model, vocab, 2, seq).total - one
+        one_ac = estimate_memory(model, vocab, 1, seq, activation_checkpointing=True).total
+        per_ac = estimate_memory(model, vocab, 2, seq, activation_checkpointing=True).total - one_ac
         note = f" ({seq} tokens)" if seq != seq_len else ""
         cells = [name, f"{n / 1e6:,.0f}M", f"{gib(one - per)}", f"{gib(per)} / {gib(per_ac)}{note}"]
         for g in GPU_SIZES_GB:
-            plain = largest_micro_batch(model, vocab, seq, g * GiB, **kw)
-            ac = largest_micro_batch(model, vocab, seq, g * GiB, activation_checkpointing=True, **kw)
+            plain = largest_micro_batch(model, vocab, seq, g * GiB)
+            ac = largest_micro_batch(model, vocab, seq, g * GiB, activation_checkpointing=True)
             cells.append(f"{plain or '-'} / {ac or '-'}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -246,15 +250,13 @@ def _preset_shapes() -> dict[str, tuple[ModelShape, int]]:
 
 
 def main(argv: list[str]) -> int:
-    if argv not in (["--table"], ["--table", "--single"]):
-        print("usage: python -m gpt2stream.memory --table [--single]   (--single: one process, no DDP buckets)",
-              file=sys.stderr)
+    if argv != ["--table"]:
+        print("usage: python -m gpt2stream.memory --table", file=sys.stderr)
         return 2
-    ddp = "--single" not in argv
-    print(f"Largest micro-batch (sequences of 1024 tokens, bf16 autocast, {'DDP' if ddp else 'one process'}) "
-          f"without / with --activation-checkpointing; '-' = not even one fits. A GPU of N GB counts as N GiB, of "
-          f"which {USABLE_FRACTION:.0%} minus {RESERVED_BYTES // GiB} GiB is usable.\n")
-    print(table_markdown(_preset_shapes(), ddp=ddp))
+    print(f"Largest micro-batch per GPU (sequences of 1024 tokens, bf16 autocast, one process or DDP) without / with "
+          f"--activation-checkpointing; '-' = not even one fits. A GPU of N GB counts as N GiB, of which "
+          f"{USABLE_FRACTION:.0%} minus {RESERVED_BYTES // GiB} GiB is usable.\n")
+    print(table_markdown(_preset_shapes()))
     return 0
 
 

@@ -109,10 +109,27 @@ class TensorBoardTracker:
 
 
 class Trackers:
-    """Every enabled tracker behind one ``log(record)``; ``state_dict`` is what a checkpoint keeps for them."""
+    """Every enabled tracker behind one ``log(record)``, and a checkpoint part (``state_dict`` /
+    ``load_state_dict``): what a resumed run needs to continue them (the W&B run id). Built empty on every rank;
+    rank 0 ``open``s the trackers the config asks for once the run directory exists."""
 
     def __init__(self, trackers: list[Tracker] | None = None) -> None:
         self.trackers = list(trackers or [])
+        self.saved: dict[str, Any] = {}  # from the checkpoint being resumed
+
+    def open(self, cfg: Any, run_dir: Path, first_step: int) -> None:
+        """Start the trackers ``cfg.eval`` asks for; ``first_step``: the first step this process will log."""
+        ev = cfg.eval
+        try:
+            if ev.tensorboard:
+                self.trackers.append(TensorBoardTracker(run_dir, first_step))
+            if ev.wandb:
+                name = ev.wandb_run_name or run_dir.resolve().name
+                run_id = self.saved.get("wandb_run_id")
+                self.trackers.append(WandbTracker(ev.wandb, name, run_dir, cfg.to_dict(), run_id))
+        except BaseException:
+            self.close(1)
+            raise
 
     def log(self, record: dict[str, Any]) -> None:
         for t in list(self.trackers):
@@ -124,32 +141,19 @@ class Trackers:
                       f"still has every record", file=sys.stderr, flush=True)
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out = dict(self.saved)  # kept while a tracker is off, so that turning it on again continues its run
         for t in self.trackers:
             out.update(t.state_dict())
         return out
 
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.saved = dict(sd)
+
     def close(self, exit_code: int = 0) -> None:
+        self.saved = self.state_dict()
         for t in self.trackers:
             try:
                 t.close(exit_code)
             except Exception as e:  # noqa: BLE001
                 print(f"warning: could not close {type(t).__name__} ({type(e).__name__}: {e})", file=sys.stderr)
         self.trackers = []
-
-
-def open_trackers(cfg: Any, run_dir: Path, saved: dict[str, Any] | None, first_step: int) -> Trackers:
-    """The trackers ``cfg.eval`` asks for (rank 0). ``saved``: ``Trackers.state_dict()`` from the checkpoint being
-    resumed; ``first_step``: the first step this process will log."""
-    ev, saved = cfg.eval, saved or {}
-    trackers = Trackers()
-    try:
-        if ev.tensorboard:
-            trackers.trackers.append(TensorBoardTracker(run_dir, first_step))
-        if ev.wandb:
-            name = ev.wandb_run_name or run_dir.resolve().name
-            trackers.trackers.append(WandbTracker(ev.wandb, name, run_dir, cfg.to_dict(), saved.get("wandb_run_id")))
-    except BaseException:
-        trackers.close(1)
-        raise
-    return trackers
