@@ -1,7 +1,7 @@
 """Peak GPU memory of one training process, from the shapes alone: know before you OOM.
 
 ``estimate_memory`` is pure arithmetic on the model shape, micro-batch and sequence length. It counts what the
-training step of ``gpt2stream/train.py`` keeps alive at its peak, the start of the backward pass of a micro-step
+training step (``gpt2stream/train/step.py``) keeps alive at its peak, the start of the backward pass of a micro-step
 (eager PyTorch; ``torch.compile`` fuses and recomputes, so it usually needs less):
 
     weights        fp32 parameters, 4 B each (the tied embedding/LM head once)
@@ -20,7 +20,7 @@ training step of ``gpt2stream/train.py`` keeps alive at its peak, the start of t
                    and 1 B per dropout mask when dropout > 0. Checkpointing keeps only each block's input (4C) and
                    recomputes one block at a time. After the last block: ln_f input 4C + 8 B and the LM head input
                    2C / 4C.
-    logits         per token: the LM head output (2 / 4 B x padded vocab; the trainer's ``_, loss = model(x, y)``
+    logits         per token: the LM head output (2 / 4 B x padded vocab; the step's ``_, loss = model(x, y)``
                    keeps it referenced), log_softmax's fp32 output 4V, and backward's two fp32 gradients 8V
 
 The formula was checked against ``torch.distributed._tools.MemTracker`` on CPU (tests/test_memory.py); on a GPU
