@@ -176,3 +176,27 @@ def test_ragged_validation_batch_is_padded_with_ignored_targets(tmp_path):
         expected = parts.model(xs, ys)[1].item()  # the mean over all 5 x 32 targets in one forward
         parts.model.train()
     assert val_loss(parts) == pytest.approx(expected, rel=1e-6)
+
+
+def test_background_saver_snapshots_then_reports_a_failed_write(tmp_path, monkeypatch):
+    import gpt2stream.train.saver as S
+
+    msgs: list[str] = []
+    saver = S.BackgroundSaver(tmp_path, keep_last=2, log=msgs.append)
+    w = torch.ones(3)
+    state = {"format": "x", "step": 1, "model": {"w": w}, "metrics": [{"step": 1}]}
+    snap = S.to_cpu(state)
+    w.add_(1)  # training goes on changing the live tensor
+    assert torch.equal(snap["model"]["w"], torch.ones(3)) and snap["metrics"] is not state["metrics"]
+    saver.submit({"step": 1, "model": {"w": w}}, step=1)
+    assert saver.wait() is None and saver.last[0] == 1 and saver.last[1].is_file()
+    assert msgs == [f"saved checkpoint {saver.last[1]}"]
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(S, "save_checkpoint", full)
+    saver.submit({"step": 2}, step=2)
+    err = saver.wait()
+    assert err.startswith("could not write the checkpoint for step 2 ([Errno 28] No space left on device)")
+    assert saver.wait() is None and saver.last[0] == 1  # reported once; the last good one is still step 1

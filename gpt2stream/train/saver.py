@@ -50,9 +50,10 @@ class BackgroundSaver:
     def _write(self, state: dict[str, Any], step: int) -> None:
         try:
             path = save_checkpoint(state, self.run_dir, self.keep_last)
-        except OSError as e:
-            self._error = (f"could not write the checkpoint for step {step} ({e}); nothing earlier was touched: the "
-                           "previous checkpoint is intact. Free space, then continue with --resume")
+        except Exception as e:  # noqa: BLE001 - reported by wait(): a thread's exception would otherwise be lost
+            why = str(e) if isinstance(e, OSError) else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            self._error = (f"could not write the checkpoint for step {step} ({why}); nothing earlier was touched: "
+                           "the previous checkpoint is intact. Free space, then continue with --resume")
             return
         self.last = (step, path)
         self.log(f"saved checkpoint {path}")
