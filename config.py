@@ -1,6 +1,7 @@
 """Run configuration: documented, validated dataclasses, presets, and command-line overrides.
 
-A run is configured by a preset (``--preset gpt2-124m``, the default, or ``--preset tiny``) plus overrides of any
+A run is configured by a preset (``--preset gpt2-124m``, the default; ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``
+or ``tiny``) plus overrides of any
 field (``--max-steps 100``). The resolved config is printed by ``--print-config`` and saved as ``config.json`` in the
 run directory and inside every checkpoint.
 
@@ -155,18 +156,25 @@ class EvalConfig:
     hellaswag_every: int = 0  # steps between HellaSwag evaluations (0 = never)
     hellaswag: str = ""  # local HellaSwag val jsonl; "" = download once from the original release and cache
     log_every: int = 1  # steps between log lines
+    wandb: str = ""  # Weights & Biases project that mirrors metrics.jsonl (rank 0); "" = off; pip install -e ".[wandb]"
+    wandb_run_name: str = ""  # W&B run name; "" = the run directory's name
+    tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard event files in the run directory
 
     def __post_init__(self) -> None:
         for n in ("eval_every", "save_every", "sample_every", "hellaswag_every"):
             _check(getattr(self, n) >= 0, "eval", n, getattr(self, n), "must be >= 0 (0 = off)")
         _positive_ints(self, "eval", "eval_tokens", "keep_last", "sample_tokens", "log_every")
+        _check(not self.wandb_run_name or bool(self.wandb), "eval", "wandb_run_name", self.wandb_run_name,
+               "names a W&B run, so it needs --wandb PROJECT too")
+        _check(self.wandb == self.wandb.strip() and "/" not in self.wandb, "eval", "wandb", self.wandb,
+               "a W&B project name (set the entity with WANDB_ENTITY)")
 
 
 @dataclass
 class RunConfig:
     """Everything a training run needs; saved as config.json and in every checkpoint."""
 
-    preset: str = "gpt2-124m"  # named starting point (gpt2-124m or tiny); other flags apply on top
+    preset: str = "gpt2-124m"  # gpt2-124m, gpt2-medium, gpt2-large, gpt2-xl or tiny; other flags apply on top
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -203,8 +211,29 @@ class RunConfig:
 
 
 # Presets are overrides on top of the defaults, which are GPT-2 124M on FineWeb-Edu sample-10BT.
+#
+# The larger GPT-2 shapes are OpenAI's (gpt2-medium/-large/-xl: 354,823,168 / 774,030,080 / 1,557,611,200 parameters
+# at vocab 50257). Their optimisation follows the GPT-3 paper (Brown et al. 2020, "Language Models are Few-Shot
+# Learners", Table 2.1 and Appendix B) for the nearest size: peak lr and batch in tokens from Table 2.1, warmup over
+# the first 375M tokens, cosine decay to 10% of the peak lr. A run is one pass over sample-10BT (10B tokens), as
+# for gpt2-124m.
+#   gpt2-medium 355M ~ GPT-3 Medium 350M (the same 24 x 1024 shape): lr 3.0e-4, batch 0.5M tokens
+#   gpt2-large  774M ~ GPT-3 Large  760M:                            lr 2.5e-4, batch 0.5M tokens
+#   gpt2-xl     1.56B ~ GPT-3 XL   1.3B:                             lr 2.0e-4, batch 1M tokens
+# The micro-batch (per GPU) fits an 80 GB GPU by gpt2stream/memory.py's estimate with room to spare, in bf16 and
+# without activation checkpointing; the start-up log prints the largest one that fits the GPU actually present.
 PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-124m": {},
+    # warmup 715 = 375M / 2**19 tokens, max_steps 19073 = 10B / 2**19; min_lr = lr / 10
+    "gpt2-medium": {"n_layer": 24, "n_head": 16, "n_embd": 1024, "out_dir": "runs/gpt2-medium", "batch_size": 32,
+                    "total_batch_size": 2**19, "lr": 3.0e-4, "min_lr": 3.0e-5, "warmup_steps": 715,
+                    "max_steps": 19073},
+    "gpt2-large": {"n_layer": 36, "n_head": 20, "n_embd": 1280, "out_dir": "runs/gpt2-large", "batch_size": 16,
+                   "total_batch_size": 2**19, "lr": 2.5e-4, "min_lr": 2.5e-5, "warmup_steps": 715,
+                   "max_steps": 19073},
+    # warmup 358 = 375M / 2**20 tokens, max_steps 9536 = 10B / 2**20
+    "gpt2-xl": {"n_layer": 48, "n_head": 25, "n_embd": 1600, "out_dir": "runs/gpt2-xl", "batch_size": 8,
+                "total_batch_size": 2**20, "lr": 2.0e-4, "min_lr": 2.0e-5, "warmup_steps": 358, "max_steps": 9536},
     # Trains in minutes on a 2-core CPU: for demos, smoke tests and the test suite.
     "tiny": {
         "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128,

@@ -2,6 +2,7 @@
 
     python run_train.py                                  # GPT-2 124M on FineWeb-Edu sample-10BT
     python run_train.py --preset tiny --max-steps 100    # minutes on a laptop CPU
+    python run_train.py --preset gpt2-medium --wandb P   # GPT-2 355M, mirrored to the W&B project P
     torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
     python run_train.py --print-config                   # show the resolved config and exit
@@ -28,7 +29,8 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         print(f"Flags, with their values in --preset {preset} (config.py documents each field):")
         print(describe_flags(config.preset_config(preset)))
-        print("  --print-config                                      print the resolved config as JSON and exit")
+        print("  --print-config                                      print the resolved config as JSON and exit "
+              "(the memory estimate goes to stderr)")
         return 0
     import config
     from gpt2stream.train import config_for_resume, wants_resume
@@ -43,12 +45,27 @@ def main(argv: list[str]) -> int:
 
             cfg.model.vocab_size = load_tokenizer(cfg.data.tokenizer).n_vocab
         sys.stdout.write(cfg.to_json())
+        _print_memory(cfg)
         return 0
     from gpt2stream.distributed import exit_process
     from gpt2stream.train import train
 
     # leave through os._exit: gloo can abort during interpreter finalization (see gpt2stream/distributed.py)
     exit_process(train(cfg))
+
+
+def _print_memory(cfg) -> None:
+    """The start-up memory estimate, on stderr so that stdout stays the config's JSON."""
+    import torch
+
+    from gpt2stream.distributed import env_world, pick_device
+    from gpt2stream.memory import startup_lines, visible_gpu
+    from gpt2stream.train import autocast_dtype
+
+    dev = pick_device(cfg.train.device)
+    bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16
+    for line in startup_lines(cfg, env_world()[2], bf16, visible_gpu(dev)):
+        print(line, file=sys.stderr)
 
 
 def _warn0(msg: str) -> None:

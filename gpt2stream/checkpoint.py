@@ -33,10 +33,11 @@ VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 REQUIRED_KEYS = ("format", "version", "step", "tokens_seen", "model", "optimizer", "config", "ranks")
-SHARED_PARTS = ("model", "optimizer", "schedule", "metrics")  # one copy in the file: rank 0's (equal on all ranks)
+# one copy in the file: rank 0's (equal on all ranks; "trackers" holds rank 0's W&B run id)
+SHARED_PARTS = ("model", "optimizer", "schedule", "metrics", "trackers")
 RANK_PARTS = ("loader", "rng")  # one per rank, in rank order: state["ranks"][rank][part]
 # Fields that must match the checkpoint: they change the shapes of the saved tensors or what the token ids mean.
-_OPTIONAL_DEFAULTS: dict[str, Any] = {"schedule": {}, "metrics": []}
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"schedule": {}, "metrics": [], "trackers": {}}
 _SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple")
 
 

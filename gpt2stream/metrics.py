@@ -23,10 +23,16 @@ def _clean(v: Any) -> Any:
 
 
 class MetricsLog:
-    """Append-only writer for metrics.jsonl (rank 0 only: pass ``path=None`` on other ranks)."""
+    """Append-only writer for metrics.jsonl (rank 0 only: pass ``path=None`` on other ranks).
 
-    def __init__(self, path: str | Path | None, history: list[dict[str, Any]] | None = None) -> None:
+    ``mirror`` (an object with ``log(record)``, e.g. ``tracking.Trackers``) receives every new record after it is
+    written to the file; the history a resumed run starts from is not sent again.
+    """
+
+    def __init__(self, path: str | Path | None, history: list[dict[str, Any]] | None = None,
+                 mirror: Any = None) -> None:
         self.path: Path | None = None
+        self.mirror = mirror
         self.records: list[dict[str, Any]] = [dict(r) for r in (history or [])]
         if path is not None:
             self.attach(path)
@@ -54,6 +60,8 @@ class MetricsLog:
         if self.path is not None:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
+        if self.mirror is not None:
+            self.mirror.log(record)
         return record
 
 

@@ -19,6 +19,7 @@ from gpt2stream.checkpoint import check_compatible, restore_parts
 from gpt2stream.errors import UserError
 from gpt2stream.metrics import MetricsLog
 from gpt2stream.schedules import LRSchedule, make_schedule
+from gpt2stream.tracking import Trackers
 from gpt2stream.train.settings import autocast_dtype, grad_accum_steps
 from gpt2stream.train.state import LoaderPosition, Progress, RNGState
 
@@ -48,11 +49,16 @@ class Parts:
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(None))
     rng: RNGState | None = None
     hellaswag: list = field(default_factory=list)
+    trackers: Trackers = field(default_factory=Trackers)  # W&B / TensorBoard: rank 0 opens them (main.py)
+
+    def __post_init__(self) -> None:
+        self.metrics.mirror = self.trackers  # every metrics.jsonl record goes to them too
 
     @property
     def shared(self) -> dict[str, Any]:
         """The checkpoint parts kept once (rank 0's copy)."""
-        return {"model": self.model, "optimizer": self.optimizer, "schedule": self.schedule, "metrics": self.metrics}
+        return {"model": self.model, "optimizer": self.optimizer, "schedule": self.schedule, "metrics": self.metrics,
+                "trackers": self.trackers}
 
     @property
     def mine(self) -> dict[str, Any]:

@@ -48,6 +48,18 @@ def load_hellaswag(parts: Parts) -> None:
         agree_errors(err, info)
 
 
+def open_trackers(parts: Parts, out: Path) -> None:
+    """Collective: rank 0 starts the W&B / TensorBoard mirrors; a missing package or a failed login stops every
+    rank. Last in the setup, so that no tracker run is started for a run that fails to start."""
+    err = None
+    if parts.info.master:
+        try:
+            parts.trackers.open(parts.cfg, out, parts.progress.step + 1)
+        except UserError as e:
+            err = e
+    agree_errors(err, parts.info)
+
+
 def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
     resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
@@ -69,6 +81,11 @@ def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trai
         peak = peak_flops(dev, parts.amp or torch.float32)
     for line in header(parts, out, peak, cfg.train.total_batch_size):
         log(line)
+    from gpt2stream.memory import startup_lines, visible_gpu
+
+    for line in startup_lines(cfg, info.world_size, parts.amp == torch.bfloat16, visible_gpu(dev)):
+        log(line)
+    open_trackers(parts, out)
     if resumed_from is not None:
         log(f"resumed from {resumed_from} at step {parts.progress.step}")
     return Trainer(parts, out, log, stops, peak, resumed_from)
@@ -107,6 +124,7 @@ def train(cfg: Any) -> int:
             if late is not None:
                 error(late)
                 code = Exit.SAVE if code == Exit.OK else code
+            trainer.parts.trackers.close(int(code))
         log.close()
         stops.restore()
         D.shutdown(info, sync=clean)
