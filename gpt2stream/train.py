@@ -152,6 +152,7 @@ class Trainer:
     def __init__(self, cfg: Any, info: D.DistInfo) -> None:
         self.info = info
         self.cfg = cfg
+        self.data_kind = "elastic"  # "legacy": a checkpoint from before canonical streams (its own layout only)
         self.stops = D.StopSignals(announce=info.master)
         self.log_file = None
 
@@ -197,7 +198,7 @@ class Trainer:
 
     def _setup_local(self) -> None:
         """Everything one rank does by itself: config checks, model, optimizer, data, validation batches."""
-        from gpt2stream.data import TrainLoader, val_batches
+        from gpt2stream.data import val_batches
         from gpt2stream.model import GPT, GPTConfig
         from tokenizer import load_tokenizer
 
@@ -227,18 +228,22 @@ class Trainer:
             if diff:
                 raise UserError(f"cannot resume from {ckpt_path}: the run's settings differ ({'; '.join(diff)}); "
                                 f"resume with the checkpoint's settings or start a new run with another --out-dir")
-            if state["world_size"] != info.world_size:
-                raise UserError(f"cannot resume from {ckpt_path} exactly: it was written by {state['world_size']} "
-                                f"process(es), this run has {info.world_size}; use torchrun --nproc_per_node="
-                                f"{state['world_size']} (or the same total over nodes)")
+            from gpt2stream.data.resume import resume_kind
+
+            try:
+                self.data_kind = resume_kind([r["loader"] for r in state["ranks"]], info.world_size,
+                                             cfg.data.num_workers, cfg.train.batch_size)
+            except UserError as e:
+                raise UserError(f"cannot resume from {ckpt_path}: {e}") from None
         if cfg.model.vocab_size != tok.n_vocab:
             raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
                             f"leave vocab_size unset so it is taken from the tokenizer")
         if cfg.train.schedule == "plateau" and not (cfg.data.val_docs and cfg.eval.eval_every):
             raise UserError("--schedule plateau judges the validation loss: it needs --val-docs > 0 and "
                             "--eval-every > 0 (or use --schedule cosine)")
-        self.accum = grad_accum_steps(cfg.train.total_batch_size, cfg.train.batch_size, cfg.data.seq_len,
-                                      info.world_size)
+        if self.data_kind == "legacy":
+            self.accum = grad_accum_steps(cfg.train.total_batch_size, cfg.train.batch_size, cfg.data.seq_len,
+                                          info.world_size)
         dev = info.device
         self.amp = autocast_dtype(cfg.train.dtype, dev)
         self.compile = cfg.train.compile if cfg.train.compile is not None else dev.type == "cuda"
@@ -277,14 +282,17 @@ class Trainer:
             self.step = int(state["step"])
             self.saved_step = self.step
             history = list(state.get("metrics", []))
-        self.loader = TrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
-                                  world_size=info.world_size, seed=cfg.train.seed)
-        if state is not None:
-            self.loader.load_state_dict(state["ranks"][info.rank]["loader"])
+        self.loader = self._make_loader(state)
+        if state is not None and info.rank < len(state["ranks"]):
             restore_rng(state["ranks"][info.rank]["rng"], dev)
-        else:
-            torch.manual_seed(cfg.train.seed + 1000 * info.rank)  # dropout masks differ across ranks
+        else:  # dropout masks differ across ranks (a rank new to a resumed run draws from its own seed)
+            torch.manual_seed(cfg.train.seed + 1000 * info.rank + self.step)
         self.loader_state = self.loader.state_dict()  # the state after the last *completed* step's batches
+        self.doclog = None
+        if cfg.eval.log_docs:
+            from gpt2stream.data.doclog import DocLog
+
+            self.doclog = DocLog(self.out, info.rank, info.world_size, self.step)
         self.val = val_batches(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
                                world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
         self.ckpt_path = ckpt_path if state is not None else None
@@ -295,6 +303,28 @@ class Trainer:
             if tok_spec != "gpt2":
                 shutil.copyfile(tok_spec, self.out / "tokenizer.json")
         self.history = history
+
+    def _make_loader(self, state: dict | None):
+        """This rank's training loader, continuing the checkpoint's stream if there is one."""
+        from gpt2stream.data import TrainLoader
+        from gpt2stream.data.loader import merge_states
+        from gpt2stream.data.loader_legacy import LegacyTrainLoader
+        from gpt2stream.data.streams import accum_steps
+
+        cfg, info = self.cfg, self.info
+        if self.data_kind == "legacy":
+            loader = LegacyTrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=self.tok,
+                                       rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
+            loader.load_state_dict(state["ranks"][info.rank]["loader"])
+            return loader
+        loader = TrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=self.tok, rank=info.rank,
+                             world_size=info.world_size, seed=cfg.train.seed,
+                             total_batch_size=cfg.train.total_batch_size)
+        cfg.data.streams = loader.streams  # chosen once, at the start of the run, and saved with it
+        self.accum = accum_steps(loader.streams, loader.k, info.world_size, cfg.train.batch_size)
+        if state is not None:
+            loader.load_state_dict(merge_states([r["loader"] for r in state["ranks"]]))
+        return loader
 
     def _setup_shared(self) -> None:
         """After every rank's setup succeeded: collective and rank-0 parts (HellaSwag data, metrics, the header)."""
@@ -438,16 +468,28 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def fetch(self, it) -> tuple[list, BaseException | None]:
+        """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches = []
+        self.step_docs = []
+        micros = self.accum if self.data_kind == "legacy" else len(self.loader.micro_sizes)
         self.stops.waiting_for_data = True
         try:
-            for _ in range(self.accum):
+            for _ in range(micros):
                 batches.append(next(it))
+                self.step_docs += getattr(self.loader, "last_docs", [])
         except Exception as e:  # noqa: BLE001 - decided collectively below
             return batches, e
         finally:
             self.stops.waiting_for_data = False
         return batches, None
+
+    def micro_scale(self, rows: int) -> tuple[int, int]:
+        """(num, den) multiplying a micro-batch's mean loss (see streams.loss_scale)."""
+        if self.data_kind == "legacy":
+            return 1, self.accum
+        from gpt2stream.data.streams import loss_scale
+
+        return loss_scale(rows, self.info.world_size, self.loader.blocks)
 
     def stop_for_signal(self, signum: float) -> int:
         self.save()
@@ -495,7 +537,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=info.device)
-            for micro, (x, y) in enumerate(batches):
+            for micro in range(self.accum):
+                # a rank with fewer blocks than the busiest one runs its extra micro-steps with weight 0
+                x, y = batches[micro] if micro < len(batches) else batches[0]
+                num, den = self.micro_scale(x.shape[0]) if micro < len(batches) else (0, 1)
                 x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
                 last = micro == self.accum - 1
                 # DDP averages gradients across ranks in backward; do it once, on the last micro-step
@@ -503,7 +548,8 @@ class Trainer:
                 with sync:
                     with self.autocast():
                         _, loss = self.ddp_model(x, y)
-                    loss = loss / self.accum  # mean over the micro-steps, like one big batch
+                    # weighted by its tokens: summed over micro-steps and averaged over ranks, the step's mean
+                    loss = loss / den if num == 1 else loss * num / den
                     loss.backward()
                 loss_sum += loss.detach()
             D.all_reduce_sum(loss_sum, info)
@@ -523,6 +569,8 @@ class Trainer:
             if info.device_type == "cuda":
                 torch.cuda.synchronize()
             self.step += 1
+            if self.doclog is not None:
+                self.doclog.write(self.step, self.step_docs, self.loader.epoch)
             dt = time.perf_counter() - t0
             step_times.append(dt)
             recent = step_times[1:][-20:] or step_times  # the first step includes warm-up/compilation
@@ -562,6 +610,8 @@ class Trainer:
             loader.close()
         if self.log_file is not None:
             self.log_file.close()
+        if getattr(self, "doclog", None) is not None:
+            self.doclog.close()
 
 
 def train(cfg: Any) -> int:
