@@ -315,7 +315,8 @@ class Trainer:
         if self.data_kind == "legacy":
             loader = LegacyTrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=self.tok,
                                        rank=info.rank, world_size=info.world_size, seed=cfg.train.seed)
-            loader.load_state_dict(state["ranks"][info.rank]["loader"])
+            if state is not None:
+                loader.load_state_dict(state["ranks"][info.rank]["loader"])
             return loader
         loader = TrainLoader(cfg.data, batch_size=cfg.train.batch_size, tokenizer=self.tok, rank=info.rank,
                              world_size=info.world_size, seed=cfg.train.seed,

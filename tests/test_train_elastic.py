@@ -97,3 +97,37 @@ def test_resume_across_layouts_after_kill_9(tmp_path):
     assert docs_by_step(cut) == docs_by_step(full)
     assert_close_lines(train_lines(cut), train_lines(full))
     _epoch_checks(cut, data)
+
+
+# Runs the trainer as before canonical streams (the round-robin loader of state format /1), to write the kind of
+# checkpoint earlier versions wrote.
+AS_BEFORE = ("import gpt2stream.train as T\n_init = T.Trainer.__init__\n"
+             "def init(self, *a, **k):\n    _init(self, *a, **k)\n    self.data_kind = 'legacy'\n"
+             "T.Trainer.__init__ = init\n")
+
+
+@pytest.mark.slow
+def test_checkpoint_from_before_resumes_on_its_own_layout_only(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_train_common import ROOT, env
+
+    def run_as_before(args):
+        script = f"import sys\n{AS_BEFORE}\nimport run_train\nrun_train.main(sys.argv[1:])\n"
+        p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env(),
+                           cwd=ROOT, timeout=240)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
+    common = [*TINY, "--data", str(data), "--num-workers", "2", "--eval-every", "0", "--save-every", "3",
+              "--min-lr", "3e-3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_as_before([*common, "--max-steps", "6", "--out-dir", str(full)])
+    run_as_before([*common, "--max-steps", "3", "--out-dir", str(cut)])
+    bad = run(["--out-dir", str(cut), "--resume", "--num-workers", "1", "--max-steps", "6"], check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "written before elastic resume: it continues only on its own layout (1 process(es) x --num-workers 2" \
+        in bad.stderr, bad.stderr
+    run(["--out-dir", str(cut), "--resume", "--max-steps", "6"])  # its own layout: as before, bit for bit
+    assert train_lines(cut) == train_lines(full)
