@@ -67,7 +67,11 @@ def flag_table(*configs: Any) -> dict[str, tuple[Any, dataclasses.Field]]:
             if dataclasses.is_dataclass(value):
                 walk(value)
             elif not f.name.startswith("_"):
-                table[f.name.replace("_", "-")] = (obj, f)
+                flag = f.name.replace("_", "-")
+                if flag in table:  # two sections with one field name would make one flag set the other silently
+                    other = type(table[flag][0]).__name__
+                    raise ValueError(f"flag --{flag} is defined twice ({other} and {type(obj).__name__})")
+                table[flag] = (obj, f)
 
     for c in configs:
         walk(c)

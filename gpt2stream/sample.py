@@ -489,10 +489,10 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
     try:
         if not run_session(session, prompt, stdin, args, loaded, device):
             return 130  # like a shell: a script running --prompt or piped prompts sees the Ctrl-C
-    except BrokenPipeError:  # e.g. `| head`: the reader left; stop quietly
+    except BrokenPipeError:  # e.g. `| head`: the reader took what it wanted; that is success, as for any filter
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return 0
     return 0
 
 

@@ -128,3 +128,26 @@ def test_help_lists_every_flag_with_its_value_and_meaning():
     assert "transformer blocks" in lines["--n-layer"] and " 4 " in lines["--n-layer"]
     assert "peak learning rate" in lines["--lr"]
     assert len(lines) >= 50
+
+
+def test_a_field_name_in_two_sections_is_refused_not_overwritten():
+    import dataclasses
+
+    from gpt2stream.cli import flag_table
+
+    @dataclasses.dataclass
+    class A:
+        seed: int = 1
+
+    @dataclasses.dataclass
+    class B:
+        seed: int = 2
+
+    @dataclasses.dataclass
+    class Both:
+        a: A = dataclasses.field(default_factory=A)
+        b: B = dataclasses.field(default_factory=B)
+
+    with pytest.raises(ValueError, match=r"--seed is defined twice \(A and B\)"):
+        flag_table(Both())
+    assert set(flag_table(RunConfig())) >= {"max-steps", "seed", "data"}  # the real config has no duplicate

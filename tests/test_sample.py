@@ -475,3 +475,13 @@ def test_ctrl_c_stops_a_non_interactive_run_with_status_130(tiny_hf, tmp_path, m
     assert proc.returncode == 130, err
     assert out.count(b"[interrupted]") == 1 and b"Traceback" not in err, (out[-500:], err)
     assert [ln for ln in transcript.read_text().splitlines() if ln.startswith(">>>")] == [">>> first"]
+
+
+def test_piped_into_head_exits_0(tiny_hf, tmp_path):
+    # head leaves after the first line while samples are still streaming: the writes that follow hit a closed pipe
+    cmd = (f"{sys.executable} {RUN_SAMPLE} --init {tiny_hf} --prompt hi --num-samples 6 --max-new-tokens 64 "
+           f"--temperature 1 --seed 1 --transcript off | head -n 1; echo \"status=${{PIPESTATUS[0]}}\" >&2")
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120, env=_env(tmp_path),
+                       cwd=tmp_path)
+    assert r.stdout.count("\n") == 1, r.stdout
+    assert "status=0" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -255,7 +255,7 @@ def open_source(data_cfg: Any) -> Source:
             return ParquetSource(files, text_col, id_col)
         from gpt2stream.data.text_source import TextSource
 
-        return TextSource(files, text_col, id_col, kind, getattr(data_cfg, "txt_docs", "paragraph"))
+        return TextSource(files, text_col, id_col, kind, getattr(data_cfg, "txt_docs", "file"))
     return _open_hub(data_cfg)
 
 
