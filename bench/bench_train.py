@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from config import load_config  # noqa: E402
-from gpt2stream.metrics import measure_matmul_flops  # noqa: E402
+from gpt2stream.mfu import measure_matmul_flops  # noqa: E402
 from gpt2stream.model import GPT, GPTConfig  # noqa: E402
 
 

@@ -49,7 +49,8 @@ class TrainLoader:
     """
 
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, total_batch_size: int | None = None) -> None:
+                 seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
+                 source: Source | None = None) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
         _check_int("seq_len", data_cfg.seq_len, 1)
@@ -64,10 +65,11 @@ class TrainLoader:
         self.rank = rank
         self.world_size = world_size
         self.seed = seed
+        self.pin_memory = pin_memory  # page-locked batches: host-to-GPU copies with non_blocking=True overlap
         total = total_batch_size if total_batch_size is not None else batch_size * data_cfg.seq_len * world_size
         self.blocks = S.blocks_per_step(total, data_cfg.seq_len)
         asked = int(getattr(data_cfg, "streams", 0) or 0)
-        self.source: Source = open_source(data_cfg)
+        self.source: Source = source if source is not None else open_source(data_cfg)
         # the cut of jsonl/txt files into pieces must not depend on the layout either
         self.plan: Plan = self.source.plan(data_cfg.val_docs, asked or S.MAX_AUTO_STREAMS)
         units = len(self.plan.units)
@@ -191,7 +193,7 @@ class TrainLoader:
         else:
             self._dl = torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=self.num_workers, timeout=stall_timeout(self.cfg),
-                prefetch_factor=2, persistent_workers=False,
+                prefetch_factor=2, persistent_workers=False, pin_memory=self.pin_memory,
             )
             self._it = iter(self._dl)
         return self
@@ -223,6 +225,8 @@ class TrainLoader:
             for c, s in st.items():
                 states[int(c)] = s
         ordered = torch.stack([rows[key] for key in self.order])
+        if self.pin_memory:
+            ordered = ordered.pin_memory()
         self._start, self._states = self._states, states
         self._cur, self._cur_docs, a = [], [], 0
         for size in self.micro_sizes:
@@ -286,22 +290,22 @@ def merge_states(rank_states: list[dict[str, Any]]) -> dict[str, Any]:
     return {**first, "streams": merged, "micro": micro}
 
 
-def val_documents(data_cfg: Any) -> list[str]:
+def val_documents(data_cfg: Any, source: Source | None = None) -> list[str]:
     """The held-out validation texts (usable ones, in order): the first val_docs rows of the last file."""
-    source = open_source(data_cfg)
+    source = source if source is not None else open_source(data_cfg)
     plan = source.plan(data_cfg.val_docs, 1)
     return [r.text for r in source.read_val(plan) if usable(r.text)]
 
 
 def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                num_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                num_tokens: int = 0, source: Source | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's share of the fixed validation set, as (x, y) batches.
 
     The validation documents are packed in order into blocks of seq_len+1 tokens and the first
     ceil(num_tokens / seq_len) blocks are kept (fewer if the held-out documents are short of them). Block j goes to
     rank j % world_size, so the union over ranks is the same set in the same order whatever the world size. Ranks
     may get one block (so possibly one batch) less than others: reduce sums of losses and counts once at the end.
-    Returns [] when val_docs is 0.
+    Returns [] when val_docs is 0. ``source``: the rank's already opened source (else it is opened here).
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("num_tokens", num_tokens, 0)
@@ -311,7 +315,7 @@ def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, w
         return []
     T = data_cfg.seq_len
     want = math.ceil(num_tokens / T)
-    texts = val_documents(data_cfg)
+    texts = val_documents(data_cfg, source)
     packer = Packer(1, T + 1)
     blocks: list[np.ndarray] = []
     eot = int(tokenizer.eot_id)

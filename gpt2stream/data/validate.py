@@ -21,4 +21,4 @@ def stall_timeout(data_cfg: Any) -> float:
     The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
     per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)
     retries = int(getattr(data_cfg, "max_retries", 10) or 10)
-    return max(900.0, 4 * per_request * (retries + 1))
+    return max(900.0, 4 * per_request * (retries + 1)) + float(getattr(data_cfg, "rate_limit_wait", 900.0))
