@@ -72,6 +72,8 @@ class DataConfig:
     seq_len: int = 1024  # tokens per training sequence (T); blocks of T+1 give inputs and shifted targets
     shuffle_buffer: int = 10000  # documents per epoch-seeded shuffle window; 1 = keep order within a unit (row group)
     num_workers: int = 2  # DataLoader worker processes per rank; 0 = read in the training process
+    streams: int = 0  # canonical streams (a divisor of total_batch_size / seq_len); 0 = the largest divisor <= 16
+    block_buffer: int = 8192  # packed blocks mixed together, shared out among the streams; 1 = no block shuffle
     txt_docs: str = "file"  # how a local .txt file splits into documents: "file", "paragraph" or "line"
     val_docs: int = 10000  # documents held out for validation (never trained on)
     max_retries: int = 10  # consecutive failed network requests before the stream gives up
@@ -84,6 +86,8 @@ class DataConfig:
         _check(bool(self.tokenizer), "data", "tokenizer", self.tokenizer, "'gpt2' or a path to tokenizer.json")
         _positive_ints(self, "data", "seq_len", "shuffle_buffer", "max_retries")
         _check(self.num_workers >= 0, "data", "num_workers", self.num_workers, "must be >= 0")
+        _check(self.streams >= 0, "data", "streams", self.streams, "must be >= 0 (0 = automatic)")
+        _positive_ints(self, "data", "block_buffer")
         _check(self.val_docs >= 0, "data", "val_docs", self.val_docs, "must be >= 0")
         _check(self.txt_docs in ("file", "paragraph", "line"), "data", "txt_docs", self.txt_docs,
                "one of file, paragraph, line")
@@ -189,9 +193,14 @@ class RunConfig:
             section.__post_init__()
         _check(self.data.seq_len <= self.model.block_size, "data", "seq_len", self.data.seq_len,
                f"must be <= block_size={self.model.block_size}")
-        per_step = self.train.batch_size * self.data.seq_len
-        _check(self.train.total_batch_size % per_step == 0, "train", "total_batch_size", self.train.total_batch_size,
-               f"must be a multiple of batch_size x seq_len = {per_step} (times the number of processes)")
+        # A step is total_batch_size / seq_len blocks from the canonical streams; any micro-batch and world size
+        # share them out (gpt2stream/data/streams.py).
+        T = self.data.seq_len
+        _check(self.train.total_batch_size % T == 0, "train", "total_batch_size", self.train.total_batch_size,
+               f"must be a multiple of seq_len = {T}")
+        blocks = self.train.total_batch_size // T
+        _check(not self.data.streams or blocks % self.data.streams == 0, "data", "streams", self.data.streams,
+               f"must divide the {blocks} blocks of a step (total_batch_size / seq_len)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -237,7 +246,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Trains in minutes on a 2-core CPU: for demos, smoke tests and the test suite.
     "tiny": {
         "n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128,
-        "seq_len": 128, "shuffle_buffer": 1000, "num_workers": 1, "val_docs": 200,
+        "seq_len": 128, "shuffle_buffer": 1000, "block_buffer": 1024, "num_workers": 1, "val_docs": 200,
         "out_dir": "runs/tiny", "max_steps": 200, "batch_size": 8, "total_batch_size": 2048,
         "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "compile": False,
         "eval_every": 50, "eval_tokens": 16384, "save_every": 100, "sample_every": 100, "sample_tokens": 32,

@@ -58,7 +58,7 @@ def test_unusable_texts_are_skipped_and_counted(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     it = iter_documents(cfg(tmp_path / "a.jsonl"))
     assert list(it) == ["good one", "good two"] and it.skipped == 6
-    loader = loader_for(cfg(tmp_path / "a.jsonl", seq_len=1))
+    loader = loader_for(cfg(tmp_path / "a.jsonl", seq_len=1, block_buffer=1))
     seen = []
     for x, _ in loader:
         seen.append(x.item())
@@ -87,7 +87,7 @@ def test_all_texts_unusable_is_an_error_not_a_hang(tmp_path):
 def test_ten_megabyte_document(tmp_path):
     big = ("All work and no play. " * 500_000)[:10_000_000]
     pq.write_table(pa.table({"text": ["short one", big, "short two"]}), tmp_path / "big.parquet")
-    c = cfg(tmp_path / "big.parquet", seq_len=1023, shuffle_buffer=1)
+    c = cfg(tmp_path / "big.parquet", seq_len=1023, shuffle_buffer=1, block_buffer=1)
     loader = loader_for(c, batch_size=8)
     n, total, state, after = 0, 0, None, []
     for x, _y in loader:
@@ -103,7 +103,7 @@ def test_ten_megabyte_document(tmp_path):
     loader.close()
     stream = len("short one") + 1 + len(big) + 1 + len("short two") + 1
     assert stream <= total < stream + 2 * 8 * 1024  # the whole epoch went through, nothing padded
-    assert state["workers"][0]["tok"] > 300 * 8 * 1024 - 20  # saved in the middle of the big document
+    assert state["streams"][0]["start"]["tok"] > 300 * 8 * 1024 - 20  # saved in the middle of the big document
     again = loader_for(c, batch_size=8)
     again.load_state_dict(state)
     got = [x for _, (x, _y) in zip(range(3), again, strict=False)]
@@ -165,10 +165,14 @@ def test_bad_paths(tmp_path):
         loader_for(cfg(tmp_path / "a.csv"))
 
 
-def test_fewer_units_than_readers_is_refused(tmp_path):
+def test_fewer_units_than_streams_is_refused(tmp_path):
     pq.write_table(pa.table({"text": ["a b c"] * 10}), tmp_path / "one.parquet", row_group_size=5)
-    with pytest.raises(UserError, match="2 row groups but there are 3 readers"):
-        loader_for(cfg(tmp_path / "one.parquet", num_workers=3))
+    with pytest.raises(UserError, match="2 row groups but the run has 4 canonical streams.*--streams 2 or less"):
+        loader_for(cfg(tmp_path / "one.parquet", streams=4), batch_size=4)
+    # automatic: as many streams as the data allows; more workers than streams are not started
+    loader = loader_for(cfg(tmp_path / "one.parquet", num_workers=3), batch_size=4)
+    assert (loader.streams, loader.num_workers) == (2, 2)
+    assert first(loader)[0].shape == (4, 8)
 
 
 def test_val_docs_must_leave_training_data(tmp_path):

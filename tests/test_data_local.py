@@ -4,6 +4,7 @@ iter_documents, and exact resume (through real DataLoader worker processes)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import os
@@ -56,19 +57,19 @@ def parquet_dir(tmp_path: Path, files: int = 2, groups: int = 3, rows: int = 7) 
 
 
 def read_epochs(loader: TrainLoader, epochs: int) -> dict[int, list[tuple[int, int]]]:
-    """Run until every worker of the loader has started epoch ``epochs``; -> epoch -> [(worker, doc number)]."""
+    """Run until every canonical stream of the loader has started epoch ``epochs``; -> epoch -> [(stream, doc)].
+    Each batch is one block holding one document (seq_len=1, one token per document)."""
     out: dict[int, list[tuple[int, int]]] = {}
     done: set[int] = set()
-    slots = max(1, loader.num_workers)
     for n, (x, y) in enumerate(loader):
         assert x.shape == y.shape == (1, 1) and y.item() == 0
-        worker = (loader.state_dict()["next_worker"] - 1) % slots
-        if loader.epoch >= epochs:
-            done.add(worker)
-            if len(done) == slots:
+        [(_, stream)], [(epoch, _id)] = loader.last_blocks, loader.last_docs
+        if epoch >= epochs:
+            done.add(stream)
+            if done == set(loader.mine):
                 break
         else:
-            out.setdefault(loader.epoch, []).append((worker, x.item() - 1))
+            out.setdefault(epoch, []).append((stream, x.item() - 1))
         assert n < 10_000
     loader.close()
     return out
@@ -128,20 +129,36 @@ def test_same_seed_same_order_new_epoch_new_order(tmp_path):
     c = cfg(data, num_workers=2, shuffle_buffer=8)
 
     def run(seed):
-        return read_epochs(TrainLoader(c, batch_size=1, tokenizer=IdTokenizer(), seed=seed), 3)
+        # 2 blocks per step: 2 canonical streams, one per worker process
+        return read_epochs(TrainLoader(c, batch_size=1, tokenizer=IdTokenizer(), seed=seed, total_batch_size=2), 3)
 
     a, b, other = run(1), run(1), run(2)
     assert a == b
     assert a != other
-    for w in (0, 1):  # each worker process derives its own epoch: its order differs between epochs
+    for w in (0, 1):  # each stream derives its own epoch: its order differs between epochs
         e0, e1, e2 = ([d for ww, d in a[e] if ww == w] for e in (0, 1, 2))
         assert e0 != e1 and e1 != e2
     assert sorted(d for _, d in a[0]) == sorted(d for _, d in a[1]) == list(range(60))
 
 
+def test_block_buffer_mixes_blocks_and_keeps_each_once_per_epoch(tmp_path):
+    data = parquet_dir(tmp_path, files=1, groups=3, rows=10)
+    got = read_epochs(TrainLoader(cfg(data, shuffle_buffer=1, block_buffer=8), batch_size=1,
+                                  tokenizer=IdTokenizer()), 2)
+    plain = read_epochs(TrainLoader(cfg(data, shuffle_buffer=1, block_buffer=1), batch_size=1,
+                                    tokenizer=IdTokenizer()), 2)
+    for e in (0, 1):
+        assert sorted(d for _, d in got[e]) == sorted(d for _, d in plain[e]) == list(range(30))
+        assert got[e] != plain[e]
+        # a buffer of 8 blocks: every block leaves within the 8 positions of the buffer it was packed in
+        pos = {d: k for k, (_, d) in enumerate(plain[e])}
+        assert all(k // 8 == pos[d] // 8 for k, (_, d) in enumerate(got[e]))
+
+
 def test_shuffle_buffer_one_keeps_row_order_within_units(tmp_path):
     data = parquet_dir(tmp_path, files=1, groups=3, rows=10)
-    docs = read_epochs(TrainLoader(cfg(data, shuffle_buffer=1), batch_size=1, tokenizer=IdTokenizer()), 1)[0]
+    docs = read_epochs(TrainLoader(cfg(data, shuffle_buffer=1, block_buffer=1), batch_size=1,
+                                   tokenizer=IdTokenizer()), 1)[0]
     order = [d for _, d in docs]
     assert sorted(order) == list(range(30))
     for g in range(3):  # each row group in order, the row groups themselves shuffled
@@ -212,7 +229,7 @@ def _fixture(tmp_path: Path) -> Path:
 
 
 def _resume_cfg(data, workers):
-    return cfg(data, seq_len=32, shuffle_buffer=10, num_workers=workers, val_docs=6)
+    return cfg(data, seq_len=32, shuffle_buffer=10, num_workers=workers, val_docs=6, block_buffer=12)
 
 
 def _run(c, tok, n, state=None):
@@ -242,10 +259,11 @@ def test_resume_is_exact_mid_file_and_across_epochs(tmp_path, workers):
     tok = load_tokenizer("gpt2")
     c = _resume_cfg(_fixture(tmp_path), workers)
     ref, states = _run(c, tok, 90)
-    epochs = [max(w["epoch"] for w in s["workers"] if w) for s in states]
+    epochs = [max(w["epoch"] for w in s["streams"] if w) for s in states]
     assert epochs[-1] >= 2, "fixture should span several epochs"
     cross = next(k for k in range(len(states)) if epochs[k + 6] > epochs[k])  # an epoch starts in the next batches
-    assert all(w["epoch"] == 0 and w["pos"] > 0 for w in states[4]["workers"]), "batch 4 should be mid-file"
+    assert all(w["epoch"] == 0 and w["taken"] > 0 for w in states[4]["streams"]), "batch 4: mid-buffer"
+    assert any(w["buf"] > 0 and w["start"]["pos"] > 0 for s in states[:30] for w in s["streams"]), "mid-window"
     for k in sorted({4, cross, 50}):
         again, _ = _run(c, tok, 12, state=states[k])
         assert _same(again, ref[k + 1 : k + 13]), f"resume after batch {k}"
@@ -282,24 +300,74 @@ loader.close()
     assert out.stdout.split() == want
 
 
-def test_resume_with_other_layout_is_refused(tmp_path):
+def test_resume_refuses_a_changed_stream(tmp_path):
     data = parquet_dir(tmp_path, files=2, groups=3, rows=7)
     loader = TrainLoader(cfg(data, num_workers=2), batch_size=1, tokenizer=IdTokenizer(), seed=1)
     it = iter(loader)
     next(it), next(it)
     sd = loader.state_dict()
     loader.close()
-    for kw, what in [(dict(num_workers=1), "num_workers"), (dict(seq_len=2), "seq_len"),
-                     (dict(shuffle_buffer=9), "shuffle_buffer")]:
+    for kw, what in [(dict(seq_len=2), "seq_len"), (dict(shuffle_buffer=9), "shuffle_buffer"),
+                     (dict(block_buffer=7), "block_buffer"), (dict(val_docs=1), "val_docs")]:
         other = TrainLoader(cfg(data, **{"num_workers": 2, **kw}), batch_size=1, tokenizer=IdTokenizer(), seed=1)
         with pytest.raises(UserError, match=f"cannot resume.*{what}: saved"):
             other.load_state_dict(sd)
-    other = TrainLoader(cfg(data, num_workers=2), batch_size=1, tokenizer=IdTokenizer(), rank=1, world_size=2,
-                        seed=1)
-    with pytest.raises(UserError, match="world_size: saved 1, now 2"):
+    other = TrainLoader(cfg(data), batch_size=1, tokenizer=IdTokenizer(), seed=2)
+    with pytest.raises(UserError, match="seed: saved 1, now 2"):
+        other.load_state_dict(sd)
+    other = TrainLoader(cfg(data), batch_size=1, tokenizer=IdTokenizer(), seed=1, total_batch_size=2)
+    with pytest.raises(UserError, match="blocks_per_step: saved 1, now 2"):
         other.load_state_dict(sd)
     with pytest.raises(UserError, match="not from this version"):
         other.load_state_dict({"format": "something else"})
+    with pytest.raises(UserError, match="before canonical streams"):
+        other.load_state_dict({"format": "gpt2stream.data.TrainLoader/1"})
+
+
+def _steps(loaders, n):
+    """n steps of the global batch from the loaders of all ranks: per step, (i, c) -> block row, and the docs."""
+    out = []
+    its = [iter(ld) for ld in loaders]
+    for _ in range(n):
+        blocks, docs = {}, set()
+        for ld, _it in zip(loaders, its, strict=True):
+            step = ld.next_step()
+            x = torch.cat([torch.cat([mx, my[:, -1:]], 1) for mx, my in step.micro])
+            for key, row in zip(ld.order, x.tolist(), strict=True):
+                blocks[key] = row
+            docs |= set(step.docs)
+        out.append((blocks, docs))
+    for ld in loaders:
+        ld.close()
+    return out
+
+
+def test_resume_on_another_layout_continues_the_same_steps(tmp_path):
+    from gpt2stream.data.loader import merge_states
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    c = _resume_cfg(_fixture(tmp_path), 2)  # 4 blocks of 32 tokens a step: 4 canonical streams
+
+    def make(world, workers, batch):
+        return [TrainLoader(dataclasses.replace(c, num_workers=workers), batch_size=batch, tokenizer=tok, rank=r,
+                            world_size=world, seed=11, total_batch_size=4 * 32) for r in range(world)]
+
+    ref = _steps(make(1, 2, 4), 30)
+    first = make(1, 2, 4)
+    assert _steps(first, 7) == ref[:7]
+    saved = [ld.state_dict() for ld in first]
+    for world, workers, batch in [(2, 1, 3), (4, 0, 1), (3, 3, 2), (1, 0, 4)]:
+        loaders = make(world, workers, batch)
+        for ld in loaders:
+            ld.load_state_dict(merge_states(saved))
+        assert _steps(loaders, 23) == ref[7:], (world, workers, batch)
+    # and from a state written by 4 ranks to 1
+    four = make(4, 0, 1)
+    _steps(four, 12)
+    one = make(1, 1, 5)
+    one[0].load_state_dict(merge_states([ld.state_dict() for ld in four]))
+    assert _steps(one, 18) == ref[12:]
 
 
 def test_docs_seen_and_epoch_counters(tmp_path):
@@ -343,6 +411,7 @@ def test_dataset_pickles_for_spawned_workers(tmp_path):
     loader.close()
     fresh = pickle.loads(pickle.dumps(TrainLoader(c, batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=4)
                                       ._dataset()))
-    got = [x for _, (x, _y, _st) in zip(range(3), fresh, strict=False)]
+    # one item per step: this reader's blocks (seq_len + 1 tokens) in step order (one reader: all of them)
+    got = [blocks[:, :-1] for _, (blocks, _keys, _docs, _st) in zip(range(3), fresh, strict=False)]
     assert all(a.equal(b) for a, b in zip(got, first, strict=True))
-    assert next(iter(later))[0].equal(fourth)
+    assert next(iter(later))[0][:, :-1].equal(fourth)

@@ -150,6 +150,8 @@ class ReaderStream:
         state: dict | None = None,
         shuffle_units: bool = True,
         threads: int = 1,
+        shared: tuple[Background, ThreadPoolExecutor] | None = None,
+        window: int | None = None,
     ) -> None:
         self.source = source
         self.units = units
@@ -159,14 +161,15 @@ class ReaderStream:
         self.block_len = seq_len + 1
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer
-        self.window = window_size(shuffle_buffer)
+        self.window = window if window is not None else window_size(shuffle_buffer)
         self.reader = reader
         self.num_readers = num_readers
         self.shuffle_units = shuffle_units
         self.threads = threads
         self.state = dict(state) if state else fresh_state()
-        self._tok_pool: ThreadPoolExecutor | None = None
-        self._background = Background()
+        # shared: the reader's read thread and tokenizer pool, when it runs several streams (their owner stops them)
+        self._shared = shared is not None
+        self._background, self._tok_pool = shared if shared is not None else (Background(), None)
         self._windows = WindowReader(source, self.window)
 
     def _mine(self, epoch: int) -> list[Unit]:
@@ -198,26 +201,32 @@ class ReaderStream:
         emission position ``start``; the next batch is already being tokenized while this one is packed."""
         batches = []
         for c in range(start, len(emit), TOKENIZE_BATCH):
-            picked = [(c + k, rows[i].text) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
-            batches.append((picked, [t for _, t in picked if usable(t)]))
+            picked = [(c + k, rows[i].text, rows[i].doc_id) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
+            batches.append((picked, [t for _, t, _ in picked if usable(t)]))
         ahead = self._submit(batches[0][1]) if batches else []
         for k, (picked, _good) in enumerate(batches):
             current = ahead
             ahead = self._submit(batches[k + 1][1]) if k + 1 < len(batches) else []
             yield picked, (arr for f in current for arr in f.result())
 
-    def batches(self) -> Iterator[tuple[np.ndarray, dict]]:
+    def batches(self) -> Iterator[tuple[np.ndarray, dict, list[tuple[int, str]]]]:
+        """(block of rows x (seq_len+1) tokens, the state after it, [(epoch, id)] of the documents whose first
+        token is in it), endlessly."""
         try:
             yield from self._batches()
         finally:  # closing the generator (loader.close(), end of a worker) stops the helper threads
             self._windows.cancelled = True
-            self._background.stop(last=self._windows.close)
-            if self._tok_pool is not None:
-                self._tok_pool.shutdown(wait=False, cancel_futures=True)
+            if self._shared:
+                self._background.submit(self._windows.close)
+            else:
+                self._background.stop(last=self._windows.close)
+                if self._tok_pool is not None:
+                    self._tok_pool.shutdown(wait=False, cancel_futures=True)
 
-    def _batches(self) -> Iterator[tuple[np.ndarray, dict]]:
+    def _batches(self) -> Iterator[tuple[np.ndarray, dict, list[tuple[int, str]]]]:
         st = self.state
         packer = Packer(self.rows, self.block_len)
+        starts: list[tuple[int, int, str]] = []  # (offset in the packer's pending tokens, epoch, id) of documents
         resume_pos, resume_tok = st["pos"], st["tok"]
         whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
         used = empty_epochs = 0
@@ -234,7 +243,7 @@ class ReaderStream:
             emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
                                 st["window"])
             for picked, encoded in self._encoded(rows, emit, resume_pos):
-                for pos, text in picked:  # in order, so the counters in each state are exact
+                for pos, text, doc_id in picked:  # in order, so the counters in each state are exact
                     if not usable(text):
                         st["skipped"] += 1
                         continue
@@ -246,9 +255,13 @@ class ReaderStream:
                     else:
                         st["docs"] += 1
                         skip = 0
+                        starts.append((packer.pending, st["epoch"], doc_id))
                     for block in packer.push(arr):
                         st["pos"], st["tok"] = pos, skip + len(arr) - packer.pending
-                        yield block, dict(st)
+                        cut = packer.need
+                        here = [(e, d) for off, e, d in starts if off < cut]
+                        starts = [(off - cut, e, d) for off, e, d in starts if off >= cut]
+                        yield block, dict(st), here
             resume_pos = 0
             if not epoch_ends:
                 st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)
@@ -315,7 +328,7 @@ class PackedDataset(IterableDataset):
             self.states[logical], threads=tokenizer_threads(self.slots),
         )
         try:
-            for block, st in stream.batches():
+            for block, st, _docs in stream.batches():
                 t = torch.from_numpy(block).long()
                 yield t[:, :-1].contiguous(), t[:, 1:].contiguous(), (logical, st)
         except UserError as e:

@@ -1,53 +1,56 @@
-"""What the trainer calls: TrainLoader (endless training batches with exact resume) and val_batches."""
+"""What the trainer calls: TrainLoader (endless training steps with exact resume on any layout) and val_batches."""
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from gpt2stream.data.dataset import PackedDataset, WorkerError
+from gpt2stream.data import streams as S
+from gpt2stream.data.blockbuffer import Docs
+from gpt2stream.data.dataset import WorkerError
+from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.sharding import check_enough_units, num_readers
+from gpt2stream.data.shuffle import stream_block_buffer, stream_window
 from gpt2stream.data.sources import Plan, Source, open_source, usable
+from gpt2stream.data.stepdata import StepDataset
+from gpt2stream.data.validate import check_int as _check_int
+from gpt2stream.data.validate import stall_timeout
+from gpt2stream.data.validate import tokenizer_identity as _tokenizer_identity
 from gpt2stream.errors import DataStreamError, UserError
 
-STATE_FORMAT = "gpt2stream.data.TrainLoader/1"
-# The fields that must match for a saved state to mean the same stream.
-_MUST_MATCH = ("data", "data_config", "split", "text_column", "txt_docs", "seq_len", "batch_size", "shuffle_buffer",
-               "val_docs", "seed", "tokenizer", "world_size", "num_workers", "rank", "num_units")
+__all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]
+
+STATE_FORMAT = "gpt2stream.data.TrainLoader/2"
+# The fields that must match for a saved state to mean the same global batch sequence. The world size, the
+# DataLoader workers and the micro-batch are not among them: they only decide who computes which block.
+MUST_MATCH = ("data", "data_config", "split", "text_column", "txt_docs", "seq_len", "shuffle_buffer", "block_buffer",
+              "val_docs", "seed", "tokenizer", "num_units", "streams", "blocks_per_step")
 
 
-def _tokenizer_identity(tok: Any) -> str:
-    return str(getattr(tok, "identity", type(tok).__name__))
+class StepBatch(NamedTuple):
+    """One rank's share of an optimizer step: its micro-batches (x, y) in step order, and (epoch, id) of the
+    documents whose first token is in its blocks."""
 
-
-def _check_int(name: str, value: Any, lo: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
-        raise UserError(f"{name} must be an integer >= {lo}, got {value!r}")
-
-
-def stall_timeout(data_cfg: Any) -> float:
-    """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it.
-    The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
-    per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)
-    retries = int(getattr(data_cfg, "max_retries", 10) or 10)
-    return max(900.0, 4 * per_request * (retries + 1)) + float(getattr(data_cfg, "rate_limit_wait", 900.0))
+    micro: list[tuple[torch.Tensor, torch.Tensor]]
+    docs: Docs
 
 
 class TrainLoader:
-    """Endless (x, y) training batches for one rank; ``state_dict()`` resumes them exactly.
+    """Endless training batches for one rank; ``state_dict()`` resumes them exactly, on any layout.
 
-    Each reader (this rank x DataLoader worker) yields whole batches with its own state attached; batch i comes from
-    worker i % W, so the loader remembers the last state of every worker and which one is next.
-    Resuming with another world size, worker count, batch size, sequence length, seed, shuffle buffer, tokenizer or
-    data is refused with a UserError: those change which documents each reader owns.
+    Optimizer step s trains the same ``total_batch_size / seq_len`` blocks whatever the world size, DataLoader
+    workers or micro-batch (streams.py). This rank's blocks of a step come as micro-batches of ``batch_size`` rows
+    (the last one may be smaller): iterate the loader for micro-batches, or call ``next_step()`` for a whole step.
+    ``total_batch_size`` defaults to one micro-batch per rank per step.
     """
 
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, pin_memory: bool = False, source: Source | None = None) -> None:
+                 seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
+                 source: Source | None = None) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
         _check_int("seq_len", data_cfg.seq_len, 1)
@@ -63,80 +66,127 @@ class TrainLoader:
         self.world_size = world_size
         self.seed = seed
         self.pin_memory = pin_memory  # page-locked batches: host-to-GPU copies with non_blocking=True overlap
-        self.num_workers = data_cfg.num_workers
-        self.slots = max(1, self.num_workers)
-        readers = num_readers(world_size, self.num_workers)
+        total = total_batch_size if total_batch_size is not None else batch_size * data_cfg.seq_len * world_size
+        self.blocks = S.blocks_per_step(total, data_cfg.seq_len)
+        asked = int(getattr(data_cfg, "streams", 0) or 0)
         self.source: Source = source if source is not None else open_source(data_cfg)
-        self.plan: Plan = self.source.plan(data_cfg.val_docs, readers)
-        what = "row groups" if self.source.kind == "parquet" else "pieces"
-        check_enough_units(len(self.plan.units), readers, what)
-        self._states: list[dict | None] = [None] * self.slots
-        self._next = 0
+        # the cut of jsonl/txt files into pieces must not depend on the layout either
+        self.plan: Plan = self.source.plan(data_cfg.val_docs, asked or S.MAX_AUTO_STREAMS)
+        units = len(self.plan.units)
+        self.streams = asked or S.default_streams(self.blocks, units)
+        if units < self.streams:
+            what = "row groups" if self.source.kind == "parquet" else "pieces"
+            raise UserError(f"the training data has {units} {what} but the run has {self.streams} canonical "
+                            f"streams, each needing at least one; use --streams {units} or less (a divisor of "
+                            f"{self.blocks}), or more / larger data files")
+        self.k = S.check_streams(self.streams, self.blocks, world_size)
+        self.block_buffer = int(getattr(data_cfg, "block_buffer", 1))
+        self.mine = S.rank_streams(self.streams, world_size, rank)
+        self.num_workers = S.effective_workers(data_cfg.num_workers, self.mine)
+        self.readers = S.worker_streams(self.mine, data_cfg.num_workers)
+        self.order = S.step_order(self.mine, self.streams, self.k)
+        self.micro_sizes = S.micro_sizes(len(self.order), batch_size)
+        self._states: list[dict | None] = [None] * self.streams  # after the last step fetched
+        self._start: list[dict | None] = list(self._states)  # at the start of the step being handed out
+        self._cur: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # micro-batches of that step
+        self._cur_docs: list[Docs] = []
+        self._micro = 0  # micro-batches of that step already handed out
+        self._skip = 0  # micro-batches to skip on the next step fetched (a state saved mid-step)
+        self.last_docs: Docs = []  # of the micro-batch (or step) handed out last
+        self.last_blocks: list[tuple[int, int]] = []  # (i, stream) of the rows of the micro-batch handed out last
         self._it = None
         self._dl = None
 
     # -- identity of the stream -----------------------------------------------------------------------------------
-    def _fingerprint(self) -> dict[str, Any]:
+    def fingerprint(self) -> dict[str, Any]:
         c = self.cfg
         return {
             "data": str(c.data), "data_config": str(getattr(c, "data_config", "")), "split": str(c.split),
             "text_column": c.text_column, "txt_docs": str(getattr(c, "txt_docs", "")), "seq_len": c.seq_len,
-            "batch_size": self.batch_size, "shuffle_buffer": c.shuffle_buffer, "val_docs": c.val_docs,
-            "seed": self.seed, "tokenizer": _tokenizer_identity(self.tokenizer), "world_size": self.world_size,
-            "num_workers": self.num_workers, "rank": self.rank, "num_units": len(self.plan.units),
+            "shuffle_buffer": c.shuffle_buffer, "block_buffer": self.block_buffer, "val_docs": c.val_docs,
+            "seed": self.seed, "tokenizer": _tokenizer_identity(self.tokenizer), "num_units": len(self.plan.units),
+            "streams": self.streams, "blocks_per_step": self.blocks,
         }
+
+    def layout(self) -> dict[str, int]:
+        return {"world_size": self.world_size, "rank": self.rank, "num_workers": self.cfg.num_workers,
+                "batch_size": self.batch_size}
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Exact position after the last batch handed out: plain python, safe for torch.load(weights_only=True)."""
+        """Exact position after the last batch handed out: plain python, safe for torch.load(weights_only=True).
+        ``streams`` holds the state of this rank's canonical streams (None for the others)."""
+        states = self._start if self._micro else self._states
         return {
             "format": STATE_FORMAT,
-            "fingerprint": self._fingerprint(),
-            "next_worker": self._next,
-            "workers": [dict(s) if s else None for s in self._states],
+            "fingerprint": self.fingerprint(),
+            "layout": self.layout(),
+            "streams": [copy.deepcopy(s) for s in states],
+            "micro": self._micro,
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        """Continue from a state: this loader's, or one merged from every rank's (merge_states), on any layout."""
         if self._it is not None:
             raise RuntimeError("load_state_dict must be called before iterating the TrainLoader")
+        if isinstance(sd, dict) and sd.get("format") == LEGACY_FORMAT:
+            raise UserError("the checkpoint's data-loader state was written before canonical streams; it resumes "
+                            "only with LegacyTrainLoader on the layout that wrote it")
         if not isinstance(sd, dict) or sd.get("format") != STATE_FORMAT:
             raise UserError("the checkpoint's data-loader state is not from this version of gpt2stream; "
                             "start a new run or resume with the version that wrote it")
-        saved, now = sd["fingerprint"], self._fingerprint()
-        diff = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in _MUST_MATCH if saved.get(k) != now[k]]
+        saved, now = sd["fingerprint"], self.fingerprint()
+        diff = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in MUST_MATCH if saved.get(k) != now[k]]
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +
                             "); resume with the same settings, or start a new run")
-        workers = sd["workers"]
-        if len(workers) != self.slots:
-            raise UserError(f"the saved data state has {len(workers)} workers, this loader {self.slots}")
-        self._states = [dict(s) if s else None for s in workers]
-        self._next = int(sd["next_worker"]) % self.slots
+        saved_streams = sd["streams"]
+        mine = [saved_streams[c] for c in self.mine]
+        if any(s is None for s in mine) and any(s is not None for s in saved_streams):
+            missing = [c for c in self.mine if saved_streams[c] is None]
+            raise UserError(f"the saved data state lacks canonical streams {missing}; merge the states of all "
+                            f"ranks of the checkpoint (merge_states) before loading")
+        micro = int(sd.get("micro", 0))
+        if micro and sd.get("layout") != self.layout():
+            raise UserError(f"the data state was saved in the middle of a step ({micro} micro-batches in) on "
+                            f"layout {sd.get('layout')}; it resumes only on that layout")
+        self._states = [copy.deepcopy(s) if c in self.mine else None for c, s in enumerate(saved_streams)]
+        self._start = list(self._states)
+        self._skip = micro
 
     @property
     def epoch(self) -> int:
-        """Epoch of the reader that produced the last batch (readers cross epoch boundaries independently)."""
-        last = self._states[(self._next - 1) % self.slots]
-        return int(last["epoch"]) if last else 0
+        """The highest epoch among this rank's blocks handed out last (streams cross epochs independently)."""
+        return max((int(s["epoch"]) for s in self._current_states() if s), default=0)
+
+    def stream_epoch(self, stream: int) -> int:
+        """The epoch of the block canonical stream ``stream`` handed out last (one of this rank's)."""
+        st = self._current_states()[stream]
+        return int(st["epoch"]) if st else 0
+
+    def _current_states(self) -> list[dict | None]:
+        return self._start if self._micro else self._states
 
     @property
     def docs_seen(self) -> int:
-        return sum(int(s["docs"]) for s in self._states if s)
+        return sum(int(s["docs"]) for s in self._current_states() if s)
 
     @property
     def docs_skipped(self) -> int:
-        return sum(int(s["skipped"]) for s in self._states if s)
+        return sum(int(s["skipped"]) for s in self._current_states() if s)
 
     # -- iteration ------------------------------------------------------------------------------------------------
-    def _dataset(self) -> PackedDataset:
-        return PackedDataset(
-            self.source, self.plan.units, self.tokenizer, self.batch_size, self.cfg.seq_len, self.seed,
-            self.cfg.shuffle_buffer, self.rank, self.world_size, self.num_workers,
-            states=list(self._states), offset=self._next,
-        )
+    def _dataset(self) -> StepDataset:
+        c = self.cfg
+        return StepDataset(self.source, self.plan.units, self.tokenizer, c.seq_len, self.seed, c.shuffle_buffer,
+                           stream_window(c.shuffle_buffer, self.streams),
+                           stream_block_buffer(self.block_buffer, self.streams), self.streams, self.k,
+                           self.readers, list(self._states))
 
     def __iter__(self) -> TrainLoader:
         self.close()
+        if self._micro:  # stopped in the middle of a step: fetch that step again and skip what was handed out
+            self._states, self._skip, self._micro, self._cur = list(self._start), self._micro, 0, None
         ds = self._dataset()
         if self.num_workers == 0:
             self._it = iter(ds)
@@ -148,9 +198,7 @@ class TrainLoader:
             self._it = iter(self._dl)
         return self
 
-    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._it is None:
-            iter(self)
+    def _item(self):
         try:
             item = next(self._it)
         except RuntimeError as e:
@@ -161,12 +209,57 @@ class TrainLoader:
         if isinstance(item, WorkerError):
             self.close()
             item.reraise()
-        x, y, (logical, st) = item
-        self._states[logical] = st
-        self._next = (logical + 1) % self.slots
-        if self.pin_memory and self.num_workers == 0:  # with workers the DataLoader's pin thread did it
-            x, y = x.pin_memory(), y.pin_memory()
+        return item
+
+    def _fetch(self) -> None:
+        """The next step's blocks from every reader, in step order, cut into micro-batches."""
+        if self._it is None:
+            iter(self)
+        rows: dict[tuple[int, int], torch.Tensor] = {}
+        docs: dict[tuple[int, int], Docs] = {}
+        states = list(self._states)
+        for _ in range(max(1, self.num_workers)):
+            blocks, keys, block_docs, st = self._item()
+            for n, key in enumerate(keys):
+                rows[tuple(key)], docs[tuple(key)] = blocks[n], [tuple(d) for d in block_docs[n]]
+            for c, s in st.items():
+                states[int(c)] = s
+        ordered = torch.stack([rows[key] for key in self.order])
+        if self.pin_memory:
+            ordered = ordered.pin_memory()
+        self._start, self._states = self._states, states
+        self._cur, self._cur_docs, a = [], [], 0
+        for size in self.micro_sizes:
+            t = ordered[a : a + size]
+            self._cur.append((t[:, :-1].contiguous(), t[:, 1:].contiguous()))
+            self._cur_docs.append([d for key in self.order[a : a + size] for d in docs[key]])
+            a += size
+        self._micro, self._skip = self._skip, 0
+
+    def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._cur is None or self._micro >= len(self._cur):
+            self._fetch()
+        x, y = self._cur[self._micro]
+        self.last_docs = self._cur_docs[self._micro]
+        a = sum(self.micro_sizes[: self._micro])
+        self.last_blocks = self.order[a : a + self.micro_sizes[self._micro]]
+        self._micro += 1
+        if self._micro == len(self._cur):
+            self._micro, self._cur = 0, None
         return x, y
+
+    def next_step(self) -> StepBatch:
+        """This rank's whole next step (call at a step boundary)."""
+        if self._cur is not None:
+            raise RuntimeError("next_step() in the middle of a step handed out by next()")
+        micro, docs = [], []
+        while True:
+            micro.append(next(self))
+            docs += self.last_docs
+            if self._cur is None:
+                break
+        self.last_docs = docs
+        return StepBatch(micro, docs)
 
     def close(self) -> None:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
@@ -181,6 +274,20 @@ class TrainLoader:
             self.close()
         except Exception:
             pass
+
+
+def merge_states(rank_states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One loader state holding every canonical stream, from the states of all ranks of a checkpoint."""
+    first = rank_states[0]
+    merged = [None] * len(first["streams"])
+    for sd in rank_states:
+        if sd.get("fingerprint") != first.get("fingerprint"):
+            raise UserError("the checkpoint's ranks disagree about the data stream; the checkpoint is corrupt")
+        for c, s in enumerate(sd["streams"]):
+            if s is not None:
+                merged[c] = s
+    micro = max(int(sd.get("micro", 0)) for sd in rank_states)
+    return {**first, "streams": merged, "micro": micro}
 
 
 def val_documents(data_cfg: Any, source: Source | None = None) -> list[str]:

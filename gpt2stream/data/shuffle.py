@@ -29,3 +29,33 @@ def window_order(n: int, shuffle_buffer: int, seed: int, epoch: int, reader: int
         return list(range(n))
     rng = np.random.default_rng([_DOC_SALT, seed, epoch, reader, window])
     return rng.permutation(n).tolist()
+
+
+_BLOCK_SALT = 0xB10C
+
+
+def stream_window(shuffle_buffer: int, streams: int) -> int:
+    """Documents per shuffle window of one canonical stream: --shuffle-buffer is shared out among the streams
+    (1 = no document shuffle).
+
+    >>> stream_window(10000, 16), stream_window(1, 16)
+    (625, 1)
+    """
+    return -(-shuffle_buffer // streams) if shuffle_buffer > 1 else 1
+
+
+def stream_block_buffer(block_buffer: int, streams: int) -> int:
+    """Blocks in one canonical stream's block buffer: --block-buffer shared out among the streams (>= 1)."""
+    return max(1, block_buffer // streams)
+
+
+def block_order(n: int, buffer_blocks: int, seed: int, stream: int, buffer: int) -> list[int]:
+    """The order in which the ``n`` packed blocks of one block buffer of a stream are emitted.
+
+    >>> block_order(3, buffer_blocks=1, seed=0, stream=0, buffer=0)
+    [0, 1, 2]
+    """
+    if buffer_blocks <= 1:
+        return list(range(n))
+    rng = np.random.default_rng([_BLOCK_SALT, seed, stream, buffer])
+    return rng.permutation(n).tolist()

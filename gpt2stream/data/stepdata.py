@@ -1,0 +1,76 @@
+"""The IterableDataset of one physical reader (a rank in-process, or one of its DataLoader workers): it runs the
+canonical streams it was given and yields, per optimizer step, their blocks of that step.
+
+Item per step: ``(blocks (n, seq_len+1) int64 tensor, [(i, c)] of each row, [docs of each row], {c: state})``.
+DataLoader hands items out worker 0, 1, ..., W-1, 0, ...; since every worker yields exactly one item per step,
+the rank's loader takes W consecutive items as one step.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from gpt2stream.data.blockbuffer import BufferedStream
+from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
+from gpt2stream.data.sources import Source, Unit
+from gpt2stream.errors import UserError
+
+
+class StepDataset(IterableDataset):
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, seq_len: int, seed: int,
+                 shuffle_buffer: int, window: int, buffer_blocks: int, streams: int, k: int,
+                 readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None) -> None:
+        super().__init__()
+        self.source = source
+        self.units = units
+        self.tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.window = window
+        self.buffer_blocks = buffer_blocks
+        self.streams = streams
+        self.k = k
+        self.readers = readers  # the stream lists of this rank's readers
+        self.states = states  # per canonical stream (None = fresh)
+        self.threads = threads_per_reader or tokenizer_threads(len(readers))
+
+    def _stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor]) -> BufferedStream:
+        def make_reader(doc_state: dict | None) -> ReaderStream:
+            return ReaderStream(self.source, self.units, self.tokenizer, 1, self.seq_len, self.seed,
+                                self.shuffle_buffer, c, self.streams, doc_state, threads=self.threads, shared=shared,
+                                window=self.window)
+
+        return BufferedStream(make_reader, c, self.seed, self.buffer_blocks, self.states[c])
+
+    def __iter__(self):
+        info = get_worker_info()
+        mine = self.readers[info.id if info is not None else 0]
+        background = Background()
+        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+        gens = [self._stream(c, (background, pool)).blocks() for c in mine]
+        try:
+            while True:
+                rows, keys, docs, states = [], [], [], {}
+                for c, gen in zip(mine, gens, strict=True):
+                    for i in range(self.k):
+                        block, d, st = next(gen)
+                        rows.append(block)
+                        keys.append((i, c))
+                        docs.append(d)
+                        states[c] = st
+                yield torch.from_numpy(np.stack(rows)).long(), keys, docs, states
+        except UserError as e:
+            if info is None:
+                raise
+            yield WorkerError(type(e).__name__, str(e))
+        finally:
+            for gen in gens:
+                gen.close()
+            background.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
