@@ -130,7 +130,8 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, so
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
     loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                         world_size=info.world_size, seed=t.seed, pin_memory=dev.type == "cuda", source=source)
+                         world_size=info.world_size, seed=t.seed, total_batch_size=t.total_batch_size,
+                         pin_memory=dev.type == "cuda", source=source)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                       world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
