@@ -22,6 +22,7 @@ from typing import TextIO
 import torch
 
 from gpt2stream.errors import UserError
+from gpt2stream.generate import generate_stream
 
 EOT_TEXT = "<|endoftext|>"
 _OFF = {"off", "none", "0", ""}
@@ -256,9 +257,9 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
     if len(given) > 1:
         raise UserError(f"give only one of --out-dir, --ckpt, --init (got {' and '.join(given)})")
     if init:
-        from gpt2stream.model import GPT
+        from gpt2stream.hf_interop import load_hf_gpt2
 
-        model = GPT.from_pretrained(init)
+        model = load_hf_gpt2(init)
         spec = tokenizer or _init_tokenizer(init)
         label, run_dir, identity = f"--init {init}", None, None
     else:
@@ -314,8 +315,8 @@ def stream_tokens(model, ids: list[int], settings: SampleSettings, eot_id: int, 
     """Yield new token ids for one sample; <|endoftext|> ends it (not yielded) when settings.stop_at_eot."""
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    for nxt in model.generate_stream(
-        idx, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
+    for nxt in generate_stream(
+        model, idx, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
         top_p=settings.top_p, stop_token=eot_id if settings.stop_at_eot else None, generator=generator,
         use_cache=use_cache,
     ):

@@ -249,7 +249,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)  # identical init on every rank (DDP also broadcasts rank 0's weights)
         m = cfg.model
         model = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                              vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
+                              vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout),
+                    activation_checkpointing=cfg.train.activation_checkpointing)
         if state is not None:
             model.load_state_dict(state["model"])
         model.to(dev)
@@ -387,12 +388,14 @@ class Trainer:
         self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} ({r['n']} examples)")
 
     def sample(self) -> str:
+        from gpt2stream.generate import generate_stream
+
         g = torch.Generator(device=self.info.device).manual_seed(self.cfg.train.seed + self.step)
         idx = torch.tensor([[self.tok.eot_id]], device=self.info.device)  # start a fresh document
         self.model.eval()
         with self.autocast():
-            ids = [int(t) for t in self.model.generate_stream(idx, self.cfg.eval.sample_tokens, temperature=1.0,
-                                                               top_k=50, generator=g)]
+            ids = [int(t) for t in generate_stream(self.model, idx, self.cfg.eval.sample_tokens, temperature=1.0,
+                                                         top_k=50, generator=g)]
         self.model.train()
         return self.tok.decode(ids)
 

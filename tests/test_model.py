@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpt2stream.model import GPT, GPTConfig, sample_next
+from gpt2stream.generate import KVCache, generate, sample_next
+from gpt2stream.model import GPT, GPTConfig
 
 
 def tiny(**kw) -> GPTConfig:
@@ -40,10 +41,10 @@ def test_padded_vocab_is_never_scored_or_sampled():
     with torch.no_grad():  # make the padding rows irresistible: they must still not appear
         model.transformer.wte.weight[101:] = 100.0
     idx = torch.randint(0, 101, (2, 8))
-    logits, loss = model(idx, idx)
+    logits, loss = model(idx, idx, return_logits=True)
     assert logits.shape == (2, 8, 101)
     assert torch.isfinite(loss)
-    out = model.generate(idx, 6, temperature=1.0)
+    out = generate(model, idx, 6, temperature=1.0)
     assert int(out.max()) < 101
 
 
@@ -54,7 +55,7 @@ def test_loss_ignores_minus_one_targets():
     tgt = idx.clone()
     _, full = model(idx, tgt)
     tgt[0, 4:] = -1
-    logits, part = model(idx, tgt)
+    logits, part = model(idx, tgt, return_logits=True)
     ref = torch.nn.functional.cross_entropy(logits[0, :4], tgt[0, :4])
     assert torch.allclose(part, ref, atol=1e-6) and not torch.allclose(part, full)
 
@@ -64,14 +65,12 @@ def test_kv_cache_logits_and_greedy_equal_recomputation():
     model = GPT(tiny()).eval()
     idx = torch.randint(0, 101, (2, 5))
     # 30 new tokens: past the 16-token context, so the window slides too
-    cached = model.generate(idx, 30, temperature=0.0, use_cache=True)
-    plain = model.generate(idx, 30, temperature=0.0, use_cache=False)
+    cached = generate(model, idx, 30, temperature=0.0, use_cache=True)
+    plain = generate(model, idx, 30, temperature=0.0, use_cache=False)
     assert torch.equal(cached, plain)
     # logits of every step agree within 1e-4
-    from gpt2stream.model import KVCache
-
     seq = cached[:, :16]
-    cache = KVCache(model.config, 2, torch.device("cpu"), torch.float32)
+    cache = KVCache(model.config, 2, torch.device("cpu"))
     with torch.no_grad():
         full, _ = model(seq)
         model(seq[:, :7], cache=cache)
@@ -84,8 +83,8 @@ def test_sampling_is_reproducible_with_a_seed_and_respects_top_k_top_p():
     torch.manual_seed(0)
     model = GPT(tiny()).eval()
     idx = torch.zeros(1, 1, dtype=torch.long)
-    a = model.generate(idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
-    b = model.generate(idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    a = generate(model, idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
+    b = generate(model, idx, 10, temperature=1.0, top_k=5, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
     logits = torch.tensor([[0.0, 5.0, 4.0, -1.0]])
     g = torch.Generator().manual_seed(0)
@@ -99,8 +98,8 @@ def test_stop_token_ends_generation():
     torch.manual_seed(0)
     model = GPT(tiny()).eval()
     idx = torch.zeros(1, 3, dtype=torch.long)
-    greedy_first = int(model.generate(idx, 1, temperature=0.0)[0, -1])
-    out = model.generate(idx, 10, temperature=0.0, stop_token=greedy_first)
+    greedy_first = int(generate(model, idx, 1, temperature=0.0)[0, -1])
+    out = generate(model, idx, 10, temperature=0.0, stop_token=greedy_first)
     assert out.shape[1] == 4
 
 
