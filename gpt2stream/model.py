@@ -6,7 +6,7 @@ import/export (hf_interop.py) is a rename plus a transpose of the Conv1D weights
 The token embedding is padded to a multiple of ``vocab_multiple`` (50257 -> 50304) because matmuls with a round
 dimension are faster on GPUs. The padded columns are never a prediction: the loss is taken over the padded width
 with those columns' logits at -inf (an LM-head bias, so the logits are not copied), and logits handed out are a
-view of the real ``vocab_size`` columns.
+view of the real ``vocab_size`` columns. The loss (cross_entropy.py) keeps one (B, T, Vp) tensor for backward.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
+
+from gpt2stream.cross_entropy import cross_entropy
 
 
 @dataclass
@@ -186,7 +188,7 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x)[..., :V], None  # (B, T, V): a view, no copy
         logits = F.linear(x, self.lm_head.weight, self._vocab_bias(x))  # (B, T, Vp), padded columns at -inf
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-1)
+        loss = cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)  # fp32, lean backward
         return (logits[..., :V] if return_logits else None), loss
 
     def _vocab_bias(self, x: torch.Tensor) -> torch.Tensor | None:
