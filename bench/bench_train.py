@@ -22,6 +22,7 @@ under torch's memory profiler on CPU); the largest loss difference over the step
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -236,8 +237,10 @@ def time_trainer(tokens_file: Path, steps: int, warmup: int, dtype: str, compile
                            "--max-steps", str(steps), "--dtype", dtype, "--compile" if compiled else "--no-compile",
                            "--eval-every", "0", "--save-every", "0", "--sample-every", "0", "--val-docs", "10",
                            "--eval-tokens", "128", "--log-every", "1000", "--device", "cpu"])
-        if train(cfg) != 0:
-            raise SystemExit("error: the trainer run failed")
+        with open(f"{d}/stdout.txt", "w") as log, contextlib.redirect_stdout(log):  # its log lines
+            code = train(cfg)
+        if code != 0:
+            raise SystemExit(f"error: the trainer run failed (exit {code})")
         ms = [json.loads(line)["ms"] for line in Path(f"{d}/run/metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
     return [m / 1000 for m in ms[warmup:]]
@@ -259,7 +262,7 @@ def run_config(shape_name: str, compiled: bool, dtype: str, a: argparse.Namespac
     torch._dynamo.reset()  # no graphs (or dynamic-shape decisions) carried over from another configuration
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     losses: dict[str, list[float]] = {}
-    for _ in range(a.rounds):  # alternate the sides, so both see the same machine load on average
+    for _ in range(0 if a.no_timing else a.rounds):  # alternate the sides: both see the same load on average
         for side in ("ours", "ref"):
             model, opt = build(side, shape, init, ref_vocab)
             t, lo = train_steps(model, opt, tokens, shape, a.steps, dtype, compiled)
@@ -268,6 +271,13 @@ def run_config(shape_name: str, compiled: bool, dtype: str, a: argparse.Namespac
             del model, opt
     tok_step = shape["B"] * shape["T"] * shape["accum"]
     r: dict = {"shape": shape_name, "mode": "compiled" if compiled else "eager", "dtype": dtype}
+    if not a.no_memory:
+        for side in ("ours", "ref"):
+            r[f"{side}_peak_mb"] = peak_of_two_steps(side, shape, init, tokens, dtype, compiled,
+                                                     ref_vocab) / 2**20
+        r["peak_ratio"] = r["ours_peak_mb"] / r["ref_peak_mb"]
+    if a.no_timing:
+        return r
     for side in ("ours", "ref"):
         r[f"{side}_tok_s"] = tok_step / min(times[side])
         r[f"{side}_tok_s_median"] = tok_step / statistics.median(times[side])
@@ -284,15 +294,13 @@ def run_config(shape_name: str, compiled: bool, dtype: str, a: argparse.Namespac
         r["trainer_ratio"] = r["trainer_tok_s"] / r["ref_tok_s"]
     r["max_loss_diff"] = (max(abs(p - q) for p, q in zip(losses["ours"], losses["ref"], strict=True))
                           if a.ref_vocab == "real" else math.nan)
-    if not a.no_memory:
-        for side in ("ours", "ref"):
-            r[f"{side}_peak_mb"] = peak_of_two_steps(side, shape, init, tokens, dtype, compiled,
-                                                                 ref_vocab) / 2**20
-        r["peak_ratio"] = r["ours_peak_mb"] / r["ref_peak_mb"]
     return r
 
 
 def show(r: dict) -> str:
+    if "ratio" not in r:
+        return (f"{r['shape']:5s} {r['mode']:8s} {r['dtype']:8s} | peak {r['ours_peak_mb']:7,.0f} vs "
+                f"{r['ref_peak_mb']:7,.0f} MB = {r['peak_ratio']:.2f}x")
     mem = (f" | peak {r['ours_peak_mb']:7,.0f} vs {r['ref_peak_mb']:7,.0f} MB = {r['peak_ratio']:.2f}x"
            if "peak_ratio" in r else "")
     if "trainer_ratio" in r:
@@ -315,6 +323,7 @@ def main() -> None:
     ap.add_argument("--trainer", action="store_true",
                     help="tiny shape: also time gpt2stream.train.train() itself against the reference step")
     ap.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
+    ap.add_argument("--no-timing", action="store_true", help="peak memory only (it does not depend on the load)")
     ap.add_argument("--json", default="", help="also write the results to this file")
     a = ap.parse_args()
     lists = {"shapes": (a.shapes, SHAPES), "modes": (a.modes, ("eager", "compiled")),
@@ -325,6 +334,8 @@ def main() -> None:
         bad = [v for v in chosen[name] if v not in allowed]
         if bad or not chosen[name]:
             ap.error(f"--{name} {given!r}: choose from {', '.join(allowed)}")
+    if a.no_memory and a.no_timing:
+        ap.error("--no-memory with --no-timing leaves nothing to measure")
     if not 0 <= a.warmup < a.steps:
         ap.error(f"--warmup {a.warmup} must be in [0, --steps {a.steps})")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; reference vocab {a.ref_vocab}", flush=True)
