@@ -113,6 +113,7 @@ class TrainConfig:
     dtype: str = "auto"  # autocast dtype: "auto" (bfloat16 on CUDA, float32 elsewhere), "bfloat16", "float32"
     compile: bool | None = None  # torch.compile the model; None = on for CUDA only
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, one more forward
+    deterministic: bool = False  # deterministic kernels (cuBLAS, embedding backward, no Inductor autotuning): slower
     resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
 
     def __post_init__(self) -> None:

@@ -1,11 +1,12 @@
-"""Checkpoints: atomic save, keep-last-K, find the newest valid one, and load a model for sampling/eval.
+"""Checkpoints: the file format and key names, atomic save, keep-last-K, the choice of the file to resume (newest
+valid one, with fallback) and the one compatibility check. gpt2stream/loading.py turns one into a model.
 
 Layout (inside the run directory)::
 
     checkpoints/step_00000100.pt     one file per checkpoint, written by rank 0
     checkpoints/.tmp-step_...pt.PID   a save in progress (never read; removed by the next save)
 
-A checkpoint is a ``torch.save`` dict (see ``CheckpointState`` keys below) holding the model, optimizer and schedule
+A checkpoint is a ``torch.save`` dict (built by ``assemble``, keys below) holding the model, optimizer and schedule
 state, the step and tokens seen, every rank's data-loader and RNG state, the resolved config, the tokenizer identity
 and the metrics history the plots need. It is written to a temporary file in the same directory, fsynced, and renamed
 over its final name (then the directory is fsynced), so a crash or a full disk at any moment leaves either the
@@ -19,8 +20,9 @@ import os
 import pickle
 import re
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -31,6 +33,39 @@ VERSION = 1
 CKPT_DIR = "checkpoints"
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 REQUIRED_KEYS = ("format", "version", "step", "tokens_seen", "model", "optimizer", "config", "ranks")
+SHARED_PARTS = ("model", "optimizer", "schedule", "metrics")  # one copy in the file: rank 0's (equal on all ranks)
+RANK_PARTS = ("loader", "rng")  # one per rank, in rank order: state["ranks"][rank][part]
+# Fields that must match the checkpoint: they change the shapes of the saved tensors or what the token ids mean.
+_OPTIONAL_DEFAULTS: dict[str, Any] = {"schedule": {}, "metrics": []}
+_SHAPE_FIELDS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple")
+
+
+class Stateful(Protocol):
+    """Everything a checkpoint holds: the model, the optimizer, the schedule, the metrics history, the progress, each
+    rank's loader and RNG states."""
+
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, sd: Any) -> Any: ...
+
+
+def assemble(shared: Mapping[str, Stateful], ranks: list[dict[str, Any]], progress: dict[str, int],
+             meta: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dict: ``shared`` parts by name (SHARED_PARTS), every rank's RANK_PARTS states, the progress
+    (step, tokens_seen) and the run's description (config, tokenizer identity/spec, world size)."""
+    unknown = set(shared) - set(SHARED_PARTS)
+    if unknown:
+        raise ValueError(f"not checkpoint parts: {sorted(unknown)}")
+    return {**progress, **{k: v.state_dict() for k, v in shared.items()}, "ranks": ranks, **meta}
+
+
+def restore_parts(state: dict[str, Any], shared: Mapping[str, Stateful], mine: Mapping[str, Stateful],
+                  rank: int) -> None:
+    """Load every part from a checkpoint dict: ``shared`` from the single copy, ``mine`` from this rank's entry."""
+    for k, part in shared.items():
+        part.load_state_dict(state[k] if k in REQUIRED_KEYS else state.get(k, _OPTIONAL_DEFAULTS[k]))
+    for k, part in mine.items():
+        part.load_state_dict(state["ranks"][rank][k])
 
 
 def checkpoint_name(step: int) -> str:
@@ -210,62 +245,44 @@ def resolve_checkpoint(path: str | Path, warn=None, mmap: bool = False) -> tuple
     return p, read_checkpoint(p, mmap=mmap)
 
 
-def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu"):
-    """(GPT in eval mode, RunConfig) from a loaded checkpoint dict."""
+def choose_checkpoint(resume: str, out_dir: str | Path, warn: Callable[[str], None] | None = None,
+                      ) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint a run continues from, loaded (mmap: tensors are paged in as they are used), or None for a fresh
+    run. ``resume``: "" = fresh (refused when out_dir already has checkpoints), "latest" = the newest valid one in
+    out_dir, else a file or run directory."""
+    if resume == "latest":
+        got = find_latest(out_dir, warn=warn, mmap=True)
+        if got is None:
+            raise UserError(f"--resume: no checkpoint in {Path(out_dir) / CKPT_DIR}")
+        return got
+    if resume:
+        return resolve_checkpoint(resume, warn=warn, mmap=True)
+    if has_checkpoints(out_dir):
+        raise UserError(f"{out_dir} already has checkpoints; continue it with --resume, or choose a new --out-dir")
+    return None
+
+
+def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> list[str]:
+    """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
+    diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
+            if getattr(saved.model, f) != getattr(now.model, f)]
+    if saved.data.seq_len != now.data.seq_len:
+        diff.append(f"seq_len: checkpoint {saved.data.seq_len}, now {now.data.seq_len}")
+    if saved_tok != now_tok:
+        diff.append(f"tokenizer: checkpoint {saved_tok}, now {now_tok}")
+    return diff
+
+
+def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: str, world_size: int) -> None:
+    """The one compatibility check of a checkpoint against this run: one UserError naming what differs."""
     from config import RunConfig
-    from gpt2stream.model import GPT, GPTConfig
 
-    cfg = RunConfig.from_dict(state["config"])
-    m = cfg.model
-    if m.vocab_size is None:
-        raise UserError("checkpoint config has no vocab_size (written by an incompatible version)")
-    model = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                          vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu"):
-    """(model in eval mode, its RunConfig, tokenizer spec) from a run directory (newest valid checkpoint) or a
-    checkpoint file. The tokenizer spec is what training used: "gpt2" or an absolute path to tokenizer.json."""
-    ckpt, state = resolve_checkpoint(path, mmap=True)
-    model, cfg = model_from_state(state, device)
-    return model, cfg, tokenizer_spec(state, ckpt)
-
-
-def tokenizer_spec(state: dict[str, Any], ckpt: Path) -> str:
-    """The training tokenizer: "gpt2", its original tokenizer.json, or the copy the trainer put in the run
-    directory (for a run directory moved to another machine)."""
-    spec = state.get("tokenizer_spec") or state["config"]["data"]["tokenizer"]
-    if spec == "gpt2" or Path(spec).is_file():
-        return spec
-    copy = ckpt.resolve().parent.parent / "tokenizer.json"
-    return str(copy) if copy.is_file() else spec
-
-
-
-def capture_rng(device: torch.device) -> dict[str, Any]:
-    """This process's RNG states (torch, CUDA, numpy, python) in a form weights_only loading accepts."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    st = {"torch": torch.get_rng_state(), "python": random.getstate(),
-          "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def restore_rng(st: dict[str, Any], device: torch.device) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    kind, keys, pos, has_gauss, gauss = st["numpy"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
+    saved = RunConfig.from_dict(state["config"])
+    diff = incompatible_fields(saved, cfg, state.get("tokenizer_identity", "?"), tok_identity)
+    if diff:
+        raise UserError(f"cannot resume from {path}: the run's settings differ ({'; '.join(diff)}); "
+                        f"resume with the checkpoint's settings or start a new run with another --out-dir")
+    if state["world_size"] != world_size:
+        raise UserError(f"cannot resume from {path} exactly: it was written by {state['world_size']} "
+                        f"process(es), this run has {world_size}; use torchrun --nproc_per_node="
+                        f"{state['world_size']} (or the same total over nodes)")

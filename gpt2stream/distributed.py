@@ -13,7 +13,9 @@ import datetime
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 
 import torch
 import torch.distributed as dist
@@ -28,6 +30,7 @@ class DistInfo:
     world_size: int
     device: torch.device
     backend: str  # "nccl", "gloo" or "" when not distributed
+    control: object = None  # the gloo group of the control-plane agreements; None = the default group
 
     @property
     def ddp(self) -> bool:
@@ -69,21 +72,42 @@ def local_world_size() -> int:
 
 
 def pick_device(spec: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
+    """The one device resolver: 'auto' -> cuda:<local rank>, else mps, else cpu; an explicit device must exist."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(spec)
+    try:
+        dev = torch.device(spec)
+    except RuntimeError:
+        raise UserError(f"--device {spec!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {spec!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
         dev = torch.device("cuda", cuda_index(spec, local_rank, local_world_size(), torch.cuda.device_count()))
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"--device {spec}: MPS is not available on this machine; use --device cpu or auto")
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise UserError(f"--device {spec}: MPS (Apple GPU) is not available on this machine; use --device cpu or auto")
     return dev
+
+
+def check_launch(env: Mapping[str, str]) -> None:
+    """Refuse the launches that look fine but are not: tasks started by srun without torchrun (each would train on
+    its own into one run directory), and a RANK without LOCAL_RANK (every rank would take cuda:0)."""
+    torchrun = all(k in env for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
+    tasks = env.get("SLURM_STEP_NUM_TASKS") or env.get("SLURM_NTASKS") or "1"
+    if not torchrun and "SLURM_PROCID" in env and tasks.isdigit() and int(tasks) > 1:
+        raise UserError(f"SLURM started {tasks} tasks but torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE) are "
+                        "not set: each task would train on its own into the same run directory. Start one task "
+                        "per node running torchrun: srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES "
+                        "--nproc_per_node=GPUS --rdzv-backend=c10d --rdzv-endpoint=HOST:29500 run_train.py ...")
+    if "RANK" in env and "LOCAL_RANK" not in env:
+        raise UserError("RANK is set but LOCAL_RANK is not: every process would take the first GPU. Launch with "
+                        "torchrun (it sets both), or set LOCAL_RANK to the process's index on its node")
 
 
 def env_world() -> tuple[int, int, int]:
@@ -91,12 +115,21 @@ def env_world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
-def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) -> DistInfo:
+GPU_TIMEOUT_S = 600.0  # NCCL's training collectives: a GPU that hangs surfaces in minutes
+
+
+def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
+                     gpu_timeout_s: float = GPU_TIMEOUT_S) -> DistInfo:
     """Start the process group when launched by torchrun with more than one process; pick this rank's device.
-    ``timeout_s``: how long a collective may wait for the slowest rank (None: torch's default, 10 min for NCCL)."""
+
+    ``timeout_s``: how long a control-plane agreement (a decision every rank takes together) may wait for the
+    slowest rank (None: torch's default). On CUDA those agreements run on a separate gloo group with that timeout,
+    so the NCCL training collectives keep the short ``gpu_timeout_s``; elsewhere one gloo group does both.
+    """
+    check_launch(os.environ)
     rank, local_rank, world = env_world()
     device = pick_device(device_spec, local_rank)
-    backend = ""
+    backend, control = "", None
     if device.type == "cuda":
         # also for one process on cuda:N: calls that take no device (synchronize, the step timing) use the current one
         torch.cuda.set_device(device)
@@ -104,17 +137,15 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None) 
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
+        long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
         if not dist.is_initialized():
-            kw = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+            main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
+            kw = {} if main is None else {"timeout": main}
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
-    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend)
-
-
-def print0(*args, info: DistInfo | None = None, **kwargs) -> None:
-    """print() on rank 0 only (every rank when ``info`` is None and we are not under torchrun)."""
-    rank = info.rank if info is not None else env_world()[0]
-    if rank == 0:
-        print(*args, **kwargs, flush=True)
+        if backend == "nccl":
+            control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+    return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
+                    control=control)
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -130,17 +161,47 @@ def all_reduce_max(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def gather_objects(obj: object, info: DistInfo) -> list:
-    """Every rank's ``obj``, in rank order, on every rank (small python objects only)."""
+    """Every rank's ``obj``, in rank order, on every rank (small python objects only; control plane)."""
     if not info.ddp:
         return [obj]
     out: list = [None] * info.world_size
-    dist.all_gather_object(out, obj)
+    dist.all_gather_object(out, obj, group=info.control)
     return out
 
 
-def barrier(info: DistInfo) -> None:
-    if info.ddp:
-        dist.barrier()
+# ---- agreements: every rank takes the same decision ---------------------------------------------------------------
+
+class Failure(IntEnum):
+    """What a rank reports at a step boundary; the highest code over the ranks wins."""
+
+    NONE = 0
+    USER = 1  # bad input or data (a UserError): save, stop with a one-line message
+    DATA = 2  # the data stream failed for good (DataStreamError): save, stop, say how to resume
+
+
+def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
+    """Every rank's integer codes, max-reduced: the same tuple on every rank (collective under DDP)."""
+    if not info.ddp:
+        return tuple(int(c) for c in codes)
+    device = "cpu" if info.control is not None or info.backend == "gloo" else info.device
+    t = torch.tensor([int(c) for c in codes], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=info.control)
+    return tuple(int(v) for v in t.tolist())
+
+
+def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+    """Rank ``src``'s ``obj`` on every rank (a small python object; control plane)."""
+    if not info.ddp:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, group=info.control)
+    return box[0]
+
+
+def lowest_failing_rank(failed: bool, info: DistInfo) -> int | None:
+    """Collective: the lowest rank for which ``failed`` is true, or None when no rank failed."""
+    (worst,) = agree_max(info, info.world_size - info.rank if failed else 0)
+    return info.world_size - worst if worst else None
 
 
 def shutdown(info: DistInfo | None = None, *, sync: bool = True) -> None:

@@ -100,14 +100,16 @@ def write_tokenizer(tok, spec: str, out: Path, max_length: int) -> None:
 def export(src: str | Path, out_dir: str | Path) -> Path:
     check_out_dir(Path(src), Path(out_dir))  # before importing torch: a refusal is instant
 
-    from gpt2stream.checkpoint import load_model
-    from gpt2stream.hf_interop import export_hf
-    from tokenizer import load_tokenizer
+    import torch
 
-    model, cfg, spec = load_model(src, "cpu")
-    tok = load_tokenizer(spec)
-    out = Path(export_hf(model, out_dir, eot_id=tok.eot_id))
-    write_tokenizer(tok, spec, out, model.config.block_size)
+    from gpt2stream.hf_interop import export_hf
+    from gpt2stream.loading import load_source
+
+    src = str(src)
+    is_dir = Path(src).is_dir()
+    loaded = load_source(src if is_dir else "", "" if is_dir else src, "", "", torch.device("cpu"))
+    out = Path(export_hf(loaded.model, out_dir, eot_id=loaded.tokenizer.eot_id))
+    write_tokenizer(loaded.tokenizer, loaded.tokenizer_spec, out, loaded.model.config.block_size)
     return out
 
 

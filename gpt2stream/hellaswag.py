@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -57,10 +59,15 @@ def cache_path() -> Path:
     return Path(home) / "gpt2stream" / "hellaswag" / "hellaswag_val.jsonl"
 
 
+def part_path(dest: Path) -> Path:
+    """A name for a download in progress that no other process uses, on any machine sharing the cache directory."""
+    return dest.with_name(f".{dest.name}.{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}.part")
+
+
 def download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT) -> Path:
     """Fetch url into dest atomically (a temp file renamed into place): a failed download leaves nothing behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = part_path(dest)
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as f:
             expected = resp.headers.get("Content-Length")
@@ -317,7 +324,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"{source!r} does not exist: give a run directory (run_train.py --out-dir) or a checkpoint "
                         "file, or --init gpt2")
     from gpt2stream import distributed as D
-    from gpt2stream.sample import load_source
+    from gpt2stream.loading import load_source
 
     info = D.init_distributed(args.device)
     try:

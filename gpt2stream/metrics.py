@@ -26,14 +26,27 @@ class MetricsLog:
     """Append-only writer for metrics.jsonl (rank 0 only: pass ``path=None`` on other ranks)."""
 
     def __init__(self, path: str | Path | None, history: list[dict[str, Any]] | None = None) -> None:
-        self.path = Path(path) if path is not None else None
+        self.path: Path | None = None
         self.records: list[dict[str, Any]] = [dict(r) for r in (history or [])]
+        if path is not None:
+            self.attach(path)
+
+    def attach(self, path: str | Path) -> None:
+        """Write to ``path`` from now on; it is rewritten to hold exactly the history so far."""
+        self.path = Path(path)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, self.path)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return self.records
+
+    def load_state_dict(self, records: list[dict[str, Any]]) -> None:
+        self.records = [dict(r) for r in records]
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w") as f:
-                for r in self.records:
-                    f.write(json.dumps(r) + "\n")
-            os.replace(tmp, self.path)
+            self.attach(self.path)
 
     def log(self, **record: Any) -> dict[str, Any]:
         record = {k: _clean(v) for k, v in record.items()}
@@ -55,50 +68,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
-# ---- the run header and the hardware peak used for MFU ----------------------------------------------------------
-
-# Dense bf16 tensor-core peaks (FLOP/s) from the vendors' datasheets, by a substring of the device name.
-_GPU_PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("A10G", 125e12),
-                  ("L40S", 362e12), ("L4", 121e12), ("4090", 165e12), ("3090", 71e12), ("A6000", 155e12))
-
-
-def measure_matmul_flops(device, dtype, size: int = 1024, rounds: int = 3, seconds: float = 0.1) -> float:
-    """Achieved FLOP/s of square matmuls on this device: the reference for MFU where no datasheet peak is known
-    (CPUs, MPS, unknown GPUs). So on those, MFU means 'fraction of what plain matmuls reach here'. The best of a
-    few short rounds, because other processes on a shared machine only ever make a round slower."""
-    import time
-
-    import torch
-
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = 0.0
-    for r in range(rounds + 1):  # round 0 warms up (thread pool, caches) and is not counted
-        n, t0 = 0, time.perf_counter()
-        while True:
-            a @ b
-            n += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            dt = time.perf_counter() - t0
-            if dt >= seconds:
-                break
-        if r:
-            best = max(best, 2 * size**3 * n / dt)
-    return best
-
-
-def peak_flops(device, dtype) -> tuple[float, str]:
-    """(peak FLOP/s of one device, where the figure comes from)."""
-    import torch
-
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, peak in _GPU_PEAK_BF16:
-            if key in name:
-                return (peak if dtype == torch.bfloat16 else peak / 2), f"datasheet {name}"
-    return measure_matmul_flops(device, dtype), "measured matmul"
-
+# ---- the run header (the MFU peak is gpt2stream/mfu.py) -------------------------------------------------------
 
 def git_commit(repo_dir) -> str:
     import subprocess

@@ -3,8 +3,8 @@
 Used by ``run_sample.py`` (see its docstring for the flags). The pieces are small and separately testable:
 ``SampleSettings`` (the knobs that ``/commands`` change), ``apply_command`` (one ``/command`` line -> new settings),
 ``StreamDecoder`` (token ids -> complete UTF-8 characters, never half a character), ``prepare_prompt`` (text ->
-context ids, cut to the model's context), ``load_source`` (run dir / checkpoint / HF weights -> model + tokenizer)
-and ``Session`` (the prompt loop).
+context ids, cut to the model's context), ``load_source`` (gpt2stream/loading.py: run dir / checkpoint / HF weights ->
+model + tokenizer) and ``Session`` (the prompt loop).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import TextIO
 
 import torch
 
+from gpt2stream.distributed import pick_device
 from gpt2stream.errors import UserError
 from gpt2stream.generate import generate_stream
+from gpt2stream.loading import Loaded, load_source
 
 EOT_TEXT = "<|endoftext|>"
 _OFF = {"off", "none", "0", ""}
@@ -186,117 +188,6 @@ def prepare_prompt(text: str, tokenizer, block_size: int) -> tuple[list[int], st
                   f"kept the last {block_size}")
         return ids[-block_size:], notice
     return ids, None
-
-
-def check_vocab(model, tokenizer, tokenizer_spec: str) -> None:
-    """The tokenizer must produce exactly the ids the model was trained on (same vocabulary size)."""
-    model_vocab = model.config.vocab_size
-    if tokenizer.n_vocab != model_vocab:
-        raise UserError(
-            f"tokenizer {tokenizer_spec!r} has {tokenizer.n_vocab} tokens but the model's vocabulary is {model_vocab}: "
-            "pass the tokenizer the model was trained with (--tokenizer PATH/tokenizer.json)"
-        )
-
-
-# ---- model sources ------------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"--device {name!r} is not supported: use auto, cpu, cuda, cuda:N or mps")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                        f"numbered from 0")
-    mps = getattr(torch.backends, "mps", None)
-    if dev.type == "mps" and not (mps is not None and mps.is_available()):
-        raise UserError(f"--device {name}: MPS (Apple GPU) is not available on this machine; use --device cpu")
-    return dev
-
-
-@dataclass
-class Loaded:
-    model: torch.nn.Module
-    tokenizer: object
-    tokenizer_spec: str
-    label: str  # what was loaded, for messages
-    run_dir: Path | None  # where generated.txt goes by default
-
-
-def _find_run_dir(path: Path) -> Path | None:
-    """The run directory holding a checkpoint path: the nearest ancestor (or itself) with a config.json."""
-    for p in [path, *path.parents][:4]:
-        if p.is_dir() and (p / "config.json").is_file() and (p / "checkpoints").exists():
-            return p
-    return None
-
-
-def _saved_tokenizer(spec: str, run_dir: Path | None) -> str:
-    """The training tokenizer: its recorded path, or the copy in the run directory if the run was moved."""
-    if spec != "gpt2" and not Path(spec).exists() and run_dir is not None and (run_dir / "tokenizer.json").exists():
-        return str(run_dir / "tokenizer.json")
-    return spec
-
-
-def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torch.device) -> Loaded:
-    """Load the model named by exactly one of out_dir / ckpt / init, and its tokenizer; check they fit."""
-    from tokenizer import load_tokenizer
-
-    given = [n for n, v in (("--out-dir", out_dir), ("--ckpt", ckpt), ("--init", init)) if v]
-    if len(given) > 1:
-        raise UserError(f"give only one of --out-dir, --ckpt, --init (got {' and '.join(given)})")
-    if init:
-        from gpt2stream.hf_interop import load_hf_gpt2
-
-        model = load_hf_gpt2(init)
-        spec = tokenizer or _init_tokenizer(init)
-        label, run_dir, identity = f"--init {init}", None, None
-    else:
-        if not out_dir and not ckpt:
-            from config import TrainConfig
-
-            out_dir = TrainConfig().out_dir
-        path = Path(ckpt or out_dir).expanduser()
-        if not path.exists():
-            what = "checkpoint" if ckpt else "run directory"
-            raise UserError(f"{what} {str(path)!r} does not exist: train first (python run_train.py), or pass "
-                            "--out-dir RUN_DIR, --ckpt PATH or --init gpt2")
-        from gpt2stream.checkpoint import model_from_state, resolve_checkpoint
-
-        ckpt_file, state = resolve_checkpoint(path, mmap=True)  # a run dir -> its newest valid checkpoint
-        model, _cfg = model_from_state(state, "cpu")
-        run_dir = _find_run_dir(ckpt_file) or (path if out_dir else None)
-        spec = tokenizer or _saved_tokenizer(state.get("tokenizer_spec", _cfg.data.tokenizer), run_dir)
-        if not tokenizer and spec != "gpt2" and not Path(spec).exists():
-            raise UserError(f"the model was trained with the tokenizer {spec}, which is gone (and no tokenizer.json "
-                            "is in its run directory); pass that tokenizer.json with --tokenizer PATH")
-        identity = state.get("tokenizer_identity")
-        label = f"{ckpt_file} (step {state['step']})"
-    tok = load_tokenizer(spec)
-    check_vocab(model, tok, spec)
-    if identity and tok.identity != identity:
-        raise UserError(f"tokenizer {spec!r} ({tok.identity}) is not the one the model was trained with ({identity}): "
-                        "leave out --tokenizer, or pass the training tokenizer.json")
-    model = model.to(device).eval()
-    return Loaded(model, tok, spec, label, run_dir)
-
-
-def _init_tokenizer(init: str) -> str:
-    """A local HF directory's own tokenizer.json (python -m gpt2stream.export always writes one),
-    else GPT-2's."""
-    own = Path(init).expanduser() / "tokenizer.json"
-    return str(own.resolve()) if own.is_file() else "gpt2"
 
 
 def default_transcript(run_dir: Path | None) -> Path:
@@ -484,7 +375,7 @@ def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = N
          stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     args, prompt = parse_args(argv)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     loaded = load_source(args.out_dir, args.ckpt, args.init, args.tokenizer, device)
     session = Session(loaded, args.settings, stdout, stderr, transcript_path(args, loaded))
     try:

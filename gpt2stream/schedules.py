@@ -1,4 +1,5 @@
-"""Learning-rate schedules: cosine as a pure function, plateau as a small class with ``state_dict``.
+"""Learning-rate schedules behind one interface: ``lr_at(step)``, ``observe(val_loss)``, ``state_dict()`` and
+``load_state_dict()``. ``cosine_lr`` is also a pure function; ``make_schedule`` builds the configured one.
 
 Steps are 0-based optimizer-update indices: ``cosine_lr(0, ...)`` is the lr of the first update.
 
@@ -10,7 +11,19 @@ from __future__ import annotations
 
 import math
 from statistics import median
-from typing import Any
+from typing import Any, Protocol
+
+
+class LRSchedule(Protocol):
+    """What the trainer asks of a schedule. ``observe`` takes each validation loss (a no-op for cosine)."""
+
+    def lr_at(self, step: int) -> float: ...
+
+    def observe(self, val_loss: float) -> float: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None: ...
 
 
 def warmup_lr(step: int, max_lr: float, warmup_steps: int) -> float:
@@ -86,3 +99,30 @@ class PlateauSchedule:
         self.lr, self.best, self.bad = float(sd["lr"]), float(sd["best"]), int(sd["bad"])
         self.cooldown_left, self.recent, self.cuts = int(sd["cooldown_left"]), [float(v) for v in sd["recent"]], \
             int(sd["cuts"])
+
+
+class CosineSchedule:
+    """``cosine_lr`` as an ``LRSchedule``: a function of the step alone, so its saved state is empty."""
+
+    def __init__(self, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> None:
+        self.max_lr, self.min_lr, self.warmup_steps, self.max_steps = max_lr, min_lr, warmup_steps, max_steps
+
+    def lr_at(self, step: int) -> float:
+        return cosine_lr(step, self.max_lr, self.min_lr, self.warmup_steps, self.max_steps)
+
+    def observe(self, val_loss: float) -> float:
+        return self.min_lr
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        pass
+
+
+def make_schedule(t: Any) -> LRSchedule:
+    """The schedule a ``TrainConfig`` asks for (``t.schedule``: "cosine" or "plateau")."""
+    if t.schedule == "plateau":
+        return PlateauSchedule(t.lr, t.min_lr, t.plateau_factor, t.plateau_patience, t.plateau_threshold,
+                               t.plateau_cooldown, t.plateau_window, t.warmup_steps)
+    return CosineSchedule(t.lr, t.min_lr, t.warmup_steps, t.max_steps)

@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, keep-last-K, newest-valid lookup with fallback, load_model."""
+"""Checkpoint files: atomic writes, keep-last-K, newest-valid lookup with fallback, loading the model back."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from gpt2stream.checkpoint import (
     atomic_torch_save,
     find_latest,
     list_checkpoints,
-    load_model,
     read_checkpoint,
     resolve_checkpoint,
     save_checkpoint,
@@ -22,9 +21,9 @@ from gpt2stream.errors import UserError
 from gpt2stream.model import GPT, GPTConfig
 
 
-def _state(step: int, model: GPT | None = None) -> dict:
-    cfg = load_config(["--preset", "tiny", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--vocab-size", "100",
-                       "--block-size", "16", "--seq-len", "16", "--total-batch-size", "128"])
+def _state(step: int, model: GPT | None = None, vocab: int = 100) -> dict:
+    cfg = load_config(["--preset", "tiny", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16",
+                       "--vocab-size", str(vocab), "--seq-len", "16", "--total-batch-size", "128"])
     model = model or GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
     return {"step": step, "tokens_seen": step * 128, "model": model.state_dict(), "optimizer": {},
             "config": cfg.to_dict(), "ranks": [{"loader": {}, "rng": {}}], "tokenizer_spec": "gpt2",
@@ -100,12 +99,16 @@ def test_weights_only_refuses_pickled_code(tmp_path):
 
 def test_load_model_from_run_dir_and_file(tmp_path):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
-    path = save_checkpoint(_state(7, model), tmp_path, keep_last=3)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
+    path = save_checkpoint(_state(7, model, vocab=50257), tmp_path, keep_last=3)
+    from gpt2stream.loading import load_source
+
     for where in (tmp_path, path, tmp_path / "checkpoints"):
-        loaded, cfg, spec = load_model(where)
+        is_file = where.is_file()
+        got = load_source("" if is_file else str(where), str(where) if is_file else "", "", "", torch.device("cpu"))
+        loaded, cfg, spec = got.model, got.config, got.tokenizer_spec
         assert not loaded.training and spec == "gpt2" and cfg.model.n_embd == 16
-        x = torch.randint(0, 100, (2, 8))
+        x = torch.randint(0, 50257, (2, 8))
         assert torch.equal(loaded(x)[0], model.eval()(x)[0])
 
 

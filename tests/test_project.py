@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 
 ALLOWED_TOP = {
     "gpt2stream", "tokenizer", "config.py", "run_train.py", "run_sample.py", "train_tokenizer.py", "README.md",
-    "pyproject.toml", "tests", "bench", ".ci", "LICENSE", ".gitignore",
+    "pyproject.toml", "tests", "bench", "docs", ".ci", "LICENSE", ".gitignore",
 }
 
 

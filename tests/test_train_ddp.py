@@ -54,7 +54,7 @@ def test_ddp_2x_accum_a_equals_1x_accum_2a(tmp_path):
     worst = max((a[k] - b[k]).abs().max().item() for k in a)
     assert worst < 1e-5, worst
     # the comparison is not vacuous: two Adam steps at lr 2e-3 moved the weights far more than the tolerance
-    from gpt2stream.checkpoint import model_from_state
+    from gpt2stream.loading import model_from_state
     from gpt2stream.model import GPT
 
     trained, _ = model_from_state(final_state(one))

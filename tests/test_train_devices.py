@@ -44,9 +44,17 @@ def test_local_world_size_from_env(monkeypatch):
 
 
 def test_bf16_autocast_on_cuda_only_by_default():
-    assert autocast_dtype("auto", torch.device("cuda", 0)) is torch.bfloat16
+    assert autocast_dtype("auto", torch.device("cuda", 0), (8, 0)) is torch.bfloat16
     assert autocast_dtype("auto", torch.device("cpu")) is None
-    assert autocast_dtype("float32", torch.device("cuda", 0)) is None
+    assert autocast_dtype("float32", torch.device("cuda", 0), (9, 0)) is None
+
+
+def test_auto_dtype_is_fp32_before_ampere():
+    # V100 (7.0) and T4 (7.5) emulate bf16, slower than fp32; A100 (8.0), H100 (9.0) have it in their tensor cores
+    assert autocast_dtype("auto", torch.device("cuda", 0), (7, 0)) is None
+    assert autocast_dtype("auto", torch.device("cuda", 0), (7, 5)) is None
+    assert autocast_dtype("auto", torch.device("cuda", 0), (9, 0)) is torch.bfloat16
+    assert autocast_dtype("bfloat16", torch.device("cuda", 0), (7, 0)) is torch.bfloat16  # asked for explicitly
 
 
 # ---- setup failures are agreed on by every rank (2 real gloo processes) -------------------------------------------
@@ -59,16 +67,16 @@ def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: s
 
     import torch.distributed as dist
 
-    from gpt2stream.train import Trainer, _Stop
+    from gpt2stream.train.agree import agree_errors
+    from gpt2stream.train.loop import Stop as _Stop
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
     info = D.DistInfo(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")
-    trainer = Trainer(cfg=None, info=info)
     err = UserError(f"bad thing on rank {rank}") if rank in fail_ranks else None
     stderr, sys.stderr = sys.stderr, io.StringIO()
     try:
-        trainer.agree_errors(err)
+        agree_errors(err, info)
         result = "continued"
     except _Stop as s:
         result = f"stop {s.code}"

@@ -47,7 +47,7 @@ class TrainLoader:
     """
 
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
+                 seed: int = 0, pin_memory: bool = False) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
         _check_int("seq_len", data_cfg.seq_len, 1)
@@ -62,6 +62,7 @@ class TrainLoader:
         self.rank = rank
         self.world_size = world_size
         self.seed = seed
+        self.pin_memory = pin_memory  # page-locked batches: host-to-GPU copies with non_blocking=True overlap
         self.num_workers = data_cfg.num_workers
         self.slots = max(1, self.num_workers)
         readers = num_readers(world_size, self.num_workers)
@@ -142,7 +143,7 @@ class TrainLoader:
         else:
             self._dl = torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=self.num_workers, timeout=stall_timeout(self.cfg),
-                prefetch_factor=2, persistent_workers=False,
+                prefetch_factor=2, persistent_workers=False, pin_memory=self.pin_memory,
             )
             self._it = iter(self._dl)
         return self
@@ -163,6 +164,8 @@ class TrainLoader:
         x, y, (logical, st) = item
         self._states[logical] = st
         self._next = (logical + 1) % self.slots
+        if self.pin_memory and self.num_workers == 0:  # with workers the DataLoader's pin thread did it
+            x, y = x.pin_memory(), y.pin_memory()
         return x, y
 
     def close(self) -> None:

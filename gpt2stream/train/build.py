@@ -1,0 +1,167 @@
+"""Building a run: the tokenizer and settings checks, the model, optimizer, schedule, loader and validation batches
+(``build_parts``, each rank by itself), the restore from a checkpoint, and the DDP wrap (a collective).
+
+Nothing here writes to the run directory: that happens once everything is built and restored (``open_run_dir``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt2stream import distributed as D
+from gpt2stream.checkpoint import check_compatible, restore_parts
+from gpt2stream.errors import UserError
+from gpt2stream.metrics import MetricsLog
+from gpt2stream.schedules import LRSchedule, make_schedule
+from gpt2stream.train.settings import autocast_dtype, grad_accum_steps
+from gpt2stream.train.state import LoaderPosition, Progress, RNGState
+
+
+@dataclass
+class Parts:
+    """Everything a run is made of once built. ``model`` is the plain module (state_dict without _orig_mod./module.
+    prefixes, generation); ``fwd_model`` the (compiled) one for training and eval forwards; ``ddp_model`` the one
+    the step runs (DDP-wrapped under torchrun)."""
+
+    cfg: Any
+    info: D.DistInfo
+    tok: Any
+    tok_spec: str
+    model: torch.nn.Module
+    fwd_model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    loader: Any
+    position: LoaderPosition
+    val: list
+    accum: int
+    amp: torch.dtype | None
+    compile: bool
+    progress: Progress = field(default_factory=Progress)
+    metrics: MetricsLog = field(default_factory=lambda: MetricsLog(None))
+    rng: RNGState | None = None
+    hellaswag: list = field(default_factory=list)
+
+    @property
+    def shared(self) -> dict[str, Any]:
+        """The checkpoint parts kept once (rank 0's copy)."""
+        return {"model": self.model, "optimizer": self.optimizer, "schedule": self.schedule, "metrics": self.metrics}
+
+    @property
+    def mine(self) -> dict[str, Any]:
+        """This rank's own checkpoint parts."""
+        return {"loader": self.position, "rng": self.rng}
+
+
+def tokenizer_spec(spec: str) -> str:
+    """"gpt2", or the absolute path of a tokenizer.json (what checkpoints record)."""
+    return spec if spec == "gpt2" else str(Path(spec).resolve())
+
+
+def check_settings(cfg: Any, tok: Any) -> None:
+    """The settings only a built tokenizer (or the combination of fields) can judge."""
+    if cfg.model.vocab_size != tok.n_vocab:
+        raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
+                        f"leave vocab_size unset so it is taken from the tokenizer")
+    if cfg.train.schedule == "plateau" and not (cfg.data.val_docs and cfg.eval.eval_every):
+        raise UserError("--schedule plateau judges the validation loss: it needs --val-docs > 0 and "
+                        "--eval-every > 0 (or use --schedule cosine)")
+
+
+def build_model(m: Any, seed: int) -> torch.nn.Module:
+    """The GPT of a ModelConfig, initialised from ``seed`` (identical on every rank)."""
+    from gpt2stream.loading import gpt_from_config
+
+    torch.manual_seed(seed)
+    return gpt_from_config(m)
+
+
+def configure_kernels(device: torch.device, deterministic: bool) -> None:
+    """TF32 for the fp32 matmuls that remain under autocast; with ``deterministic``, kernels that give the same bits
+    on every run: deterministic algorithms (an op without one warns instead of stopping the run), cuBLAS's fixed
+    workspace, cuDNN without benchmarking and Inductor without on-device autotuning."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    if not deterministic:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before the first matmul
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    import torch._inductor.config as inductor_config
+
+    inductor_config.deterministic = True
+
+
+def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> Parts:
+    """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
+    checkpoint before anything large is built."""
+    from gpt2stream.data import TrainLoader, val_batches
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer(cfg.data.tokenizer)
+    if cfg.model.vocab_size is None:
+        cfg.model.vocab_size = tok.n_vocab
+    if resume is not None:
+        check_compatible(resume[0], resume[1], cfg, tok.identity, info.world_size)
+    check_settings(cfg, tok)
+    t, dev = cfg.train, info.device
+    accum = grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
+    configure_kernels(dev, t.deterministic)
+    model = build_model(cfg.model, t.seed).to(dev)
+    model.activation_checkpointing = t.activation_checkpointing
+    use_compile = t.compile if t.compile is not None else dev.type == "cuda"
+    fwd = torch.compile(model) if use_compile else model
+    optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
+    loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
+                         world_size=info.world_size, seed=t.seed, pin_memory=dev.type == "cuda")
+    torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
+    val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
+                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
+    return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
+                 fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
+                 position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),
+                 compile=use_compile, rng=RNGState(dev))
+
+
+def restore(parts: Parts, state: dict) -> None:
+    """Load every saved part; the flags given on resume win over the optimizer's saved hyperparameters (the lr is
+    set per step)."""
+    restore_parts(state, parts.shared, parts.mine, parts.info.rank)
+    parts.progress.load_state_dict(state)
+    t = parts.cfg.train
+    for g in parts.optimizer.param_groups:
+        g["betas"] = (t.beta1, t.beta2)
+        g["weight_decay"] = t.weight_decay if g["weight_decay"] else 0.0
+
+
+def wrap_ddp(parts: Parts) -> None:
+    """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
+    the graph at the gradient buckets and each bucket's all-reduce overlaps the rest of the backward; gradients are
+    views into the buckets (no copy). Evaluation keeps the plain compiled module (no collective in its forward)."""
+    if parts.info.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        dev = parts.info.device
+        ddp = DDP(parts.model, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True)
+        parts.ddp_model = torch.compile(ddp) if parts.compile else ddp
+
+
+def open_run_dir(parts: Parts) -> Path:
+    """Rank 0: the run directory with config.json, the tokenizer copy and metrics.jsonl rewritten from the
+    (restored) history. Returns the directory."""
+    out = Path(parts.cfg.train.out_dir)
+    if parts.info.master:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(parts.cfg.to_json())
+        if parts.tok_spec != "gpt2":
+            shutil.copyfile(parts.tok_spec, out / "tokenizer.json")
+        parts.metrics.attach(out / "metrics.jsonl")
+    return out

@@ -1,0 +1,232 @@
+"""The training loop: agree on the step's batches, step, report, then evaluate and save on schedule.
+
+Every decision that ends the loop (a stop signal, a data failure, a non-finite step, a failed save) is taken by
+every rank together, and leaves through ``Stop(exit code)`` after whatever saving the reason calls for.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from gpt2stream import distributed as D
+from gpt2stream.checkpoint import assemble
+from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.mfu import Peak
+from gpt2stream.train import evaluate
+from gpt2stream.train.build import Parts
+from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
+from gpt2stream.train.saver import BackgroundSaver
+from gpt2stream.train.settings import Exit
+from gpt2stream.train.step import StepStats, train_step
+
+
+class Stop(Exception):
+    """Leave the run with an exit code (after whatever saving the reason calls for)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = int(code)
+
+
+def failure_of(err: BaseException | None) -> D.Failure:
+    if err is None:
+        return D.Failure.NONE
+    return D.Failure.DATA if isinstance(err, DataStreamError) else D.Failure.USER
+
+
+class Trainer:
+    def __init__(self, parts: Parts, out: Path, log: RunLog, stops: D.StopSignals, peak: Peak,
+                 resumed_from: Path | None) -> None:
+        self.parts, self.out, self.log, self.stops, self.peak = parts, out, log, stops, peak
+        self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
+        self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
+        self.step_times: list[float] = []
+
+    @property
+    def step(self) -> int:
+        return self.parts.progress.step
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        t = self.parts.cfg.train
+        if self.step >= t.max_steps:
+            self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
+            return Exit.OK
+        it = self.start_data()
+        while self.step < t.max_steps:
+            t0 = time.perf_counter()
+            batches = self.next_batches(it)
+            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step))
+            if not stats.applied:
+                raise self.not_finite(stats)
+            self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
+            self.report(stats, time.perf_counter() - t0)
+            self.after_step()
+        self.flush()
+        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
+        return Exit.OK
+
+    def start_data(self):
+        # DataLoader workers fork here: Ctrl-C must not kill them. The DataLoader draws its workers' base seed from
+        # the torch RNG: a resumed run must not take that draw out of the restored state (dropout on CPU uses it)
+        with self.stops.ignored_by_children(), torch.random.fork_rng(devices=[]):
+            it = iter(self.parts.loader)
+        self.stops.guard_worker_deaths()
+        return it
+
+    def fetch(self, it) -> tuple[list, BaseException | None]:
+        batches = []
+        self.stops.waiting_for_data = True
+        try:
+            for _ in range(self.parts.accum):
+                batches.append(next(it))
+        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
+            return batches, e
+        finally:
+            self.stops.waiting_for_data = False
+        return batches, None
+
+    def next_batches(self, it) -> list:
+        """This step's micro-batches, once every rank has them (one agreement per step); a stop signal or a data
+        failure on any rank saves the state after the last completed step and stops every rank."""
+        batches, err = ([], None) if self.stops.received else self.fetch(it)
+        failed, sig = D.agree_max(self.parts.info, failure_of(err), self.stops.received or 0)
+        if sig:  # the signal may also have hit the DataLoader workers while we waited for a batch
+            raise self.stop_for_signal(sig)
+        if failed:
+            raise self.stop_for_data(D.Failure(failed), err)
+        self.parts.position.mark()
+        return batches
+
+    def report(self, stats: StepStats, dt: float) -> None:
+        parts, t = self.parts, self.parts.cfg.train
+        self.step_times.append(dt)
+        recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
+        avg = sum(recent) / len(recent)
+        tok_s = t.total_batch_size / dt
+        mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
+        mem = peak_memory_gb(parts.info.device)
+        parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
+                                        parts.loader.epoch, mem))
+        if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
+            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
+
+    def due(self, every: int) -> bool:
+        """Whether a task run every ``every`` steps (0 = only at the end) is due after this step."""
+        last = self.step == self.parts.cfg.train.max_steps
+        return last or bool(every and self.step % every == 0)
+
+    def after_step(self) -> None:
+        ev, info = self.parts.cfg.eval, self.parts.info
+        val, hs = self.due(ev.eval_every), ev.hellaswag_every and self.due(ev.hellaswag_every)
+        smp, save = ev.sample_every and self.due(ev.sample_every), self.due(ev.save_every)
+        if not (val or hs or smp or save):
+            return
+        (sig,) = D.agree_max(info, self.stops.received or 0)
+        if sig:  # a stop signal skips what was due and saves at once
+            raise self.stop_for_signal(sig)
+        if val:
+            self.validate()
+        if hs:
+            self.score_hellaswag()
+        if smp and info.master:
+            text = evaluate.sample(self.parts, self.step)
+            self.parts.metrics.log(step=self.step, sample=text)
+            self.log(f"sample @ step {self.step}: {text!r}")
+        if save:
+            self.save()
+
+    # -- evaluation ----------------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        val = evaluate.val_loss(self.parts)
+        if val is not None:
+            self.parts.metrics.log(step=self.step, val_loss=val)
+            self.parts.schedule.observe(val)
+            self.log(f"step {self.step:>6} | val loss {val:.4f}")
+        self.plot()
+
+    def score_hellaswag(self) -> None:
+        r = evaluate.hellaswag(self.parts)
+        self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
+                               hellaswag_n=r["n"])
+        self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
+                 f"({r['n']} examples)")
+
+    # -- saving and stopping -------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Checkpoint the state after step ``self.step`` (collective: every rank calls it): rank 0 snapshots it to
+        CPU memory and writes it in the background. Stops every rank if the previous write failed."""
+        parts, info = self.parts, self.parts.info
+        ranks = D.gather_objects({k: v.state_dict() for k, v in parts.mine.items()}, info)
+        err = self.saver.wait() if info.master else None
+        if info.master and err is None:
+            meta = {"config": parts.cfg.to_dict(), "tokenizer_identity": parts.tok.identity,
+                    "tokenizer_spec": parts.tok_spec, "world_size": info.world_size}
+            self.saver.submit(assemble(parts.shared, ranks, parts.progress.state_dict(), meta), self.step)
+        self.agree_saved(err)
+
+    def flush(self) -> None:
+        """Collective: wait for the checkpoint being written; stop every rank if it failed."""
+        self.agree_saved(self.saver.wait() if self.parts.info.master else None)
+
+    def agree_saved(self, err: str | None) -> None:
+        if err is not None:
+            error(err)
+        (failed,) = D.agree_max(self.parts.info, 0 if err is None else 1)
+        if failed:
+            raise Stop(Exit.SAVE)
+
+    def plot(self) -> None:
+        if not self.parts.info.master:
+            return
+        try:
+            from gpt2stream.plot import plot_metrics
+
+            plot_metrics(self.parts.metrics.records, self.out / "loss_plot.png", title=str(self.out.name))
+        except Exception as e:  # noqa: BLE001 - a plot must never stop training
+            self.log.warn(f"could not draw loss_plot.png ({type(e).__name__}: {e})")
+
+    def resume_hint(self) -> str:
+        info = self.parts.info
+        return f"continue with: python run_train.py --out-dir {self.out} --resume" + (
+            f" (under torchrun --nproc_per_node={info.world_size})" if info.ddp else "")
+
+    def stop_for_signal(self, signum: int) -> Stop:
+        """Save at once (no evaluation, HellaSwag or sample first: a launcher's grace period is short)."""
+        self.save()
+        self.flush()
+        self.plot()
+        sig = signal.Signals(int(signum))
+        self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
+        return Stop(D.STOP_SIGNALS.get(sig, 1))
+
+    def stop_for_data(self, failed: D.Failure, err: BaseException | None) -> Stop:
+        if err is not None:
+            if isinstance(err, UserError):
+                error(f"[rank {self.parts.info.rank}] data: {err}")
+            else:
+                traceback.print_exception(err)
+        self.save()  # the state after the last completed step: nothing is lost
+        self.flush()
+        self.plot()
+        self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; {self.resume_hint()}")
+        return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
+
+    def not_finite(self, stats: StepStats) -> Stop:
+        """The step was not applied: say what went wrong and which checkpoint holds good weights (NaN weights are
+        never saved: a step with a non-finite loss or norm never reaches the optimizer)."""
+        what = f"training loss became {stats.loss}" if not math.isfinite(stats.loss) else \
+            f"gradient norm became {stats.grad_norm} (loss {stats.loss:.4f})"
+        if self.parts.info.master:
+            self.saver.wait()  # the write in progress: if it fails, the previous checkpoint is the good one
+            saved = self.saver.last or self.resumed
+            good = f"step {saved[0]} ({saved[1]})" if saved else "none (no checkpoint was saved yet)"
+            error(f"the {what} at step {self.step + 1}; the step was not applied; stopping without saving. "
+                  f"Last good checkpoint: {good}. Try a lower --lr or --grad-clip, then --resume")
+        return Stop(Exit.NAN)

@@ -1,0 +1,108 @@
+"""``train(cfg)``: set a run up (every rank agreeing on failures), run the loop, and pick the exit status: the one
+place that turns what went wrong into a printed line and an ``Exit`` code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gpt2stream import distributed as D
+from gpt2stream.errors import UserError
+from gpt2stream.train.agree import agree_errors, choose_agreed
+from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
+from gpt2stream.train.loop import Stop, Trainer
+from gpt2stream.train.output import RunLog, error, header
+from gpt2stream.train.settings import Exit, collective_timeout
+
+
+def build_and_restore(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
+    """Each rank by itself: build everything, checked against the checkpoint, then restore it."""
+    parts = build_parts(cfg, info, resume)
+    if resume is None:
+        return parts, None
+    restore(parts, resume[1])
+    return parts, resume[0]
+
+
+def load_hellaswag(parts: Parts) -> None:
+    """One process per node reads the examples first (downloading them into this machine's cache if need be), then
+    the others read the cached copy; a failure is agreed on, so no rank is left waiting for the first one."""
+    from gpt2stream.hellaswag import load_examples
+
+    info, path = parts.info, parts.cfg.eval.hellaswag
+    for turn in (True, False):
+        err = None
+        if (info.local_rank == 0) == turn:
+            try:
+                parts.hellaswag = load_examples(path)
+            except UserError as e:
+                err = e
+        agree_errors(err, info)
+
+
+def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
+    resume = choose_agreed(cfg, info, log)
+    err, parts, resumed_from = None, None, None
+    try:
+        parts, resumed_from = build_and_restore(cfg, info, resume)
+    except UserError as e:  # decided collectively: a bad setting usually fails on every rank, data on one
+        err = e
+    agree_errors(err, info)
+    out = open_run_dir(parts)
+    log.attach(out / "train.log")
+    wrap_ddp(parts)
+    if cfg.eval.hellaswag_every:
+        load_hellaswag(parts)
+    from gpt2stream.mfu import peak_flops
+
+    dev = info.device
+    # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
+        peak = peak_flops(dev, parts.amp or torch.float32)
+    for line in header(parts, out, peak, cfg.train.total_batch_size):
+        log(line)
+    if resumed_from is not None:
+        log(f"resumed from {resumed_from} at step {parts.progress.step}")
+    return Trainer(parts, out, log, stops, peak, resumed_from)
+
+
+def train(cfg: Any) -> int:
+    """Run training as configured; return the process exit code (``Exit``).
+
+    ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
+    config must be compatible with the checkpoint (``config_for_resume`` builds one from the checkpoint's own).
+    Under torchrun the process group is set up here and torn down before returning.
+    """
+    info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))
+    log, stops = RunLog(info.master), D.StopSignals(announce=info.master)
+    stops.install()
+    code, clean, trainer = 1, True, None
+    try:
+        trainer = setup(cfg, info, log, stops)
+        code = trainer.run()
+    except Stop as s:
+        code = s.code
+    except UserError as e:
+        if info.master or not info.ddp:
+            error(str(e))
+        code = Exit.USER
+    except KeyboardInterrupt:
+        print("interrupted (no checkpoint saved)", file=sys.stderr, flush=True)
+        code, clean = Exit.SIGINT, False
+    except BaseException:
+        clean = False  # other ranks may be stuck in a collective: don't wait for them
+        raise
+    finally:
+        if trainer is not None:
+            trainer.parts.loader.close()
+            late = trainer.saver.wait()  # never leave while a checkpoint is being written
+            if late is not None:
+                error(late)
+                code = Exit.SAVE if code == Exit.OK else code
+        log.close()
+        stops.restore()
+        D.shutdown(info, sync=clean)
+    return int(code)

@@ -1,0 +1,77 @@
+"""One optimizer step: ``train_step(parts, batches, lr) -> StepStats`` (in-process, no subprocess needed to test it).
+
+Gradient accumulation over the micro-batches, DDP's all-reduce on the last one only, the loss averaged over ranks,
+the gradient norm clipped; the optimizer steps only when both the loss and the norm are finite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from gpt2stream import distributed as D
+from gpt2stream.train.build import Parts
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float  # mean training loss over the step's micro-batches and all ranks
+    grad_norm: float  # global gradient norm before clipping
+    lr: float
+    applied: bool  # False: the loss or the norm was not finite and the optimizer did not step
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+def autocast(amp: torch.dtype | None, device_type: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast when ``amp`` is set, else nothing (plain fp32)."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=amp)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def accumulate(parts: Parts, batches: list) -> torch.Tensor:
+    """Forward and backward over the micro-batches; returns this rank's mean loss (a 0-d tensor, not synced)."""
+    info, n = parts.info, len(batches)
+    loss_sum = torch.zeros((), device=info.device)
+    for micro, (x, y) in enumerate(batches):
+        x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+        # DDP averages gradients across ranks in backward; do it once, on the last micro-step
+        last = micro == n - 1
+        sync = contextlib.nullcontext() if (last or not info.ddp) else parts.ddp_model.no_sync()
+        with sync:
+            with autocast(parts.amp, info.device_type):
+                _, loss = parts.ddp_model(x, y)
+            loss = loss / n  # mean over the micro-steps, like one big batch
+            loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
+
+
+def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
+    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP."""
+    info = parts.info
+    set_lr(parts.optimizer, lr)
+    loss_sum = accumulate(parts, batches)
+    D.all_reduce_sum(loss_sum, info)
+    clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
+    norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
+    loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
+    loss = loss_sum_f / info.world_size
+    applied = math.isfinite(loss) and math.isfinite(norm)
+    if applied:
+        parts.optimizer.step()
+    parts.optimizer.zero_grad(set_to_none=True)
+    if info.device_type == "cuda":
+        torch.cuda.synchronize()
+    return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)
