@@ -64,6 +64,7 @@ class DataConfig:
     data: str = "HuggingFaceFW/fineweb-edu"  # Hub dataset id, or local parquet/jsonl/txt file, directory or glob
     data_config: str = "sample-10BT"  # Hub dataset config (subset) name; ignored for local files
     split: str = "train"  # Hub split
+    data_revision: str = ""  # Hub dataset branch, tag or sha for a new run ("" = main); a resume keeps its sha
     text_column: str = "text"  # column (parquet) or key (jsonl) holding the document text
     id_column: str = "id"  # column with a stable document id, if the source has one
     tokenizer: str = "gpt2"  # "gpt2" (tiktoken r50k_base) or a path to a tokenizer.json from train_tokenizer.py
@@ -74,6 +75,7 @@ class DataConfig:
     val_docs: int = 10000  # documents held out for validation (never trained on)
     max_retries: int = 10  # consecutive failed network requests before the stream gives up
     request_timeout: float = 60.0  # seconds before one network request counts as failed
+    rate_limit_wait: float = 900.0  # seconds one request may wait out Hub rate limits (429) before the stream gives up
 
     def __post_init__(self) -> None:
         _check(bool(self.data.strip()), "data", "data", self.data, "give a Hub dataset id or local path")
@@ -85,6 +87,9 @@ class DataConfig:
         _check(self.txt_docs in ("file", "paragraph", "line"), "data", "txt_docs", self.txt_docs,
                "one of file, paragraph, line")
         _check(self.request_timeout > 0, "data", "request_timeout", self.request_timeout, "must be > 0 seconds")
+        _check(self.rate_limit_wait >= 0, "data", "rate_limit_wait", self.rate_limit_wait, "must be >= 0 seconds")
+        _check(not any(c.isspace() for c in self.data_revision) and ".." not in self.data_revision, "data",
+               "data_revision", self.data_revision, "a branch, tag or commit sha of the dataset")
 
 
 @dataclass

@@ -38,23 +38,32 @@ Usage::
 from __future__ import annotations
 
 import bisect
+import hashlib
 import io
-import logging
+import json
 import os
 import re
 import socket
 import threading
+import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
 
 from gpt2stream.errors import DataStreamError, UserError
-from gpt2stream.retry import Retrier, RetryPolicy, TransientError, call_with_retries, parse_retry_after
+from gpt2stream.retry import (
+    Retrier,
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    parse_retry_after,
+    rate_limit_of,
+)
 
 __all__ = [
     "RetryPolicy", "RemoteFile", "HubDataset", "HubFile", "resolve_dataset", "list_parquet_files", "open_remote",
@@ -62,7 +71,6 @@ __all__ = [
     "bytes_fetched_total", "parse_configs", "choose_config", "glob_to_regex", "DataStreamError", "UserError",
 ]
 
-log = logging.getLogger("gpt2stream.hub")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 256 * 1024
@@ -70,6 +78,13 @@ _MAX_KEEP = 64 << 20  # bytes of fetched blocks a HubFile keeps (least recently 
 _PROGRESS_RESET = 1 << 20  # a broken transfer that still delivered 1 MiB counts as progress, not a failure
 _TOTAL_LOCK = threading.Lock()
 _TOTAL_FETCHED = 0
+_REQUESTS: dict[str, int] = {"api": 0, "resolver": 0, "cdn": 0}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_REFUSED = frozenset({400, 401, 403, 410})  # a signed URL that answers this has expired (or was revoked): resolve again
+TARGET_MARGIN = 60.0  # a signed URL is not used in its last minute (a read may take that long)
+TARGET_TTL = 3600.0  # lifetime assumed for a signed URL whose expiry cannot be read from it
+_TARGETS: dict[str, tuple[str, float]] = {}  # resolve URL -> (signed URL, expiry), shared by this process's readers
+_TRUE = ("1", "true", "yes", "on")
 
 
 def endpoint() -> str:
@@ -77,8 +92,17 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def offline() -> bool:
+    """$HF_HUB_OFFLINE is set: huggingface_hub's switch for "send nothing to the Hub"."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
 def hub_token() -> str | None:
-    """$HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN, else the file `hf auth login` wrote ($HF_TOKEN_PATH)."""
+    """The token huggingface_hub.get_token would find, read at call time: $HF_TOKEN (or $HUGGING_FACE_HUB_TOKEN),
+    else the file `hf auth login` wrote ($HF_TOKEN_PATH, default $HF_HOME/token); none when
+    $HF_HUB_DISABLE_IMPLICIT_TOKEN is set (then, as in huggingface_hub, only an explicit token would be sent)."""
+    if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").strip().lower() in _TRUE:
+        return None
     tok = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if tok and tok.strip():
         return tok.strip()
@@ -88,16 +112,40 @@ def hub_token() -> str | None:
     try:
         tok = path.read_text().strip()
     except OSError:
-        return None
+        tok = ""
+    if not tok and os.environ.get("HF_OIDC_RESOURCE"):  # CI trusted publishing: only huggingface_hub knows how
+        from huggingface_hub import get_token
+
+        tok = get_token() or ""
     return tok or None
 
 
-def _headers() -> dict[str, str]:
+def _headers(auth: bool = True) -> dict[str, str]:
     h = {"User-Agent": "gpt2stream/0.1", "Accept-Encoding": "identity"}
-    tok = hub_token()
+    tok = hub_token() if auth else None
     if tok:
         h["Authorization"] = f"Bearer {tok}"
     return h
+
+
+def _verify() -> str | bool:
+    """CA bundle for TLS: $REQUESTS_CA_BUNDLE, $CURL_CA_BUNDLE or $SSL_CERT_FILE, else certifi's (requests' default)."""
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return True
+
+
+def request_counts() -> dict[str, int]:
+    """Requests this process sent, by the Hub's bucket: api (/api/...), resolver (/resolve/...), cdn (signed URLs)."""
+    with _TOTAL_LOCK:
+        return dict(_REQUESTS)
+
+
+def _kind(url: str) -> str:
+    if not url.startswith(endpoint() + "/"):
+        return "cdn"
+    return "api" if urlsplit(url).path.startswith("/api/") else "resolver" if "/resolve/" in url else "cdn"
 
 
 def looks_like_repo_id(spec: str) -> bool:
@@ -123,17 +171,45 @@ def _count(n: int) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def _request(session: requests.Session, method: str, url: str, policy: RetryPolicy, *,
-             headers: dict[str, str] | None = None, stream: bool = False) -> requests.Response:
+             headers: dict[str, str] | None = None, stream: bool = False, redirects: bool = True,
+             auth: bool = True) -> requests.Response:
+    """One attempt. ``auth=False``: no token (a signed storage URL carries its own; S3-style hosts refuse both)."""
+    kind = _kind(url)
+    with _TOTAL_LOCK:
+        _REQUESTS[kind] += 1
     try:
-        resp = session.request(method, url, headers={**_headers(), **(headers or {})}, stream=stream,
-                               timeout=(policy.timeout, policy.timeout), allow_redirects=True)
+        resp = session.request(method, url, headers={**_headers(auth), **(headers or {})}, stream=stream,
+                               timeout=(policy.timeout, policy.timeout), allow_redirects=redirects, verify=_verify())
+    except requests.exceptions.SSLError as e:  # a wrong CA bundle stays wrong: retrying would only hide it
+        host = urlsplit(url).netloc
+        raise UserError(f"TLS certificate check failed for {host} ({one_line_cause(e)}); if a proxy or mirror uses "
+                        f"its own CA, point SSL_CERT_FILE or REQUESTS_CA_BUNDLE at its CA bundle") from None
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
         raise TransientError(describe_connection_error(e, url, policy.timeout)) from e
     if resp.status_code in RETRY_STATUSES:
+        limited = rate_limit_of(resp.status_code, resp.headers)
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         resp.close()
+        if limited is not None:
+            raise limited
         raise TransientError(f"HTTP {resp.status_code} {resp.reason or ''}".strip(), retry_after)
     return resp
+
+
+def one_line_cause(err: BaseException) -> str:
+    """The innermost message of an exception chain (e.g. the SSL reason inside requests' wrappers), one line."""
+    e: BaseException | None = err
+    last = str(err)
+    for _ in range(10):
+        if e is None:
+            break
+        if str(e):
+            last = str(e)
+        reason = getattr(e, "reason", None)
+        nested = e.args[0] if e.args and isinstance(e.args[0], BaseException) else None
+        e = (reason if isinstance(reason, BaseException) else None) or nested or _cause(e)
+    text = " ".join(last.split())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _cause(e: BaseException) -> BaseException | None:
@@ -187,11 +263,19 @@ def _get_json(session: requests.Session, url: str, policy: RetryPolicy, what: st
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a Hub dataset at a pinned commit: repo path, size in bytes, resolve URL."""
+    """One file of a Hub dataset at a pinned commit: repo path, size in bytes, resolve URL; ``target``: the signed
+    storage URL its resolve URL redirected to (empty: not known yet), valid until ``expires`` (epoch seconds)."""
 
     path: str
     size: int
     url: str
+    target: str = ""
+    expires: float = 0.0
+
+    def with_known_target(self) -> RemoteFile:
+        """This file with the signed URL this process last got for it (so it can be shipped to other processes)."""
+        got = _TARGETS.get(self.url)
+        return replace(self, target=got[0], expires=got[1]) if got else self
 
 
 @dataclass(frozen=True)
@@ -235,16 +319,6 @@ def glob_to_regex(pattern: str) -> re.Pattern:
     return re.compile("".join(out))
 
 
-def _static_prefix(pattern: str) -> str:
-    """Directory part of a glob before the first wildcard: 'data/*/*' -> 'data' (what to list)."""
-    parts = []
-    for seg in pattern.split("/")[:-1]:
-        if any(c in seg for c in "*?["):
-            break
-        parts.append(seg)
-    return "/".join(parts)
-
-
 def _as_list(v: Any) -> list[str]:
     return [v] if isinstance(v, str) else [str(x) for x in (v or [])]
 
@@ -285,22 +359,6 @@ def parse_configs(card: dict) -> tuple[dict[str, dict[str, list[str]]], str | No
     return out, default
 
 
-_SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
-                "val": "validation", "dev": "validation", "test": "test", "testing": "test", "eval": "test"}
-
-
-def infer_splits(paths: list[str]) -> dict[str, list[str]]:
-    """No `configs` in the README: data files by split, from directory or file-name words (else all 'train')."""
-    data = [p for p in paths if p.rsplit(".", 1)[-1] in ("parquet", "jsonl", "json", "csv", "txt", "arrow")
-            and not p.startswith(".") and p != "README.md"]
-    splits: dict[str, list[str]] = {}
-    for p in data:
-        words = re.split(r"[/\-_.]", p.lower())
-        split = next((_SPLIT_WORDS[w] for w in words if w in _SPLIT_WORDS), None)
-        splits.setdefault(split or "train", []).append(p)
-    return splits
-
-
 def _listing(names: list[str], limit: int = 30) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
@@ -334,10 +392,29 @@ def _front_matter(text: str) -> dict:
     return card if isinstance(card, dict) else {}
 
 
+def gated_error(resp: requests.Response, repo_id: str) -> UserError | None:
+    """A gated dataset's 401/403 (X-Error-Code: GatedRepo) in words: no token vs a token whose user has not accepted
+    the terms, with the Hub's own X-Error-Message."""
+    if resp.status_code not in (401, 403) or _error_code(resp) != "GatedRepo":
+        return None
+    page = f"{endpoint()}/datasets/{repo_id}"
+    said = resp.headers.get("X-Error-Message", "").strip()
+    said = f" (the Hub says: {one_line_cause(Exception(said))})" if said else ""
+    if resp.status_code == 401 or not hub_token():
+        why = "no token was sent" + ("" if hub_token() else " (HF_TOKEN is not set)")
+        return UserError(f"dataset {repo_id} is gated and {why}: accept its terms at {page} and set HF_TOKEN{said}")
+    return UserError(f"dataset {repo_id} is gated and the user of your HF_TOKEN has not been granted access: accept "
+                     f"its terms at {page} (or wait for the authors' approval), then run again{said}")
+
+
 def _check_repo_response(resp: requests.Response, repo_id: str, revision: str) -> None:
     code = _error_code(resp)
+    gated = gated_error(resp, repo_id)
+    if gated is not None:
+        raise gated
     if resp.status_code == 404 and code == "RevisionNotFound":
-        raise UserError(f"dataset {repo_id} has no revision {revision!r} on {endpoint()}")
+        raise UserError(f"dataset {repo_id} has no revision {revision!r} on {endpoint()}; give --data-revision a "
+                        f"branch, tag or commit sha of it (default: main)")
     if resp.status_code in (401, 403, 404):
         hint = ("HF_TOKEN is set: check that it can read this dataset" if hub_token()
                 else "if it is private or gated, set HF_TOKEN")
@@ -365,12 +442,34 @@ def _list_tree(session: requests.Session, base: str, sha: str, prefix: str, poli
     return files
 
 
+class RevisionGone(UserError):
+    """The revision (branch, tag or sha) does not exist on the Hub (any more)."""
+
+
+def revision_sha(repo_id: str, revision: str, policy: RetryPolicy | None = None) -> str:
+    """The commit sha ``revision`` names now (one API request); RevisionGone if it does not exist."""
+    policy = policy or RetryPolicy()
+    if offline():
+        raise UserError(f"HF_HUB_OFFLINE is set, so dataset {repo_id} cannot be streamed from the Hub; unset it")
+    with requests.Session() as session:
+        info, resp = _get_json(session, f"{endpoint()}/api/datasets/{repo_id}/revision/{quote(revision, safe='')}",
+                               policy, f"dataset info of {repo_id}")
+    if info is None:
+        if resp.status_code == 404 and _error_code(resp) == "RevisionNotFound":
+            raise RevisionGone(f"dataset {repo_id} has no revision {revision!r} on {endpoint()}")
+        _check_repo_response(resp, repo_id, revision)
+    return str(info.get("sha") or revision)
+
+
 def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train", *, revision: str = "main",
                     policy: RetryPolicy | None = None) -> HubDataset:
     """(dataset id, config, split) -> the files to stream, pinned to the revision's commit sha."""
     policy = policy or RetryPolicy()
     if not re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", repo_id):
         raise UserError(f"{repo_id!r} is not a Hub dataset id (expected 'org/name') nor an existing local path")
+    if offline():
+        raise UserError(f"HF_HUB_OFFLINE is set, so dataset {repo_id} cannot be streamed from the Hub; unset it, or "
+                        f"give --data a local copy (a directory of its parquet files)")
     ep = endpoint()
     base = f"{ep}/api/datasets/{repo_id}"
     with requests.Session() as session:
@@ -395,48 +494,53 @@ def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train
         card = _front_matter(readme) if readme else {}
         if not card.get("configs") and isinstance(info.get("cardData"), dict):
             card = info["cardData"]
-        configs, default = parse_configs(card)
         listings: dict[str, list[tuple[str, int]]] = {}
+        sizes: dict[str, int] = {}
 
         def listing(prefix: str) -> list[tuple[str, int]]:
             # one listing of the shallowest prefix serves every glob under it
             for known, files in listings.items():
                 if known == "" or prefix == known or prefix.startswith(known + "/"):
-                    return files
+                    return [(p, n) for p, n in files if not prefix or p == prefix or p.startswith(prefix + "/")]
             listings[prefix] = _list_tree(session, base, sha, prefix, policy, repo_id)
+            sizes.update(listings[prefix])
             return listings[prefix]
 
-        if not configs:  # no YAML configs: the Hub's default layout rules, simplified
-            configs, default = {"default": infer_splits([p for p, _ in listing("")])}, "default"
+        from gpt2stream.hub_card import card_configs, resolve_data_files
+
+        configs, default = card_configs(card)
+        if not configs:  # no YAML configs: datasets' split-name patterns over the whole repo
+            configs, default = {"default": None}, "default"
         name = choose_config(configs, default, config, repo_id)
-        splits = configs[name]
+        splits = resolve_data_files(configs[name], listing)
         if split not in splits:
             raise UserError(f"config {name!r} of dataset {repo_id} has no split {split!r}; its splits are: "
                             f"{_listing(sorted(splits))} (set --split)")
-        chosen: dict[str, int] = {}
-        for pattern in splits[split]:
-            rx = glob_to_regex(pattern.lstrip("/"))
-            for path, size in listing(_static_prefix(pattern.lstrip("/"))):
-                hidden = any(seg.startswith((".", "_")) for seg in path.split("/"))
-                if rx.fullmatch(path) and not hidden and path != "README.md":
-                    chosen[path] = size
+        chosen = {p: sizes[p] for p in splits[split] if p in sizes}
     if not chosen:
+        data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
         raise UserError(f"config {name!r} split {split!r} of dataset {repo_id} matches no files "
-                        f"(data_files: {', '.join(splits[split])})")
+                        f"(data_files: {data_files})")
     files = tuple(RemoteFile(p, chosen[p], f"{ep}/datasets/{repo_id}/resolve/{sha}/{quote(p)}")
                   for p in sorted(chosen))
     return HubDataset(repo_id, name, split, sha, files)
 
 
-def list_parquet_files(repo_id: str, config: str | None = None, split: str = "train", *,
-                       policy: RetryPolicy | None = None, revision: str = "main") -> list[RemoteFile]:
-    """The parquet files of (dataset, config, split), sorted by path; UserError if it has no parquet files."""
+def resolve_parquet(repo_id: str, config: str | None = None, split: str = "train", *,
+                    policy: RetryPolicy | None = None, revision: str = "main") -> HubDataset:
+    """resolve_dataset keeping only the parquet files; UserError if there are none."""
     ds = resolve_dataset(repo_id, config, split, revision=revision, policy=policy)
-    files = [f for f in ds.files if f.path.endswith(".parquet")]
+    files = tuple(f for f in ds.files if f.path.endswith(".parquet"))
     if not files:
         raise UserError(f"config {ds.config!r} split {split!r} of dataset {repo_id} has no parquet files "
                         f"(found: {_listing([f.path for f in ds.files], 5)}); streaming from the Hub reads parquet")
-    return files
+    return replace(ds, files=files)
+
+
+def list_parquet_files(repo_id: str, config: str | None = None, split: str = "train", *,
+                       policy: RetryPolicy | None = None, revision: str = "main") -> list[RemoteFile]:
+    """The parquet files of (dataset, config, split), sorted by path; UserError if it has no parquet files."""
+    return list(resolve_parquet(repo_id, config, split, policy=policy, revision=revision).files)
 
 
 def open_remote(file: RemoteFile, policy: RetryPolicy | None = None, **kw: Any) -> HubFile:
@@ -455,7 +559,7 @@ class HubFile(io.RawIOBase):
     """A remote file as a seekable, read-only binary file: ranged GETs, read-ahead, retries, byte counting."""
 
     def __init__(self, url: str, size: int, policy: RetryPolicy | None = None, *, name: str = "",
-                 readahead: int = 4 << 20):
+                 readahead: int = 4 << 20, target: str = "", expires: float = 0.0, share_dir: str | None = None):
         super().__init__()
         if size < 0:
             raise ValueError(f"HubFile size={size} is invalid: must be >= 0")
@@ -466,6 +570,10 @@ class HubFile(io.RawIOBase):
         self.readahead = int(readahead)
         self.bytes_fetched = 0
         self.requests = 0
+        self.resolves = 0  # resolve requests that came back with a redirect (a new signed URL)
+        self.share_dir = share_dir  # directory where processes of one job share signed URLs (None: this process)
+        if target and url not in _TARGETS:
+            _TARGETS[url] = (target, float(expires))
         self._pos = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()  # start -> bytes, disjoint, least recently used first
         self._starts: list[int] = []  # the keys of _blocks, sorted
@@ -476,11 +584,13 @@ class HubFile(io.RawIOBase):
 
     @classmethod
     def open(cls, file: RemoteFile, policy: RetryPolicy | None = None, **kw: Any) -> HubFile:
-        return cls(file.url, file.size, policy, name=file.path, **kw)
+        return cls(file.url, file.size, policy, name=file.path, target=file.target, expires=file.expires, **kw)
 
-    # -- pickling: ship what identifies the file, never a session or a buffer
+    # -- pickling: ship what identifies the file (and its signed URL), never a session or a buffer
     def __reduce__(self):
-        return (_reopen, (self.url, self.size, self.policy, self.name, self.readahead, self._pos, self.closed))
+        target, expires = _TARGETS.get(self.url, ("", 0.0))
+        return (_reopen, (self.url, self.size, self.policy, self.name, self.readahead, self._pos, self.closed,
+                          target, expires, self.share_dir))
 
     # -- io.RawIOBase protocol
     def readable(self) -> bool:
@@ -597,12 +707,57 @@ class HubFile(io.RawIOBase):
                 retrier.failed(e)
         return bytes(got)
 
-    def _fetch_into(self, got: bytearray, start: int, end: int) -> None:
+    # -- signed URLs: resolve once, read from the storage host until the URL expires or is refused
+    def _live_target(self) -> str | None:
+        got = _TARGETS.get(self.url)
+        if (got is None or got[1] - TARGET_MARGIN <= time.time()) and self.share_dir:
+            got = _read_shared(self.share_dir, self.url) or got
+            if got is not None:
+                _TARGETS[self.url] = got
+        if got is None or got[1] - TARGET_MARGIN <= time.time():
+            return None
+        return got[0]
+
+    def _remember(self, target: str) -> None:
+        self.resolves += 1
+        entry = (target, url_expiry(target))
+        _TARGETS[self.url] = entry
+        if self.share_dir:
+            _write_shared(self.share_dir, self.url, entry)
+
+    def _forget(self, target: str) -> None:
+        if _TARGETS.get(self.url, ("",))[0] == target:
+            del _TARGETS[self.url]
+
+    def _get_range(self, start: int, end: int) -> tuple[requests.Response, bool]:
+        """GET bytes [start, end): from the signed URL while it lasts, else through /resolve/ (following its
+        redirect once and remembering the target). Returns (response, whether it came from a signed URL)."""
+        headers = {"Range": f"bytes={start}-{end - 1}"}
+        target = self._live_target()
+        if target:
+            self.requests += 1
+            resp = _request(self._http(), "GET", target, self.policy, headers=headers, stream=True,
+                            auth=_same_host(target))
+            if resp.status_code not in _REFUSED:
+                return resp, True
+            resp.close()  # expired or refused: never reported, resolved again
+            self._forget(target)
         self.requests += 1
-        resp = _request(self._http(), "GET", self.url, self.policy, headers={"Range": f"bytes={start}-{end - 1}"},
-                        stream=True)
+        resp = _request(self._http(), "GET", self.url, self.policy, headers=headers, stream=True, redirects=False)
+        location = resp.headers.get("Location")
+        if resp.status_code not in _REDIRECTS or not location:
+            return resp, False
+        resp.close()
+        target = urljoin(self.url, location)
+        self._remember(target)
+        self.requests += 1
+        return _request(self._http(), "GET", target, self.policy, headers=headers, stream=True,
+                        auth=_same_host(target)), True
+
+    def _fetch_into(self, got: bytearray, start: int, end: int) -> None:
+        resp, signed = self._get_range(start, end)
         try:
-            want = self._check_range(resp, start, end)  # a server may send less than asked: the loop asks again
+            want = self._check_range(resp, start, end, signed)  # a server may send less than asked: ask again
             received = 0
             try:
                 while received < want:
@@ -621,7 +776,7 @@ class HubFile(io.RawIOBase):
         finally:
             resp.close()
 
-    def _check_range(self, resp: requests.Response, start: int, end: int) -> int:
+    def _check_range(self, resp: requests.Response, start: int, end: int, signed: bool = False) -> int:
         """Bytes the answer to 'Range: bytes=start-(end-1)' carries; DataStreamError if it is not that range."""
         status = resp.status_code
         if status == 206:
@@ -640,6 +795,13 @@ class HubFile(io.RawIOBase):
             raise DataStreamError(
                 f"network: {endpoint()} ignored a Range request for {self.name} (HTTP 200 instead of 206); "
                 f"ranged reads are required, use the Hub or a mirror that supports them")
+        if signed and status in _REFUSED:
+            raise DataStreamError(f"network: the storage host refused a freshly signed URL for {self.name} (HTTP "
+                                  f"{status}); check the machine's clock, then resume the run with --resume latest")
+        m = re.search(r"/datasets/(.+?)/resolve/", self.url)
+        gated = gated_error(resp, unquote(m.group(1))) if m else None
+        if gated is not None:
+            raise gated
         if status in (401, 403):
             raise UserError(f"access to {self.name} denied (HTTP {status}): set HF_TOKEN to a token that can read "
                             f"this dataset")
@@ -650,8 +812,65 @@ class HubFile(io.RawIOBase):
         return f"HubFile({self.name!r}, size={self.size}, pos={self._pos})"
 
 
-def _reopen(url: str, size: int, policy: RetryPolicy, name: str, readahead: int, pos: int, closed: bool) -> HubFile:
-    f = HubFile(url, size, policy, name=name, readahead=readahead)
+def _same_host(url: str) -> bool:
+    """The token goes to the endpoint's own host only, never to a storage host a file redirects to."""
+    return urlsplit(url).netloc == urlsplit(endpoint()).netloc
+
+
+def url_expiry(url: str, now: float | None = None) -> float:
+    """When a signed URL expires (epoch seconds): its ``Expires`` (CloudFront) or ``X-Amz-Date`` + ``X-Amz-Expires``
+    (S3) parameter, else ``TARGET_TTL`` from now (a refused URL is resolved again anyway).
+
+    >>> url_expiry("https://cdn/x?Expires=1700000000&Signature=s")
+    1700000000.0
+    >>> url_expiry("https://s3/x?X-Amz-Date=20250101T000000Z&X-Amz-Expires=3600")
+    1735693200.0
+    """
+    now = time.time() if now is None else now
+    q = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    try:
+        if "expires" in q:
+            return float(q["expires"])
+        if "x-amz-date" in q and "x-amz-expires" in q:
+            import calendar
+
+            t = time.strptime(q["x-amz-date"], "%Y%m%dT%H%M%SZ")
+            return float(calendar.timegm(t) + int(q["x-amz-expires"]))
+    except ValueError:
+        pass
+    return now + TARGET_TTL
+
+
+def _shared_path(share_dir: str, url: str) -> Path:
+    return Path(share_dir) / (hashlib.sha1(url.encode()).hexdigest()[:20] + ".json")
+
+
+def _read_shared(share_dir: str, url: str) -> tuple[str, float] | None:
+    try:
+        obj = json.loads(_shared_path(share_dir, url).read_text())
+        return str(obj["target"]), float(obj["expires"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_shared(share_dir: str, url: str, entry: tuple[str, float]) -> None:
+    """Atomically, readable by this user only (a signed URL grants access until it expires); best effort."""
+    path = _shared_path(share_dir, url)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": url, "target": entry[0], "expires": entry[1]}, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _reopen(url: str, size: int, policy: RetryPolicy, name: str, readahead: int, pos: int, closed: bool,
+            target: str = "", expires: float = 0.0, share_dir: str | None = None) -> HubFile:
+    f = HubFile(url, size, policy, name=name, readahead=readahead, target=target, expires=expires,
+                share_dir=share_dir)
     f._pos = pos
     if closed:
         f.close()

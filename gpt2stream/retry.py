@@ -3,6 +3,10 @@
 A training run streams for days; single faults (a reset, a stall, a 503, a 429) must cost a short wait, never the
 run, and a dead network must surface as one clear error within minutes rather than a hang. ``Retrier`` counts
 *consecutive* failures: any success (or real progress on a long read) resets the count.
+
+A rate limit (429 with the Hub's ``RateLimit`` header, or a ``Retry-After``) is not a failure: the request waits until
+the quota's window resets, plus jitter so ranks do not come back in lockstep, and these waits draw on their own
+budget (``rate_limit_wait`` seconds in a row, default 15 min = three 5-minute windows), not on ``max_retries``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class RetryPolicy:
     max_backoff: float = 60.0    # ... up to this
     jitter: float = 0.25         # +-25% random spread so many ranks don't retry in lockstep
     max_retry_after: float = 300.0  # a server's Retry-After is honoured up to this many seconds
+    rate_limit_wait: float = 900.0  # seconds of rate-limit waits in a row before giving up (>= two Hub windows)
 
     def __post_init__(self) -> None:
         checks = [
@@ -40,6 +45,7 @@ class RetryPolicy:
             ("max_backoff", self.max_backoff >= self.backoff, f"seconds >= backoff ({self.backoff})"),
             ("jitter", 0 <= self.jitter < 1, "a fraction in [0, 1)"),
             ("max_retry_after", self.max_retry_after >= 0, "seconds >= 0"),
+            ("rate_limit_wait", self.rate_limit_wait >= 0, "seconds >= 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -47,8 +53,9 @@ class RetryPolicy:
 
     @classmethod
     def from_config(cls, data_cfg: Any, **overrides: Any) -> RetryPolicy:
-        """From DataConfig.max_retries / DataConfig.request_timeout (+ keyword overrides, e.g. backoff for tests)."""
-        kw = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout)}
+        """From DataConfig.max_retries / request_timeout / rate_limit_wait (+ keyword overrides, e.g. backoff)."""
+        kw = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout),
+              "rate_limit_wait": float(getattr(data_cfg, "rate_limit_wait", cls.rate_limit_wait))}
         kw.update(overrides)
         return cls(**kw)
 
@@ -95,6 +102,40 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
+class RateLimited(TransientError):
+    """A 429: wait ``wait`` seconds (until the quota window resets) before asking again; not a failure."""
+
+    def __init__(self, message: str, wait: float, bucket: str = "", quota: str = ""):
+        super().__init__(message, wait)
+        self.wait = max(0.0, wait)
+        self.bucket = bucket
+        self.quota = quota
+
+
+def rate_limit_of(status: int, headers: Any) -> RateLimited | None:
+    """The wait a 429 asks for: the Hub's ``RateLimit: "bucket";r=0;t=<s>`` (+ ``RateLimit-Policy`` for the quota),
+    else ``Retry-After``; None when the answer says neither (then it is an ordinary retried failure).
+
+    >>> e = rate_limit_of(429, {"RateLimit": '"resolvers";r=0;t=42',
+    ...                         "RateLimit-Policy": '"fixed window";"resolvers";q=5000;w=300'})
+    >>> e.wait, e.bucket, e.quota
+    (42.0, 'resolvers', '5000 per 300 s')
+    """
+    if status != 429:
+        return None
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    info = parse_ratelimit_headers(dict(headers))
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    if info is not None and (info.remaining == 0 or retry_after is None):
+        quota = f"{info.limit} per {info.window_seconds} s" if info.limit is not None else ""
+        return RateLimited(f"HTTP 429 rate limited (bucket {info.resource_type}{', quota ' + quota if quota else ''})",
+                           float(info.reset_in_seconds), info.resource_type, quota)
+    if retry_after is not None:
+        return RateLimited("HTTP 429 rate limited (Retry-After)", retry_after)
+    return None
+
+
 class Retrier:
     """Counts consecutive failures of one logical operation; sleeps between them; raises when out of retries."""
 
@@ -102,13 +143,18 @@ class Retrier:
         self.policy = policy
         self.what = what
         self.failures = 0
+        self.limited = 0.0  # seconds of rate-limit waits since the last success
         self._sleep = sleep
 
     def succeeded(self) -> None:
         self.failures = 0
+        self.limited = 0.0
 
     def failed(self, err: TransientError) -> None:
-        """Record a failure: wait the backoff, or raise DataStreamError when that was one failure too many."""
+        """Record a failure: wait the backoff, or raise DataStreamError when that was one failure too many.
+        A RateLimited waits for the window to reset instead, on the rate-limit budget."""
+        if isinstance(err, RateLimited):
+            return self._rate_limited(err)
         self.failures += 1
         if self.failures > self.policy.max_retries:
             raise DataStreamError(
@@ -119,6 +165,20 @@ class Retrier:
         wait = self.policy.delay(self.failures, err.retry_after)
         log.warning("network: %s: %s; retry %d/%d in %.1fs", self.what, one_line(err), self.failures,
                     self.policy.max_retries, wait)
+        self._sleep(wait)
+
+
+    def _rate_limited(self, err: RateLimited) -> None:
+        wait = err.wait + random.uniform(0.5, 0.5 + min(30.0, max(1.0, 0.2 * err.wait)))  # past the reset, spread
+        if self.limited + wait > self.policy.rate_limit_wait:
+            raise DataStreamError(
+                f"network: {self.what}: the Hub rate-limited us for {self.limited:.0f} s in a row "
+                f"({one_line(err)}); fewer ranks/workers, a token with a higher quota (HF_TOKEN), or a larger "
+                f"--rate-limit-wait, then resume the run with --resume latest") from err
+        self.limited += wait
+        log.warning("network: %s: rate limited (bucket %s%s); waiting %.1fs for the window to reset, then retry "
+                    "(rate-limit waits %.0f of %.0f s)", self.what, err.bucket or "?",
+                    f", quota {err.quota}" if err.quota else "", wait, self.limited, self.policy.rate_limit_wait)
         self._sleep(wait)
 
 

@@ -33,7 +33,14 @@ pagination); POST /api/datasets/<repo>/paths-info/<rev>. Unknown repo/revision/f
 Hub uses (RepoNotFound / RevisionNotFound / EntryNotFound). Options: ``token=`` (require a Bearer token),
 ``ignore_range=True`` (a broken mirror that answers 200 with the whole file), ``max_range=N`` (206 answers carry
 at most N bytes, as some CDNs do), ``redirect_data=True`` (parquet
-resolves 302 to a /cdn/ URL, like LFS files on the real Hub), ``page_size=`` (tree pagination).
+resolves 302 to a signed ``/cdn/`` URL on a second host, 127.0.0.2 (``server.cdn_url``), valid ``url_ttl`` seconds, like
+LFS/Xet files on the real Hub: a CDN request carrying ``Authorization`` gets 400, an expired or forged one 403),
+``page_size=`` (tree pagination), ``rate_limits={"resolvers": (quota, window_s), "api": (...)}`` (fixed windows with
+the Hub's ``RateLimit``/``RateLimit-Policy`` headers and 429), ``gated={repo_id: {tokens that accepted the terms}}``
+(files answer 401/403 with ``X-Error-Code: GatedRepo``; the revision API stays 200).
+Revisions: ``server.update(repo_id, new_root)`` moves main to new content and keeps the old sha readable;
+``server.tag(repo_id, name, sha)``; ``server.drop_revision(repo_id, sha)``.
+Request log: ``server.requests`` (RequestRecord with ``kind`` api/resolver/cdn/other) and ``server.counts()``.
 Everything runs in daemon threads with socket timeouts and a maximum lifetime, so nothing outlives a test.
 """
 
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import re
 import socket
@@ -239,6 +247,21 @@ class RequestRecord:
     range: str | None
     status: int
     body_bytes: int = 0
+    kind: str = ""       # "api" (/api/...), "resolver" (/resolve/...), "cdn" (the signed-URL host) or "other"
+
+
+def request_kind(path: str, cdn: bool = False) -> str:
+    """The Hub's rate-limit bucket of a request target: api, resolver (resolvers bucket), or cdn/other (not limited)."""
+    if cdn:
+        return "cdn"
+    if path.startswith("/api/"):
+        return "api"
+    if _RESOLVE_ROUTE.match(urlsplit(path).path):
+        return "resolver"
+    return "other"
+
+
+_BUCKET = {"api": "api", "resolver": "resolvers"}
 
 
 class _Repo:
@@ -300,9 +323,20 @@ class HubServer:
 
     def __init__(self, repos: dict[str, Path], *, token: str | None = None, ignore_range: bool = False,
                  redirect_data: bool = False, page_size: int = 1000, max_range: int | None = None,
-                 idle_timeout: float = 60.0, max_lifetime: float = 900.0):
-        self.repos = {rid: _Repo(rid, root) for rid, root in repos.items()}
+                 idle_timeout: float = 60.0, max_lifetime: float = 900.0, url_ttl: float = 3600.0,
+                 rate_limits: dict[str, tuple[int, float]] | None = None,
+                 gated: dict[str, set[str]] | None = None, tls: tuple[str, str] | None = None):
+        self.repos = {rid: _Repo(rid, root) for rid, root in repos.items()}  # repo id -> its revision at main
+        self.revisions = {rid: {r.sha: r} for rid, r in self.repos.items()}  # every revision kept, by sha
+        self.refs: dict[str, dict[str, str]] = {rid: {} for rid in self.repos}  # branches/tags other than main
         self.token = token
+        self.url_ttl = url_ttl  # seconds a signed CDN URL stays valid
+        self.rate_limits = dict(rate_limits or {})  # bucket ("api" / "resolvers") -> (quota, window seconds)
+        self.gated = {k: set(v) for k, v in (gated or {}).items()}  # repo id -> tokens that accepted its terms
+        self._windows: dict[str, tuple[int, int]] = {}  # bucket -> (window index, requests counted in it)
+        self._secret = uuid.uuid4().bytes
+        self.tls = tls  # (certfile, keyfile): serve https
+        self._cdn: ThreadingHTTPServer | None = None
         self.ignore_range = ignore_range
         self.redirect_data = redirect_data
         self.page_size = page_size
@@ -320,9 +354,21 @@ class HubServer:
     def start(self) -> HubServer:
         handler = type("Handler", (_HubHandler,), {"hub": self, "timeout": self.idle_timeout})
         self._httpd = _QuietServer(("127.0.0.1", 0), handler)
+        if self.tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            self._httpd.socket = ctx.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True, name="hubserver")
         self._thread.start()
+        if self.redirect_data:  # the CDN: another host (127.0.0.2), so a client must not send it the token
+            cdn_handler = type("CdnHandler", (_HubHandler,), {"hub": self, "timeout": self.idle_timeout, "cdn": True})
+            self._cdn = _QuietServer(("127.0.0.2", 0), cdn_handler)
+            threading.Thread(target=self._cdn.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                             name="hubserver-cdn").start()
+        self._started = time.monotonic()
         self._timer = threading.Timer(self.max_lifetime, self.stop)
         self._timer.daemon = True
         self._timer.start()
@@ -331,10 +377,12 @@ class HubServer:
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._httpd is not None:
-            httpd, self._httpd = self._httpd, None
-            httpd.shutdown()
-            httpd.server_close()
+        for name in ("_httpd", "_cdn"):
+            httpd = getattr(self, name)
+            if httpd is not None:
+                setattr(self, name, None)
+                httpd.shutdown()
+                httpd.server_close()
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -349,10 +397,74 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def cdn_url(self) -> str:
+        assert self._cdn is not None, "no CDN: start the server with redirect_data=True"
+        return f"http://127.0.0.2:{self._cdn.server_address[1]}"
 
     def sha(self, repo_id: str = DEFAULT_REPO) -> str:
         return self.repos[repo_id].sha
+
+    # -- revisions: main moves, older commits stay readable by sha (as on the Hub)
+    def update(self, repo_id: str, root: Path) -> str:
+        """Commit ``root``'s content as the new main of ``repo_id``; the previous revisions stay. Returns the sha."""
+        repo = _Repo(repo_id, root)
+        with self._lock:
+            self.repos[repo_id] = repo
+            self.revisions.setdefault(repo_id, {})[repo.sha] = repo
+            self.refs.setdefault(repo_id, {})
+        return repo.sha
+
+    def tag(self, repo_id: str, name: str, sha: str | None = None) -> None:
+        """A branch or tag ``name`` pointing at ``sha`` (default: the current main)."""
+        self.refs[repo_id][name] = sha or self.repos[repo_id].sha
+
+    def drop_revision(self, repo_id: str, sha: str) -> None:
+        """Forget a revision (a force-push or a deleted branch): it answers RevisionNotFound from now on."""
+        with self._lock:
+            self.revisions[repo_id].pop(sha, None)
+
+    def revision(self, repo_id: str, rev: str) -> _Repo | None:
+        if rev == "main":
+            return self.repos.get(repo_id)
+        rev = self.refs.get(repo_id, {}).get(rev, rev)
+        return self.revisions.get(repo_id, {}).get(rev)
+
+    # -- signed CDN URLs
+    def sign(self, path: str, expires: int) -> str:
+        return hashlib.sha256(self._secret + f"{path}|{expires}".encode()).hexdigest()[:32]
+
+    # -- rate limits: fixed windows counted from the server's start, per bucket, as the Hub does
+    def take(self, bucket: str) -> tuple[bool, dict[str, str]]:
+        """Count one request in ``bucket``; (allowed, RateLimit headers to send)."""
+        if bucket not in self.rate_limits:
+            return True, {}
+        quota, window = self.rate_limits[bucket]
+        now = time.monotonic() - self._started
+        index = int(now // window)
+        with self._lock:
+            seen_index, used = self._windows.get(bucket, (index, 0))
+            if seen_index != index:
+                used = 0
+            allowed = used < quota
+            used += allowed
+            self._windows[bucket] = (index, used)
+        reset = max(1, math.ceil((index + 1) * window - now))
+        return allowed, {"RateLimit": f'"{bucket}";r={quota - used};t={reset}',
+                         "RateLimit-Policy": f'"fixed window";"{bucket}";q={quota};w={int(window) or 1}'}
+
+    # -- the request log
+    def counts(self) -> dict[str, int]:
+        """Requests by kind (api, resolver, cdn, other), 429 answers as "429" and body bytes as "bytes"."""
+        out = {"api": 0, "resolver": 0, "cdn": 0, "other": 0, "429": 0, "bytes": 0}
+        with self._lock:
+            for r in self.requests:
+                out[r.kind or "other"] += 1
+                out["429"] += r.status == 429
+                out["bytes"] += r.body_bytes
+        return out
 
     def reset_counters(self) -> None:
         with self._lock:
@@ -366,7 +478,8 @@ class HubServer:
     # Accounting happens BEFORE the bytes are written: a client can only see an answer after its record (and the
     # bytes it carries) is counted, so a test that reads the counters right after a call returns sees them exactly.
     # (Recording after the write raced with the client: ~5% of reads under load missed the last request.)
-    def _record(self, rec: RequestRecord, file: str | None = None) -> None:
+    def _record(self, rec: RequestRecord, file: str | None = None, cdn: bool = False) -> None:
+        rec.kind = rec.kind or request_kind(rec.path, cdn)
         with self._lock:
             self.requests.append(rec)
             if file is not None:
@@ -383,6 +496,9 @@ class HubServer:
 _REPO_ROUTE = re.compile(r"^/api/(?:datasets|models)/([^/]+/[^/]+)(?:/(revision|tree|paths-info)(?:/(.*))?)?$")
 _RESOLVE_ROUTE = re.compile(r"^(?:/datasets)?/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _CDN_ROUTE = re.compile(r"^/cdn/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)$")
+_GATED_401 = "Access to dataset {} is restricted. You must have access to it and be authenticated to access it."
+_GATED_403 = ("Access to dataset {} is restricted and you are not in the authorized list. Visit "
+              "https://huggingface.co/datasets/{} to ask for access.")
 
 
 def parse_range(value: str, size: int) -> tuple[int, int] | None:
@@ -413,6 +529,7 @@ class _QuietServer(ThreadingHTTPServer):
 
 class _HubHandler(BaseHTTPRequestHandler):
     hub: HubServer
+    cdn = False  # the handler of the CDN host (signed URLs only)
     protocol_version = "HTTP/1.1"
     server_version = "hubserver/1.0"
     disable_nagle_algorithm = True  # header and body go out in separate writes: avoid 40 ms delayed-ACK stalls
@@ -421,11 +538,14 @@ class _HubHandler(BaseHTTPRequestHandler):
         pass
 
     # -- helpers
+    _limit_headers: dict = {}
+
     def _send(self, status: int, body: bytes = b"", *, headers: dict | None = None, ctype: str = "application/json",
               file: str | None = None) -> None:
+        headers = {**self._limit_headers, **(headers or {})}
         sent = len(body) if self.command != "HEAD" else 0
         rec = RequestRecord(self.command, self.path, self.headers.get("Range"), status, sent)
-        self.hub._record(rec, file)  # before the answer goes out (see HubServer._record)
+        self.hub._record(rec, file, self.cdn)  # before the answer goes out (see HubServer._record)
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -457,14 +577,37 @@ class _HubHandler(BaseHTTPRequestHandler):
         return False
 
     def _repo_rev(self, repo_id: str, rev: str) -> _Repo | None:
-        repo = self.hub.repos.get(repo_id)
-        if repo is None:
+        if repo_id not in self.hub.repos:
             self._error(404, "RepoNotFound", f"Repository not found: {repo_id}")
             return None
-        if rev not in ("main", repo.sha):
+        repo = self.hub.revision(repo_id, rev)
+        if repo is None:
             self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
             return None
         return repo
+
+    def _gated_ok(self, repo_id: str) -> bool:
+        """Files of a gated repo need a token whose user accepted the terms: 401 without one, 403 with another."""
+        if repo_id not in self.hub.gated:
+            return True
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and auth[7:] in self.hub.gated[repo_id]:
+            return True
+        status, msg = (403, _GATED_403.format(repo_id, repo_id)) if auth else (401, _GATED_401.format(repo_id))
+        self._error(status, "GatedRepo", msg)
+        return False
+
+    def _rate_limited(self) -> bool:
+        bucket = _BUCKET.get(request_kind(self.path, self.cdn))
+        if bucket is None:
+            return False
+        allowed, headers = self.hub.take(bucket)
+        self._limit_headers = headers
+        if allowed:
+            return False
+        self._json({"error": "You have been rate-limited; you can retry this action in a few minutes."}, 429,
+                   headers={**headers, "X-Error-Message": "rate limited"})
+        return True
 
     def _drain_body(self) -> bytes:
         n = int(self.headers.get("Content-Length") or 0)
@@ -489,6 +632,11 @@ class _HubHandler(BaseHTTPRequestHandler):
     def _route(self, body: bytes) -> None:
         split = urlsplit(self.path)
         raw_path, query = split.path, parse_qs(split.query)
+        self._limit_headers = {}
+        if self.cdn:
+            return self._cdn_get(raw_path, query)
+        if self._rate_limited():
+            return None
         if raw_path == "/api/agent-harnesses":
             return self._json({})
         if not self._authorized():
@@ -496,11 +644,9 @@ class _HubHandler(BaseHTTPRequestHandler):
         m = _RESOLVE_ROUTE.match(raw_path)
         if m and self.command in ("GET", "HEAD"):
             repo = self._repo_rev(m.group(1), unquote(m.group(2)))
-            return self._resolve(repo, unquote(m.group(3))) if repo else None
-        m = _CDN_ROUTE.match(raw_path)
-        if m and self.command in ("GET", "HEAD"):
-            repo = self._repo_rev(m.group(1), m.group(2))
-            return self._serve_file(repo, unquote(m.group(3))) if repo else None
+            if repo is None or not self._gated_ok(m.group(1)):
+                return None
+            return self._resolve(repo, unquote(m.group(3)))
         m = _REPO_ROUTE.match(raw_path)
         if m:
             repo_id, kind, rest = m.group(1), m.group(2), m.group(3)
@@ -519,12 +665,34 @@ class _HubHandler(BaseHTTPRequestHandler):
                 return self._paths_info(repo, body) if repo else None
         return self._error(404, None, f"not found: {self.command} {raw_path}")
 
+    def _cdn_get(self, raw_path: str, query: dict) -> None:
+        """The CDN host: signed, expiring URLs only; a request that also carries a token is refused (400), as S3-style
+        storage refuses two authentication mechanisms; an expired or badly signed URL gets 403."""
+        m = _CDN_ROUTE.match(raw_path)
+        if not m or self.command not in ("GET", "HEAD"):
+            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", ctype="application/xml")
+        if self.headers.get("Authorization"):
+            return self._send(400, b"<Error><Code>InvalidArgument</Code><Message>Only one auth mechanism allowed"
+                              b"</Message></Error>", ctype="application/xml")
+        expires = query.get("Expires", ["0"])[0]
+        if not expires.isdigit() or query.get("Signature", [""])[0] != self.hub.sign(raw_path, int(expires)):
+            return self._send(403, b"<Error><Code>AccessDenied</Code></Error>", ctype="application/xml")
+        if int(expires) < time.time():
+            return self._send(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message>"
+                              b"</Error>", ctype="application/xml")
+        repo = self.hub.revision(m.group(1), m.group(2))
+        if repo is None:
+            return self._send(404, b"<Error><Code>NoSuchKey</Code></Error>", ctype="application/xml")
+        return self._serve_file(repo, unquote(m.group(3)))
+
     def _resolve(self, repo: _Repo, rel: str) -> None:
         if rel not in repo.files:
             return self._error(404, "EntryNotFound", f"{rel} does not exist on revision {repo.sha}")
         if self.hub.redirect_data and rel.endswith(".parquet"):
             size = repo.files[rel].stat().st_size
-            loc = f"/cdn/{repo.repo_id}/{repo.sha}/{quote(rel)}"
+            path = f"/cdn/{repo.repo_id}/{repo.sha}/{quote(rel)}"
+            expires = int(time.time() + self.hub.url_ttl)
+            loc = f"{self.hub.cdn_url}{path}?Expires={expires}&Signature={self.hub.sign(path, expires)}"
             return self._send(302, b"", headers={
                 "Location": loc, "X-Repo-Commit": repo.sha, "X-Linked-Size": str(size),
                 "X-Linked-Etag": f'"{repo.digests[rel]}"', "ETag": f'"{repo.entry(rel)["oid"]}"'})
@@ -535,7 +703,8 @@ class _HubHandler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"{rel} does not exist on revision {repo.sha}")
         path = repo.files[rel]
         size = path.stat().st_size
-        headers = {"X-Repo-Commit": repo.sha, "ETag": f'"{repo.digests[rel]}"', "Accept-Ranges": "bytes"}
+        headers = {**self._limit_headers, "X-Repo-Commit": repo.sha, "ETag": f'"{repo.digests[rel]}"',
+                   "Accept-Ranges": "bytes"}
         rng = self.headers.get("Range")
         start, end, status = 0, size - 1, 200
         if rng and not self.hub.ignore_range:
@@ -548,7 +717,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         ctype = "application/octet-stream" if not rel.endswith((".md", ".json", ".yaml")) else "text/plain"
         rec = RequestRecord(self.command, self.path, rng, status, 0)
-        self.hub._record(rec, rel)  # before the answer goes out; body bytes are counted before each write
+        self.hub._record(rec, rel, self.cdn)  # before the answer goes out; body bytes are counted before each write
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(end - start + 1 if size else 0))

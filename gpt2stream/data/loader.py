@@ -34,7 +34,7 @@ def stall_timeout(data_cfg: Any) -> float:
     The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
     per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)
     retries = int(getattr(data_cfg, "max_retries", 10) or 10)
-    return max(900.0, 4 * per_request * (retries + 1))
+    return max(900.0, 4 * per_request * (retries + 1)) + float(getattr(data_cfg, "rate_limit_wait", 900.0))
 
 
 class TrainLoader:
@@ -47,7 +47,7 @@ class TrainLoader:
     """
 
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, pin_memory: bool = False) -> None:
+                 seed: int = 0, pin_memory: bool = False, source: Source | None = None) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)
         _check_int("seq_len", data_cfg.seq_len, 1)
@@ -66,7 +66,7 @@ class TrainLoader:
         self.num_workers = data_cfg.num_workers
         self.slots = max(1, self.num_workers)
         readers = num_readers(world_size, self.num_workers)
-        self.source: Source = open_source(data_cfg)
+        self.source: Source = source if source is not None else open_source(data_cfg)
         self.plan: Plan = self.source.plan(data_cfg.val_docs, readers)
         what = "row groups" if self.source.kind == "parquet" else "pieces"
         check_enough_units(len(self.plan.units), readers, what)
@@ -183,22 +183,22 @@ class TrainLoader:
             pass
 
 
-def val_documents(data_cfg: Any) -> list[str]:
+def val_documents(data_cfg: Any, source: Source | None = None) -> list[str]:
     """The held-out validation texts (usable ones, in order): the first val_docs rows of the last file."""
-    source = open_source(data_cfg)
+    source = source if source is not None else open_source(data_cfg)
     plan = source.plan(data_cfg.val_docs, 1)
     return [r.text for r in source.read_val(plan) if usable(r.text)]
 
 
 def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                num_tokens: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                num_tokens: int = 0, source: Source | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's share of the fixed validation set, as (x, y) batches.
 
     The validation documents are packed in order into blocks of seq_len+1 tokens and the first
     ceil(num_tokens / seq_len) blocks are kept (fewer if the held-out documents are short of them). Block j goes to
     rank j % world_size, so the union over ranks is the same set in the same order whatever the world size. Ranks
     may get one block (so possibly one batch) less than others: reduce sums of losses and counts once at the end.
-    Returns [] when val_docs is 0.
+    Returns [] when val_docs is 0. ``source``: the rank's already opened source (else it is opened here).
     """
     _check_int("batch_size", batch_size, 1)
     _check_int("num_tokens", num_tokens, 0)
@@ -208,7 +208,7 @@ def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, w
         return []
     T = data_cfg.seq_len
     want = math.ceil(num_tokens / T)
-    texts = val_documents(data_cfg)
+    texts = val_documents(data_cfg, source)
     packer = Packer(1, T + 1)
     blocks: list[np.ndarray] = []
     eot = int(tokenizer.eot_id)

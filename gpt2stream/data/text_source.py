@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 
-from gpt2stream.data.sources import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
+from gpt2stream.data.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
 from gpt2stream.errors import UserError
 
 TXT_MODES = ("file", "paragraph", "line")

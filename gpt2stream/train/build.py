@@ -100,10 +100,12 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     inductor_config.deterministic = True
 
 
-def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> Parts:
+def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Any = None) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
-    checkpoint before anything large is built."""
+    checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job), shared by
+    training and validation."""
     from gpt2stream.data import TrainLoader, val_batches
+    from gpt2stream.data.job import check_pinned_revision
     from tokenizer import load_tokenizer
 
     tok = load_tokenizer(cfg.data.tokenizer)
@@ -111,6 +113,8 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) ->
         cfg.model.vocab_size = tok.n_vocab
     if resume is not None:
         check_compatible(resume[0], resume[1], cfg, tok.identity, info.world_size)
+        if source is not None:
+            check_pinned_revision(resume[1]["config"], source, resume[0])
     check_settings(cfg, tok)
     t, dev = cfg.train, info.device
     accum = grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
@@ -121,10 +125,10 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) ->
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
     loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                         world_size=info.world_size, seed=t.seed, pin_memory=dev.type == "cuda")
+                         world_size=info.world_size, seed=t.seed, pin_memory=dev.type == "cuda", source=source)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens)
+                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
                  fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
                  position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),
@@ -161,6 +165,9 @@ def open_run_dir(parts: Parts) -> Path:
     if parts.info.master:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(parts.cfg.to_json())
+        from gpt2stream.data.job import write_manifest
+
+        write_manifest(parts.loader.source, parts.cfg.data, out)  # the pinned revision, files and footers
         if parts.tok_spec != "gpt2":
             shutil.copyfile(parts.tok_spec, out / "tokenizer.json")
         parts.metrics.attach(out / "metrics.jsonl")

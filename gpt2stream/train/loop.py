@@ -16,6 +16,7 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
+from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.train import evaluate
@@ -166,8 +167,9 @@ class Trainer:
         ranks = D.gather_objects({k: v.state_dict() for k, v in parts.mine.items()}, info)
         err = self.saver.wait() if info.master else None
         if info.master and err is None:
-            meta = {"config": parts.cfg.to_dict(), "tokenizer_identity": parts.tok.identity,
-                    "tokenizer_spec": parts.tok_spec, "world_size": info.world_size}
+            meta = {"config": pin_revision(parts.cfg.to_dict(), parts.loader.source),
+                    "tokenizer_identity": parts.tok.identity, "tokenizer_spec": parts.tok_spec,
+                    "world_size": info.world_size}
             self.saver.submit(assemble(parts.shared, ranks, parts.progress.state_dict(), meta), self.step)
         self.agree_saved(err)
 

@@ -19,8 +19,12 @@ from gpt2stream.train.settings import Exit, collective_timeout
 
 
 def build_and_restore(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
-    """Each rank by itself: build everything, checked against the checkpoint, then restore it."""
-    parts = build_parts(cfg, info, resume)
+    """Collective first (rank 0 opens the data for the job, every rank receives it), then each rank by itself:
+    build everything, checked against the checkpoint, then restore it."""
+    from gpt2stream.data.job import open_data_for_job
+
+    source = open_data_for_job(cfg.data, info, cfg.train.out_dir, resume is not None)
+    parts = build_parts(cfg, info, resume, source)
     if resume is None:
         return parts, None
     restore(parts, resume[1])

@@ -1,0 +1,97 @@
+"""Open a job's data once: rank 0 resolves it, every rank receives it, and the run keeps the revision it started on.
+
+A Hub dataset costs metadata requests (revision, card, listing) and one footer read per file to open. If every rank
+(and every DataLoader worker) did that, a 64-rank job would spend a free user's 5-minute quota at start-up. So:
+
+- rank 0 resolves the revision to a commit sha, the card, the listing and the footers, and plans the units;
+- the opened source (files, footers, signed storage URLs) is broadcast to every rank; DataLoader workers get it by
+  pickling; training and validation share it;
+- rank 0 saves it in the run directory (manifest.py), so ``--resume`` only checks that the pinned sha still exists;
+- the sha goes into every checkpoint's config (``pin_revision``): a resume reads that sha, never ``main``.
+
+Local sources are opened the same way (rank 0 reads the footers or scans the text once).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from gpt2stream.data import manifest as M
+from gpt2stream.data.sources import Source, open_source
+from gpt2stream.errors import UserError
+
+SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
+
+
+def _check_pinned_exists(data_cfg: Any, sha: str, asked: str) -> None:
+    """One API request: the revision this run is pinned to still exists, and ``asked`` (a resume's
+    --data-revision, if any) names it."""
+    from gpt2stream import hub
+
+    policy = hub.RetryPolicy.from_config(data_cfg)
+    try:
+        got = hub.revision_sha(str(data_cfg.data), asked or sha, policy)
+    except hub.RevisionGone:
+        if asked and asked != sha:
+            raise UserError(f"dataset {data_cfg.data} has no revision {asked!r}; this run is pinned to {sha}: "
+                            f"drop --data-revision to resume on it") from None
+        raise UserError(f"dataset {data_cfg.data} no longer has revision {sha}, the one this run is pinned to (it "
+                        f"was rewritten or deleted on {hub.endpoint()}); the run cannot resume on the same data: "
+                        f"start a new run with another --out-dir (--data-revision chooses its revision)") from None
+    if got != sha:
+        raise UserError(f"this run is pinned to dataset revision {sha}, but --data-revision {asked} is {got}; a "
+                        f"resumed run keeps its revision: drop --data-revision")
+
+
+def _open_on_rank0(data_cfg: Any, run_dir: Path | None, resume: bool) -> Source:
+    share = str(run_dir / SHARE_DIR) if run_dir is not None else None
+    saved = M.load_manifest(run_dir) if (resume and run_dir is not None) else None
+    if saved is not None and M.matches(saved, data_cfg):
+        _check_pinned_exists(data_cfg, saved["revision"], data_cfg.data_revision)
+        return M.source_from_manifest(saved, data_cfg, share)
+    src = open_source(data_cfg)  # a Hub dataset at data_cfg.data_revision (default main), or local files
+    for f in src.files:
+        if hasattr(f, "share_dir"):
+            f.share_dir = share
+    src.plan(data_cfg.val_docs, 1)  # every footer read (or the text scanned) once for the job, here
+    return src
+
+
+def open_data_for_job(data_cfg: Any, info: Any, run_dir: str | Path | None = None, resume: bool = False) -> Source:
+    """Collective (every rank calls it first thing, nothing before it can fail on one rank only): the job's
+    opened source. A failure on rank 0 is raised on every rank, with rank 0's message."""
+    from gpt2stream import distributed as D
+
+    payload: tuple[str, Any] | None = None
+    if info.rank == 0:
+        try:
+            payload = ("ok", _open_on_rank0(data_cfg, Path(run_dir) if run_dir else None, resume))
+        except UserError as e:
+            payload = ("error", e)
+    payload = D.broadcast_object(payload, info)
+    kind, value = payload
+    if kind == "error":
+        raise value
+    return value
+
+
+def write_manifest(source: Source, data_cfg: Any, run_dir: str | Path) -> None:
+    """Rank 0, once the run directory is the run's: save a Hub source's manifest (local sources have none)."""
+    if source.revision:
+        M.save_manifest(M.manifest_of(source, data_cfg), Path(run_dir))
+
+
+def pin_revision(config: dict, source: Source) -> dict:
+    """A saved config (RunConfig.to_dict()) with the commit sha the run reads, so a resume reads that sha."""
+    if source.revision:
+        config = {**config, "data": {**config.get("data", {}), "data_revision": source.revision}}
+    return config
+
+
+def check_pinned_revision(saved_config: dict, source: Source, ckpt: Any) -> None:
+    """A checkpoint resumes only on the dataset revision it was trained on."""
+    saved = str((saved_config.get("data") or {}).get("data_revision") or "")
+    if saved and source.revision and len(saved) == 40 and saved != source.revision:
+        raise UserError(f"cannot resume from {ckpt}: it was trained on dataset revision {saved}, this run opened "
+                        f"{source.revision}; resume with --data-revision {saved}")

@@ -1,0 +1,107 @@
+"""A Hub source's manifest: the pinned commit, the files and their parquet footers, saved in the run directory.
+
+Resolving a Hub dataset (revision -> sha, card, listing, every file's footer) is the expensive, rate-limited part of
+opening it. It is done once per job (job.py) and saved as ``<run dir>/data-manifest.json``, so that a resume needs
+no listing and no footer, only a check that the pinned revision still exists.
+
+Format (JSON): ``{"format", "repo", "config", "split", "revision", "files": [{"path", "size", "footer"}]}`` where
+``footer`` is the file's parquet metadata as a base64 ``_metadata`` file (pyarrow's write_metadata_file).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from gpt2stream.data.base import HUB_READAHEAD, FileRef, HubRef
+from gpt2stream.data.parquet_source import ParquetSource
+from gpt2stream.errors import UserError
+
+FORMAT = "gpt2stream.hub-manifest/1"
+FILENAME = "data-manifest.json"
+
+
+def open_hub_source(data_cfg: Any, revision: str = "main", share_dir: str | None = None,
+                    readahead: int = HUB_READAHEAD) -> ParquetSource:
+    """Resolve (dataset, config, split) at ``revision`` and return its ParquetSource (footers not read yet)."""
+    from gpt2stream import hub
+
+    policy = hub.RetryPolicy.from_config(data_cfg)
+    ds = hub.resolve_parquet(data_cfg.data, data_cfg.data_config, data_cfg.split, policy=policy, revision=revision)
+    files: list[FileRef] = [HubRef(r, policy, readahead, share_dir) for r in ds.files]
+    src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
+    src.revision = ds.sha
+    return src
+
+
+def _footer_bytes(md: Any) -> str:
+    buf = io.BytesIO()
+    md.write_metadata_file(buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _footer(text: str) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(io.BytesIO(base64.b64decode(text)))
+
+
+def manifest_of(src: ParquetSource, data_cfg: Any) -> dict:
+    """The manifest of an opened Hub source (reads the footers not read yet)."""
+    files = []
+    for i, ref in enumerate(src.files):
+        files.append({"path": ref.name, "size": ref.size, "footer": _footer_bytes(src._meta(i))})
+    return {"format": FORMAT, "repo": str(data_cfg.data), "config": str(data_cfg.data_config),
+            "split": str(data_cfg.split), "revision": src.revision, "files": files}
+
+
+def save_manifest(manifest: dict, run_dir: Path) -> Path:
+    """Write ``run_dir/data-manifest.json`` atomically (a crash leaves the old one or the new one)."""
+    path = Path(run_dir) / FILENAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{FILENAME}.{os.getpid()}")
+    tmp.write_text(json.dumps(manifest))
+    os.replace(tmp, path)
+    return path
+
+
+def load_manifest(run_dir: Path) -> dict | None:
+    """The run directory's manifest, or None if there is none (or it is unreadable: then it is resolved again)."""
+    try:
+        m = json.loads((Path(run_dir) / FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return m if isinstance(m, dict) and m.get("format") == FORMAT else None
+
+
+def matches(manifest: dict, data_cfg: Any) -> bool:
+    return (manifest.get("repo"), manifest.get("config"), manifest.get("split")) == (
+        str(data_cfg.data), str(data_cfg.data_config), str(data_cfg.split))
+
+
+def source_from_manifest(manifest: dict, data_cfg: Any, share_dir: str | None = None) -> ParquetSource:
+    """The ParquetSource a manifest describes, footers included: opening it sends no request."""
+    from gpt2stream import hub
+
+    policy = hub.RetryPolicy.from_config(data_cfg)
+    repo, sha = manifest["repo"], manifest["revision"]
+    base = f"{hub.endpoint()}/datasets/{repo}/resolve/{sha}/"
+    files: list[FileRef] = []
+    metas = {}
+    for i, f in enumerate(manifest["files"]):
+        remote = hub.RemoteFile(f["path"], int(f["size"]), base + quote(f["path"]))
+        files.append(HubRef(remote, policy, HUB_READAHEAD, share_dir))
+        metas[i] = _footer(f["footer"])
+    src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
+    src.revision = sha
+    names = metas[0].schema.to_arrow_schema().names if metas else []
+    if data_cfg.text_column not in names:
+        raise UserError(f"{files[0].name} has no column {data_cfg.text_column!r}; its columns are {names}; "
+                        f"set --text-column")
+    src.__dict__["metas"] = metas
+    return src

@@ -1,0 +1,126 @@
+"""A dataset card's configs and splits -> data files, by ``datasets``' own rules, fed by our own listing.
+
+``datasets`` turns the card's YAML ``configs`` (``data_files`` as a string, a list, a list of ``{split, path}`` or a
+``{split: paths}`` mapping; ``data_dir``; none at all -> its split-name patterns) into glob patterns, and resolves
+them with fsspec's glob, skipping hidden (``.x``) and special (``__x``) paths unless a pattern names them. We call
+those same functions (``MetadataConfigs``, ``sanitize_patterns``, ``get_data_patterns``, ``resolve_pattern``) on a
+small fsspec filesystem that answers from the listing we fetched with our own retried, timed-out requests, so the
+files chosen are the ones ``datasets.load_dataset_builder(...).config.data_files`` names (tests/test_hub_card.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import fsspec
+
+PROTOCOL = "gpt2stream-listing"
+
+
+class _Listing:
+    """lister(prefix) -> [(path, size)] under prefix (recursive), called once per shallowest prefix needed."""
+
+    def __init__(self, lister: Callable[[str], list[tuple[str, int]]]) -> None:
+        self.lister = lister
+        self.files: dict[str, int] = {}
+        self.listed: set[str] = set()
+
+    def under(self, prefix: str) -> dict[str, int]:
+        if not any(prefix == p or p == "" or prefix.startswith(p + "/") for p in self.listed):
+            self.files.update(self.lister(prefix))
+            self.listed.add(prefix)
+        return self.files
+
+
+_LISTINGS: dict[str, _Listing] = {}  # key (in the storage options) -> the listing every fs instance shares
+_KEYS = itertools.count()
+_LOCK = threading.Lock()
+
+
+class ListingFileSystem(fsspec.AbstractFileSystem):
+    """A read-only view of a repo's file listing; ``lister(prefix)`` lists (recursively) what is under prefix."""
+
+    protocol = PROTOCOL
+    cachable = False
+
+    def __init__(self, listing: str = "", **kw: Any) -> None:
+        super().__init__(**kw)
+        self._listing = _LISTINGS[listing]
+
+    def ls(self, path: str, detail: bool = True, **kw: Any) -> list:
+        path = self._strip_protocol(path).strip("/")
+        files = self._listing.under(path)
+        pre = path + "/" if path else ""
+        out: dict[str, dict] = {}
+        for p, size in files.items():
+            if p == path:
+                out[p] = {"name": p, "size": size, "type": "file"}
+            elif p.startswith(pre):
+                head = p[len(pre):].split("/", 1)
+                name = pre + head[0]
+                out[name] = {"name": name, "size": size if len(head) == 1 else 0,
+                             "type": "file" if len(head) == 1 else "directory"}
+        if not out and path:
+            raise FileNotFoundError(path)
+        entries = sorted(out.values(), key=lambda e: e["name"])
+        return entries if detail else [e["name"] for e in entries]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        path = path[len(PROTOCOL) + 3:] if path.startswith(PROTOCOL + "://") else path
+        return path.strip("/")
+
+
+def _register() -> None:
+    if PROTOCOL not in fsspec.registry:
+        fsspec.register_implementation(PROTOCOL, ListingFileSystem, clobber=True)
+
+
+def card_configs(card: dict) -> tuple[dict[str, dict], str | None]:
+    """The card's YAML ``configs`` as datasets reads them: ({name: params}, default config name or None)."""
+    from datasets.utils.metadata import MetadataConfigs
+
+    from gpt2stream.errors import UserError
+
+    try:
+        configs = MetadataConfigs.from_dataset_card_data(card)
+    except ValueError as e:  # datasets refuses it too (e.g. data_files as a {split: paths} mapping)
+        raise UserError("the dataset card's `configs` are invalid (datasets refuses them too): data_files must be a "
+                        "string, a list of strings or a list of {split, path}; " +
+                        " ".join(str(e).split())[:200]) from None
+    return dict(configs), (configs.get_default_config_name() if configs else None)
+
+
+def resolve_data_files(params: dict | None, lister: Callable[[str], list[tuple[str, int]]]) -> dict[str, list[str]]:
+    """{split: repo paths} of one config (``params`` from card_configs; None = a card without configs)."""
+    from datasets.data_files import get_data_patterns, resolve_pattern, sanitize_patterns
+    from datasets.download.download_config import DownloadConfig
+    from datasets.load import _ALL_ALLOWED_EXTENSIONS
+
+    _register()
+    with _LOCK:
+        key = str(next(_KEYS))
+        _LISTINGS[key] = _Listing(lister)
+    try:
+        dc = DownloadConfig(storage_options={PROTOCOL: {"listing": key}})
+        params = params or {}
+        data_dir = str(params.get("data_dir") or "").strip("/")
+        base = f"{PROTOCOL}://{data_dir}" if data_dir else f"{PROTOCOL}://"
+        files = params.get("data_files")
+        patterns = sanitize_patterns(files) if files is not None else get_data_patterns(base, download_config=dc)
+        out: dict[str, list[str]] = {}
+        for split, pats in patterns.items():
+            got: list[str] = []
+            for pattern in pats:
+                try:
+                    got += resolve_pattern(pattern, base, _ALL_ALLOWED_EXTENSIONS, download_config=dc)
+                except FileNotFoundError:
+                    continue  # datasets raises later if a split has no file at all; we say which
+            out[str(split)] = [g[len(PROTOCOL) + 3:] for g in got]
+        return out
+    finally:
+        with _LOCK:
+            _LISTINGS.pop(key, None)
