@@ -20,8 +20,9 @@ training step (``gpt2stream/train/step.py``) keeps alive at its peak, the start 
                    and 1 B per dropout mask when dropout > 0. Checkpointing keeps only each block's input (4C) and
                    recomputes one block at a time. After the last block: ln_f input 4C + 8 B and the LM head input
                    2C / 4C.
-    logits         per token: the LM head output (2 / 4 B x padded vocab; the step's ``_, loss = model(x, y)``
-                   keeps it referenced), log_softmax's fp32 output 4V, and backward's two fp32 gradients 8V
+    logits         per token, over the padded vocabulary Vp: the LM head output (2 / 4 B), the fp32 log-softmax
+                   that cross_entropy.py saves and turns into the gradient in place (4 B), and under bf16 the
+                   gradient's cast back to bf16 (4 B in flight); the step keeps no logits (``model(x, y)``)
 
 The formula was checked against ``torch.distributed._tools.MemTracker`` on CPU (tests/test_memory.py); on a GPU
 it is not yet measured against ``torch.cuda.max_memory_allocated()``. ``usable_bytes`` leaves room for what the
@@ -131,7 +132,7 @@ def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len
         optimizer=8 * n,
         ddp_buckets=4 * n if ddp and not gradient_as_bucket_view else 0,
         activations=tokens * per_token_acts,
-        logits=tokens * (act * Vp + 12 * vocab_size),
+        logits=tokens * (act + 4 + (4 if bf16 else 0)) * Vp,
     )
 
 
@@ -192,7 +193,7 @@ def startup_lines(cfg: Any, world_size: int, bf16: bool, gpu: tuple[str, int] | 
     with a GPU, whether the micro-batch fits and the largest that would."""
     m, d, t = cfg.model, cfg.data, cfg.train
     vocab = m.vocab_size or 50257
-    kw = dict(bf16=bf16, activation_checkpointing=bool(getattr(t, "activation_checkpointing", False)),
+    kw = dict(bf16=bf16, activation_checkpointing=t.activation_checkpointing,
               ddp=world_size > 1)  # the flag arrives with the model's --activation-checkpointing
     est = estimate_memory(m, vocab, t.batch_size, d.seq_len, **kw)
     ddp = "; DDP's buckets hold the gradients" if world_size > 1 else ""
