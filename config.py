@@ -122,6 +122,7 @@ class TrainConfig:
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps"
     dtype: str = "auto"  # autocast dtype: "auto" (bfloat16 on CUDA, float32 elsewhere), "bfloat16", "float32"
     compile: bool | None = None  # torch.compile the model; None = on for CUDA only
+    activation_checkpointing: bool = False  # recompute each block in backward: less memory, one more forward
     deterministic: bool = False  # deterministic kernels (cuBLAS, embedding backward, no Inductor autotuning): slower
     resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
 

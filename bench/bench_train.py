@@ -1,101 +1,196 @@
-"""Training throughput of the `tiny` preset on this machine: our trainer vs a plain nanoGPT-style loop.
+"""A training step of this project's GPT against an independent nanoGPT-style GPT written here: tok/s, peak memory,
+losses.
 
-    python bench/bench_train.py                 # eager and torch.compile, bf16 autocast, ~5 min on 2 CPU cores
-    python bench/bench_train.py --no-compile    # eager only
-    python bench/bench_train.py --dtype float32
+    python bench/bench_train.py                                    # the whole matrix (long on 2 loaded cores)
+    python bench/bench_train.py --shapes tiny --modes eager        # a subset: any of the three lists
+    python bench/bench_train.py --shapes 124m --dtypes float32 --steps 3 --rounds 1
+    python bench/bench_train.py --shapes tiny --trainer      # also gpt2stream.train.train() against the reference
 
-"ours" is gpt2stream.train.train() itself (real data pipeline from a local jsonl file with the preset's DataLoader
-worker, gradient accumulation, clipping, schedule, metrics.jsonl); the per-step times are read from its
-metrics.jsonl (data fetch + forward/backward + clip + optimizer step). "plain" is the same model and optimizer in a
-build-nanogpt-style loop over batches of the same text tokenized beforehand, timed over the same span. Both run
-in this process, alternated, and each side's fastest step is compared (other load on a shared machine only ever
-slows a step; medians are printed too). Printed figures: tokens/s, MFU against this machine's measured matmul
-peak, and the ratio ours / plain (>= 1.0 means the trainer adds no overhead).
+Shapes: ``tiny`` is the tiny preset's step (4 layers, width 128, B=8, T=128, 2 micro-steps); ``124m`` is one
+GPT-2 small micro-step (B=2, T=1024). Modes: eager and torch.compile. Dtypes: float32 and bfloat16 autocast.
+
+Both sides run the same loop (build-nanogpt's: ``logits, loss = model(x, y)``, backward, clip, fused AdamW with
+decay on 2-D weights), in this process, on the same batches of real text, from the same initial weights (the
+reference loads ours, cut to the real vocabulary), alternated round by round. The reference is GPT-2 at the real
+vocabulary (50257), so both compute the same loss: ``--ref-vocab padded`` makes it build-nanogpt's 50304 columns
+without a mask instead (a different loss, so no loss check). Printed per configuration: the fastest step's tok/s
+of each side and the ratio ours / reference (other load on a shared machine only ever slows a step; medians are
+printed too); the peak memory of two optimizer steps, weights and AdamW state included (an extra, untimed run
+under torch's memory profiler on CPU); the largest loss difference over the steps of the first round.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import statistics
 import sys
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 
-from config import load_config  # noqa: E402
-from gpt2stream.mfu import measure_matmul_flops  # noqa: E402
 from gpt2stream.model import GPT, GPTConfig  # noqa: E402
+from gpt2stream.peakmem import peak_bytes  # noqa: E402
+
+VOCAB = 50257
+SHAPES = {  # n_layer, n_head, n_embd, B, T, micro-steps per optimizer step
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, B=8, T=128, accum=2),
+    "124m": dict(n_layer=12, n_head=12, n_embd=768, B=2, T=1024, accum=1),
+}
 
 
-def make_data(path: Path) -> Path:
+# ---- the reference: nanoGPT-style GPT-2, independent of gpt2stream.model -------------------------------------------
+
+@dataclass
+class RefConfig:
+    block_size: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+
+
+class RefAttention(nn.Module):
+    def __init__(self, config: RefConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.n_head = config.n_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+
+
+class RefMLP(nn.Module):
+    def __init__(self, config: RefConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.gelu = nn.GELU(approximate="tanh")
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(self.gelu(self.c_fc(x)))
+
+
+class RefBlock(nn.Module):
+    def __init__(self, config: RefConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = RefAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = RefMLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class RefGPT(nn.Module):
+    def __init__(self, config: RefConfig):
+        super().__init__()
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            h=nn.ModuleList([RefBlock(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        B, T = idx.size()
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+
+def ref_optimizer(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
+
+
+# ---- the models, the data, the loop ---------------------------------------------------------------------------------
+
+def initial_state(shape: dict) -> dict[str, torch.Tensor]:
+    """Our GPT's initial weights at seed 0: both sides start from them."""
+    torch.manual_seed(0)
+    return GPT(our_config(shape)).state_dict()
+
+
+def our_config(shape: dict) -> GPTConfig:
+    return GPTConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
+                     block_size=shape["T"], vocab_size=VOCAB)
+
+
+def build(side: str, shape: dict, init: dict[str, torch.Tensor], ref_vocab: int) -> tuple[nn.Module,
+                                                                                            torch.optim.AdamW]:
+    """The side's model with the shared initial weights, and its optimizer."""
+    if side == "ours":
+        ours = GPT(our_config(shape))
+        ours.load_state_dict(init)
+        return ours, ours.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+    ref = RefGPT(RefConfig(block_size=shape["T"], vocab_size=ref_vocab, n_layer=shape["n_layer"],
+                           n_head=shape["n_head"], n_embd=shape["n_embd"]))
+    wte = init["transformer.wte.weight"][:ref_vocab]  # the padding rows are never predicted by ours
+    ref.load_state_dict({**init, "transformer.wte.weight": wte, "lm_head.weight": wte})
+    return ref, ref_optimizer(ref, 6e-4)
+
+
+def paragraphs() -> list[str]:
+    """The shared real-text corpus (generated text on a fresh clone without it)."""
     corpus = ROOT.parent / "shared" / "corpus" / "fineweb_edu_sample.txt"
     if corpus.is_file():
-        paras = [p for p in corpus.read_text(encoding="utf-8").splitlines() if p.strip()]
-    else:  # a fresh clone without ../shared: generated text tokenizes at a similar rate
-        import random
+        return [p for p in corpus.read_text(encoding="utf-8").splitlines() if p.strip()]
+    import random
 
-        rng = random.Random(0)
-        words = "the of and to in a is that for it as was with be by on not he this are or his from".split()
-        paras = [" ".join(rng.choice(words) for _ in range(rng.randint(50, 300))) for _ in range(5000)]
-    with open(path, "w") as f:
-        for i, p in enumerate(paras):
-            f.write(json.dumps({"id": str(i), "text": p}) + "\n")
-    return path
+    rng = random.Random(0)
+    words = "the of and to in a is that for it as was with be by on not he this are or his from".split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(50, 300))) for _ in range(5000)]
 
 
-def tiny_args(data: Path, out: Path, steps: int, dtype: str, compile_: bool, extra: list[str]) -> list[str]:
-    return ["--preset", "tiny", "--data", str(data), "--out-dir", str(out), "--max-steps", str(steps),
-            "--dtype", dtype, "--compile" if compile_ else "--no-compile", "--eval-every", "0", "--save-every", "0",
-            "--sample-every", "0", "--val-docs", "10", "--eval-tokens", "128", "--log-every", "1000",
-            "--device", "cpu", *extra]
-
-
-def time_ours(data: Path, steps: int, warmup: int, dtype: str, compile_: bool, extra: list[str]) -> list[float]:
-    """Seconds per step of gpt2stream's trainer (steps after warm-up)."""
-    from gpt2stream.train import train
-
-    with tempfile.TemporaryDirectory() as d:
-        cfg = load_config(tiny_args(data, Path(d) / "run", steps, dtype, compile_, extra))
-        assert train(cfg) == 0
-        ms = [json.loads(line)["ms"] for line in (Path(d) / "run" / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in line]
-    return [m / 1000 for m in ms[warmup:]]
-
-
-def real_blocks(path: Path, n: int) -> torch.Tensor:
-    """The first n tokens of the same documents ours reads (token statistics matter: the embedding backward of
-    repeated ids costs more than of uniformly random ones)."""
+def real_tokens(n: int) -> torch.Tensor:
+    """The first n GPT-2 tokens of the benchmark's text, documents separated by <|endoftext|>."""
     from tokenizer import load_tokenizer
 
     tok = load_tokenizer("gpt2")
     ids: list[int] = []
-    with open(path) as f:
-        for line in f:
-            ids += tok.encode_ordinary(json.loads(line)["text"]) + [tok.eot_id]
-            if len(ids) >= n:
-                break
+    for p in paragraphs():
+        ids += tok.encode_ordinary(p) + [tok.eot_id]
+        if len(ids) > n:
+            break
     return torch.tensor(ids[:n], dtype=torch.long)
 
 
-def time_plain(data_path: Path, steps: int, warmup: int, dtype: str, compile_: bool) -> list[float]:
-    """Seconds per step of a build-nanogpt-style loop: same model, AdamW groups, accumulation, clip."""
-    cfg = load_config(["--preset", "tiny"])
-    B, T = cfg.train.batch_size, cfg.data.seq_len
-    accum = cfg.train.total_batch_size // (B * T)
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
-                          block_size=cfg.model.block_size, vocab_size=50257))
-    fwd = torch.compile(model) if compile_ else model
-    opt = model.configure_optimizers(0.1, cfg.train.lr, (0.9, 0.95), "cpu")
+def train_steps(model: nn.Module, opt: torch.optim.AdamW, tokens: torch.Tensor, shape: dict, steps: int,
+                dtype: str, compiled: bool) -> tuple[list[float], list[float]]:
+    """build-nanogpt's loop over ``steps`` optimizer steps -> (seconds per step, loss per step)."""
+    B, T, accum = shape["B"], shape["T"], shape["accum"]
+    fwd = torch.compile(model) if compiled else model
     amp = dtype == "bfloat16"
-    tokens = real_blocks(data_path, steps * accum * B * T + 1)  # one stream, cut like build-nanogpt's loader
-    times = []
+    times, losses = [], []
     for step in range(steps):
         t0 = time.perf_counter()
         loss_accum = 0.0
@@ -103,61 +198,155 @@ def time_plain(data_path: Path, steps: int, warmup: int, dtype: str, compile_: b
             buf = tokens[(step * accum + micro) * B * T:][: B * T + 1]
             x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
             with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
-                _, loss = fwd(x, y)
+                logits, loss = fwd(x, y)  # ours hands back no logits with targets: None here
             loss = loss / accum
             loss_accum += loss.detach()
             loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        lr = cfg.train.lr * min(1.0, (step + 1) / cfg.train.warmup_steps)
-        for g in opt.param_groups:
-            g["lr"] = lr
         opt.step()
         opt.zero_grad(set_to_none=True)
-        float(loss_accum)
+        losses.append(float(loss_accum))
         times.append(time.perf_counter() - t0)
-    return times[warmup:]
+    return times, losses
+
+
+def peak_of_two_steps(side: str, shape: dict, init: dict[str, torch.Tensor], tokens: torch.Tensor, dtype: str,
+                      compiled: bool, ref_vocab: int) -> int:
+    """Peak bytes from building the model through two optimizer steps (weights, AdamW state, activations)."""
+    def work() -> None:
+        model, opt = build(side, shape, init, ref_vocab)
+        train_steps(model, opt, tokens, shape, 2, dtype, compiled)
+
+    if compiled:  # compile outside the profiled run: its own allocations are not the step's
+        model, opt = build(side, shape, init, ref_vocab)
+        train_steps(model, opt, tokens, shape, 1, dtype, compiled)
+        del model, opt
+    return peak_bytes(work)[0]
+
+
+def time_trainer(tokens_file: Path, steps: int, warmup: int, dtype: str, compiled: bool) -> list[float]:
+    """Seconds per step of gpt2stream.train.train() itself on the tiny preset (data pipeline with its DataLoader
+    worker, accumulation, clipping, schedule, metrics.jsonl), read from its metrics.jsonl."""
+    import tempfile
+
+    from config import load_config
+    from gpt2stream.train import train
+
+    with tempfile.TemporaryDirectory() as d:
+        cfg = load_config(["--preset", "tiny", "--data", str(tokens_file), "--out-dir", f"{d}/run",
+                           "--max-steps", str(steps), "--dtype", dtype, "--compile" if compiled else "--no-compile",
+                           "--eval-every", "0", "--save-every", "0", "--sample-every", "0", "--val-docs", "10",
+                           "--eval-tokens", "128", "--log-every", "1000", "--device", "cpu"])
+        with open(f"{d}/stdout.txt", "w") as log, contextlib.redirect_stdout(log):  # its log lines
+            code = train(cfg)
+        if code != 0:
+            raise SystemExit(f"error: the trainer run failed (exit {code})")
+        ms = [json.loads(line)["ms"] for line in Path(f"{d}/run/metrics.jsonl").read_text().splitlines()
+              if '"loss"' in line]
+    return [m / 1000 for m in ms[warmup:]]
+
+
+def corpus_jsonl(path: Path) -> Path:
+    """The benchmark's text as a jsonl file the trainer reads."""
+    with open(path, "w") as f:
+        for i, p in enumerate(paragraphs()):
+            f.write(json.dumps({"id": str(i), "text": p}) + "\n")
+    return path
+
+
+def run_config(shape_name: str, compiled: bool, dtype: str, a: argparse.Namespace) -> dict:
+    shape = SHAPES[shape_name]
+    ref_vocab = VOCAB if a.ref_vocab == "real" else 50304
+    tokens = real_tokens((a.steps * shape["accum"] + 1) * shape["B"] * shape["T"] + 1)
+    init = initial_state(shape)
+    torch._dynamo.reset()  # no graphs (or dynamic-shape decisions) carried over from another configuration
+    times: dict[str, list[float]] = {"ours": [], "ref": []}
+    losses: dict[str, list[float]] = {}
+    for _ in range(0 if a.no_timing else a.rounds):  # alternate the sides: both see the same load on average
+        for side in ("ours", "ref"):
+            model, opt = build(side, shape, init, ref_vocab)
+            t, lo = train_steps(model, opt, tokens, shape, a.steps, dtype, compiled)
+            times[side] += t[a.warmup:]
+            losses.setdefault(side, lo)
+            del model, opt
+    tok_step = shape["B"] * shape["T"] * shape["accum"]
+    r: dict = {"shape": shape_name, "mode": "compiled" if compiled else "eager", "dtype": dtype}
+    if not a.no_memory:
+        for side in ("ours", "ref"):
+            r[f"{side}_peak_mb"] = peak_of_two_steps(side, shape, init, tokens, dtype, compiled,
+                                                     ref_vocab) / 2**20
+        r["peak_ratio"] = r["ours_peak_mb"] / r["ref_peak_mb"]
+    if a.no_timing:
+        return r
+    for side in ("ours", "ref"):
+        r[f"{side}_tok_s"] = tok_step / min(times[side])
+        r[f"{side}_tok_s_median"] = tok_step / statistics.median(times[side])
+    r["ratio"] = r["ours_tok_s"] / r["ref_tok_s"]
+    r["ratio_median"] = r["ours_tok_s_median"] / r["ref_tok_s_median"]
+    if a.trainer and shape_name == "tiny":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            trainer: list[float] = []
+            for _ in range(a.rounds):
+                trainer += time_trainer(corpus_jsonl(Path(d) / "docs.jsonl"), a.steps, a.warmup, dtype, compiled)
+        r["trainer_tok_s"] = tok_step / min(trainer)
+        r["trainer_ratio"] = r["trainer_tok_s"] / r["ref_tok_s"]
+    r["max_loss_diff"] = (max(abs(p - q) for p, q in zip(losses["ours"], losses["ref"], strict=True))
+                          if a.ref_vocab == "real" else math.nan)
+    return r
+
+
+def show(r: dict) -> str:
+    if "ratio" not in r:
+        return (f"{r['shape']:5s} {r['mode']:8s} {r['dtype']:8s} | peak {r['ours_peak_mb']:7,.0f} vs "
+                f"{r['ref_peak_mb']:7,.0f} MB = {r['peak_ratio']:.2f}x")
+    mem = (f" | peak {r['ours_peak_mb']:7,.0f} vs {r['ref_peak_mb']:7,.0f} MB = {r['peak_ratio']:.2f}x"
+           if "peak_ratio" in r else "")
+    if "trainer_ratio" in r:
+        mem += f" | trainer {r['trainer_tok_s']:8,.0f} tok/s = {r['trainer_ratio']:.3f}x"
+    return (f"{r['shape']:5s} {r['mode']:8s} {r['dtype']:8s} | ours {r['ours_tok_s']:8,.0f} tok/s, ref "
+            f"{r['ref_tok_s']:8,.0f} = {r['ratio']:.3f}x (medians {r['ratio_median']:.3f}x){mem} | "
+            f"max loss diff {r['max_loss_diff']:.1e}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per run")
-    ap.add_argument("--warmup", type=int, default=2, help="steps not timed (first-step and compile overheads)")
-    ap.add_argument("--rounds", type=int, default=3, help="runs of each side, alternated")
-    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    ap.add_argument("--no-compile", action="store_true", help="eager only")
-    ap.add_argument("--no-eager", action="store_true", help="compiled only")
-    ap.add_argument("--num-workers", type=int, default=None, help="override the preset's DataLoader workers (ours)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="tiny,124m", help="comma list of: tiny, 124m")
+    ap.add_argument("--modes", default="eager,compiled", help="comma list of: eager, compiled")
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="comma list of: float32, bfloat16")
+    ap.add_argument("--steps", type=int, default=6, help="optimizer steps per run")
+    ap.add_argument("--warmup", type=int, default=1, help="first steps of each run not timed (compile, allocator)")
+    ap.add_argument("--rounds", type=int, default=2, help="runs of each side, alternated")
+    ap.add_argument("--ref-vocab", choices=["real", "padded"], default="real",
+                    help="reference at 50257 columns (same loss) or build-nanogpt's unmasked 50304")
+    ap.add_argument("--trainer", action="store_true",
+                    help="tiny shape: also time gpt2stream.train.train() itself against the reference step")
+    ap.add_argument("--no-memory", action="store_true", help="skip the (untimed) peak-memory runs")
+    ap.add_argument("--no-timing", action="store_true", help="peak memory only (it does not depend on the load)")
+    ap.add_argument("--json", default="", help="also write the results to this file")
     a = ap.parse_args()
-    cfg = load_config(["--preset", "tiny"])
-    tokens = cfg.train.total_batch_size
-    model = GPT(GPTConfig(n_layer=cfg.model.n_layer, n_head=cfg.model.n_head, n_embd=cfg.model.n_embd,
-                          block_size=cfg.model.block_size, vocab_size=50257))
-    dt = torch.bfloat16 if a.dtype == "bfloat16" else torch.float32
-    peak = measure_matmul_flops(torch.device("cpu"), dt, rounds=5)
-    print(f"tiny preset: {model.num_params():,} params, {tokens} tokens/step, {a.dtype}, "
-          f"{torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as d:
-        data = make_data(Path(d) / "docs.jsonl")
-        extra = [] if a.num_workers is None else ["--num-workers", str(a.num_workers)]
-        for compile_ in [c for c in (False, True) if not (c and a.no_compile) and not (not c and a.no_eager)]:
-            ours: list[float] = []
-            plain: list[float] = []
-            for _ in range(a.rounds):  # alternate the two, so both see the same machine load on average
-                ours += time_ours(data, a.steps, a.warmup, a.dtype, compile_, extra)
-                plain += time_plain(data, a.steps, a.warmup, a.dtype, compile_)
-                # the MFU reference, like the steps, is the best seen: load only ever lowers a measurement
-                peak = max(peak, measure_matmul_flops(torch.device("cpu"), dt, rounds=3))
-            name = "compiled" if compile_ else "eager"
-            # the fastest step is the least disturbed by other processes on a shared machine: compare those
-            for who, times in (("ours ", ours), ("plain", plain)):
-                best, med = min(times), statistics.median(times)
-                tok_s = tokens / best
-                mfu = model.estimate_mfu(tok_s, peak, cfg.data.seq_len)
-                print(f"{name:8s} {who}: best {best * 1000:7.1f} ms/step (median {med * 1000:7.1f})  "
-                      f"{tok_s:7,.0f} tok/s  MFU {mfu * 100:5.1f}%  [{len(times)} steps]")
-            print(f"{name:8s} ratio ours/plain tok/s: {min(plain) / min(ours):.3f} (best steps), "
-                  f"{statistics.median(plain) / statistics.median(ours):.3f} (medians)")
-    print(f"MFU reference: best 1024x1024 {a.dtype} matmul seen, {peak / 1e9:.0f} GFLOP/s")
+    lists = {"shapes": (a.shapes, SHAPES), "modes": (a.modes, ("eager", "compiled")),
+             "dtypes": (a.dtypes, ("float32", "bfloat16"))}
+    chosen = {}
+    for name, (given, allowed) in lists.items():
+        chosen[name] = [v for v in given.split(",") if v]
+        bad = [v for v in chosen[name] if v not in allowed]
+        if bad or not chosen[name]:
+            ap.error(f"--{name} {given!r}: choose from {', '.join(allowed)}")
+    if a.no_memory and a.no_timing:
+        ap.error("--no-memory with --no-timing leaves nothing to measure")
+    if not 0 <= a.warmup < a.steps:
+        ap.error(f"--warmup {a.warmup} must be in [0, --steps {a.steps})")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; reference vocab {a.ref_vocab}", flush=True)
+    results = []
+    for shape in chosen["shapes"]:
+        for mode in chosen["modes"]:
+            for dtype in chosen["dtypes"]:
+                results.append(run_config(shape, mode == "compiled", dtype, a))
+                print(show(results[-1]), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

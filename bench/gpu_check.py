@@ -156,6 +156,7 @@ def plain_figures(data: Path, peak: float) -> dict:
 def kvcache_figures(new_tokens: int = 256) -> dict:
     import torch
 
+    from gpt2stream.generate import generate_stream
     from gpt2stream.model import GPT, GPTConfig
 
     dev = torch.device("cuda")
@@ -167,7 +168,7 @@ def kvcache_figures(new_tokens: int = 256) -> dict:
         torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            out = [int(t) for t in model.generate_stream(idx, new_tokens, temperature=0.0, use_cache=use_cache)]
+            out = [int(t) for t in generate_stream(model, idx, new_tokens, temperature=0.0, use_cache=use_cache)]
         torch.cuda.synchronize(dev)
         return time.perf_counter() - t0, out
 

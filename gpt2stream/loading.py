@@ -76,9 +76,9 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
     if len(given) > 1:
         raise UserError(f"give only one of --out-dir, --ckpt, --init (got {' and '.join(given)})")
     if init:
-        from gpt2stream.model import GPT
+        from gpt2stream.hf_interop import load_hf_gpt2
 
-        model = GPT.from_pretrained(init)
+        model = load_hf_gpt2(init)
         spec = tokenizer or _init_tokenizer(init)
         label, run_dir, identity, cfg = f"--init {init}", None, None, None
     else:

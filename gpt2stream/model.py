@@ -1,23 +1,26 @@
 """GPT-2, exactly: learned positions, pre-LayerNorm blocks, GELU(tanh) MLP, tied LM head, GPT-2's init.
 
 Parameter names follow Hugging Face's GPT2LMHeadModel (``transformer.h.0.attn.c_attn.weight``, ...), so weight
-import/export (hf_interop.py) is a rename plus a transpose of the Conv1D weights.
+import/export (hf_interop.py) is a rename plus a transpose of the Conv1D weights. Generation lives in generate.py.
 
 The token embedding is padded to a multiple of ``vocab_multiple`` (50257 -> 50304) because matmuls with a round
-dimension are faster on GPUs. The padded rows are never a prediction: logits are cut to the real ``vocab_size``
-before any loss, argmax or sampling.
+dimension are faster on GPUs. The padded columns are never a prediction: the loss is taken over the padded width
+with those columns' logits at -inf (an LM-head bias, so the logits are not copied), and logits handed out are a
+view of the real ``vocab_size`` columns. The loss (cross_entropy.py) keeps one (B, T, Vp) tensor for backward.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from gpt2stream.cross_entropy import cross_entropy
 
 
 @dataclass
@@ -48,21 +51,12 @@ class GPTConfig:
         return (self.vocab_size + m - 1) // m * m
 
 
-class KVCache:
-    """Keys and values of every layer for the positions seen so far, preallocated to block_size."""
+class Cache(Protocol):
+    """What attention needs from a key/value cache (generate.KVCache is one)."""
 
-    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, 2, batch_size, config.n_head, config.block_size, hs)
-        self.kv = torch.empty(shape, device=device, dtype=dtype)
-        self.pos = 0  # number of positions filled
+    pos: int  # positions already cached; new tokens continue from here
 
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, T, hs) at the current position; return everything cached for this layer."""
-        t0, t1 = self.pos, self.pos + k.size(2)
-        self.kv[layer, 0, :, :, t0:t1] = k
-        self.kv[layer, 1, :, :, t0:t1] = v
-        return self.kv[layer, 0, :, :, :t1], self.kv[layer, 1, :, :, :t1]
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class CausalSelfAttention(nn.Module):
@@ -76,7 +70,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj.residual_scaled_init = True
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
@@ -109,7 +103,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))  # (B, T, C) -> (B, T, 4C) -> (B, T, C)
 
 
 class Block(nn.Module):
@@ -120,16 +114,18 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
         x = x + self.mlp(self.ln_2(x))
         return x
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: GPTConfig, activation_checkpointing: bool = False):
         super().__init__()
         self.config = config
+        # recompute each block's activations in backward instead of keeping them: less memory, one more forward
+        self.activation_checkpointing = activation_checkpointing
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
@@ -163,13 +159,16 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: Cache | None = None,
         last_only: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) token ids -> (logits (B, T, vocab_size), mean loss or None).
+        return_logits: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """idx (B, T) token ids -> (logits (B, T, vocab_size) or None, mean loss or None).
 
-        targets == -1 is ignored by the loss. With ``last_only`` only the last position's logits are computed
-        (generation). With a ``cache`` the positions continue from ``cache.pos`` and the cache advances by T.
+        Without targets: (logits, None). With targets: (None, loss), so no (B, T, V) tensor outlives the call;
+        ``return_logits=True`` gives (logits, loss). targets == -1 is ignored by the loss. With ``last_only`` only
+        the last position's logits are computed (generation). With a ``cache`` the positions continue from
+        ``cache.pos`` and the cache advances by T.
         """
         B, T = idx.size()
         start = cache.pos if cache is not None else 0
@@ -177,67 +176,29 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        recompute = self.activation_checkpointing and self.training and cache is None and torch.is_grad_enabled()
         for block in self.transformer.h:
-            x = block(x, cache)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x, cache)  # (B, T, C)
         if cache is not None:
             cache.pos += T
         x = self.transformer.ln_f(x)
         if last_only:
             x = x[:, -1:, :]  # (B, 1, C)
-        logits = self.lm_head(x)[..., : self.config.vocab_size]  # drop the padding columns
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        V = self.config.vocab_size
+        if targets is None:
+            return self.lm_head(x)[..., :V], None  # (B, T, V): a view, no copy
+        logits = F.linear(x, self.lm_head.weight, self._vocab_bias(x))  # (B, T, Vp), padded columns at -inf
+        loss = cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)  # fp32, lean backward
+        return (logits[..., :V] if return_logits else None), loss
 
-    # ---- generation -------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate_stream(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        stop_token: int | None = None,
-        generator: torch.Generator | None = None,
-        use_cache: bool = True,
-    ) -> Iterator[torch.Tensor]:
-        """Yield the next token ids (B,) one step at a time, continuing idx (B, T).
-
-        With the KV cache each step costs one position. Once the sequence outgrows the context, each step
-        recomputes the last block_size tokens (a sliding window), which is exactly what the uncached path does.
-        Stops early when every row has produced ``stop_token``.
-        """
-        bs = self.config.block_size
-        param = next(self.parameters())
-        seq = idx
-        cache: KVCache | None = None
-        finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            if not use_cache or seq.size(1) > bs:
-                cache = None
-                logits, _ = self(seq[:, -bs:], last_only=True)
-            elif cache is None:
-                cache = KVCache(self.config, seq.size(0), param.device, param.dtype)
-                logits, _ = self(seq, cache=cache, last_only=True)
-            else:
-                logits, _ = self(seq[:, -1:], cache=cache, last_only=True)
-            if cache is not None and cache.pos >= bs:
-                cache = None  # full: from now on the window slides
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)  # (B,)
-            seq = torch.cat([seq, nxt[:, None]], dim=1)
-            yield nxt
-            if stop_token is not None:
-                finished |= nxt == stop_token
-                if bool(finished.all()):
-                    return
-
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
-        """Return idx extended by up to max_new_tokens sampled tokens (B, T + n)."""
-        new = list(self.generate_stream(idx, max_new_tokens, **kwargs))
-        return torch.cat([idx] + [t[:, None] for t in new], dim=1)
+    def _vocab_bias(self, x: torch.Tensor) -> torch.Tensor | None:
+        """0 for the real vocabulary, -inf for the padding columns (None without padding)."""
+        V, Vp = self.config.vocab_size, self.config.padded_vocab_size
+        if V == Vp:
+            return None
+        bias = torch.zeros(Vp, device=x.device, dtype=x.dtype)
+        bias[V:] = float("-inf")
+        return bias
 
     # ---- training helpers -------------------------------------------------------------------------------
 
@@ -263,34 +224,3 @@ class GPT(nn.Module):
     def estimate_mfu(self, tokens_per_second: float, peak_flops: float, seq_len: int | None = None) -> float:
         """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak FLOP/s."""
         return self.flops_per_token(seq_len or self.config.block_size) * tokens_per_second / peak_flops
-
-    @classmethod
-    def from_pretrained(cls, name_or_dir: str, **overrides) -> GPT:
-        """GPT-2 weights in the Hugging Face layout, from a local directory or a Hub repo id (e.g. "gpt2")."""
-        from gpt2stream.hf_interop import load_hf_gpt2  # keeps huggingface_hub out of plain model imports
-
-        return load_hf_gpt2(name_or_dir, **overrides)
-
-
-def sample_next(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Pick one id per row from logits (B, V). temperature 0 means greedy."""
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
-    if top_k is not None and 0 < top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, -math.inf)
-    probs = F.softmax(logits, dim=-1)
-    if top_p is not None and 0.0 < top_p < 1.0:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (the first token always survives)
-        drop = sorted_p.cumsum(dim=-1) - sorted_p >= top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

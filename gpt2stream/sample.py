@@ -23,6 +23,7 @@ import torch
 
 from gpt2stream.distributed import pick_device
 from gpt2stream.errors import UserError
+from gpt2stream.generate import generate_stream
 from gpt2stream.loading import Loaded, load_source
 
 EOT_TEXT = "<|endoftext|>"
@@ -205,8 +206,8 @@ def stream_tokens(model, ids: list[int], settings: SampleSettings, eot_id: int, 
     """Yield new token ids for one sample; <|endoftext|> ends it (not yielded) when settings.stop_at_eot."""
     device = next(model.parameters()).device
     idx = torch.tensor([ids], dtype=torch.long, device=device)
-    for nxt in model.generate_stream(
-        idx, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
+    for nxt in generate_stream(
+        model, idx, settings.max_new_tokens, temperature=settings.temperature, top_k=settings.top_k,
         top_p=settings.top_p, stop_token=eot_id if settings.stop_at_eot else None, generator=generator,
         use_cache=use_cache,
     ):

@@ -492,7 +492,7 @@ class HubServer:
                 self.bytes_served[file] = self.bytes_served.get(file, 0) + n
 
 
-# Model repos (no /datasets prefix, /api/models) are served from the same table, for GPT.from_pretrained(repo_id).
+# Model repos (no /datasets prefix, /api/models) are served from the same table, for hf_interop.load_hf_gpt2(repo_id).
 _REPO_ROUTE = re.compile(r"^/api/(?:datasets|models)/([^/]+/[^/]+)(?:/(revision|tree|paths-info)(?:/(.*))?)?$")
 _RESOLVE_ROUTE = re.compile(r"^(?:/datasets)?/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 _CDN_ROUTE = re.compile(r"^/cdn/([^/]+/[^/]+)/([0-9a-f]{40})/(.+)$")

@@ -27,7 +27,7 @@ from gpt2stream.hellaswag import (
     parse_examples,
     render_example,
 )
-from gpt2stream.model import GPT
+from gpt2stream.hf_interop import load_hf_gpt2
 from tokenizer import load_tokenizer
 
 transformers = pytest.importorskip("transformers")  # a dev extra; CI installs it, so this never skips there
@@ -105,7 +105,7 @@ def independent_scores(hf, example, enc) -> tuple[list[float], list[float]]:
 
 def test_per_example_scores_equal_transformers(hf_model_dir, tok, tiktoken_r50k):
     d, hf = hf_model_dir
-    ours = GPT.from_pretrained(str(d)).eval()
+    ours = load_hf_gpt2(str(d)).eval()
     hits = hits_norm = 0
     for ex in EXAMPLES:
         tokens, mask, label = render_example(ex, tok, ours.config.block_size)
@@ -152,7 +152,7 @@ def test_rows_longer_than_the_context_keep_the_ending(tok):
 
 def test_ranks_split_the_examples_and_their_counts_add_up(hf_model_dir, tok):
     d, _ = hf_model_dir
-    model = GPT.from_pretrained(str(d)).eval()
+    model = load_hf_gpt2(str(d)).eval()
     examples = EXAMPLES + EXAMPLES[:2]  # 7
     whole = evaluate_hellaswag(model, tok, examples, 0, 1)
     # without a process group each rank reports its own share (i % world == rank); torchrun test: the reduce
@@ -254,7 +254,7 @@ def test_cli_on_local_file_matches_in_process(tmp_path, hf_model_dir, tok):
                         "--json", "--device", "cpu"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
-    want = evaluate_hellaswag(GPT.from_pretrained(str(d)).eval(), tok, EXAMPLES, 0, 1)
+    want = evaluate_hellaswag(load_hf_gpt2(str(d)).eval(), tok, EXAMPLES, 0, 1)
     assert {k: got[k] for k in want} == want
     # human-readable form names which figure is which
     r = subprocess.run([sys.executable, "-m", "gpt2stream.hellaswag", "--init", str(d), "--hellaswag", str(data),
@@ -327,7 +327,7 @@ def test_torchrun_two_ranks_equal_one(tmp_path, hf_model_dir):
 @pytest.mark.slow
 def test_works_with_torch_compile(hf_model_dir, tok):
     d, _ = hf_model_dir
-    model = GPT.from_pretrained(str(d)).eval()
+    model = load_hf_gpt2(str(d)).eval()
     compiled = torch.compile(model)
     eager = [ending_losses(model, *render_example(ex, tok, 128)[:2]) for ex in EXAMPLES]
     comp = [ending_losses(compiled, *render_example(ex, tok, 128)[:2]) for ex in EXAMPLES]

@@ -33,7 +33,7 @@ def _max_diff(ours: GPT, hf, idx) -> float:
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "pytorch_bin"])
 def test_import_matches_transformers_logits(tmp_path, safe):
     hf, d = _random_hf_model(tmp_path, safe)
-    ours = GPT.from_pretrained(str(d)).eval()
+    ours = load_hf_gpt2(str(d)).eval()
     assert ours.config.vocab_size == 301 and ours.config.padded_vocab_size == 320
     idx = torch.randint(0, 301, (3, 32), generator=torch.Generator().manual_seed(1))
     assert _max_diff(ours, hf, idx) < 1e-4
@@ -55,7 +55,7 @@ def test_export_loads_in_transformers_with_same_logits(tmp_path):
     idx = torch.randint(0, 301, (3, 32), generator=torch.Generator().manual_seed(2))
     assert _max_diff(ours, hf, idx) < 1e-4
     # and the export imports back to the identical model
-    again = GPT.from_pretrained(str(out)).eval()
+    again = load_hf_gpt2(str(out)).eval()
     with torch.no_grad():
         assert torch.equal(again(idx)[0], ours(idx)[0])
 
@@ -71,7 +71,7 @@ def test_import_rejects_a_directory_without_weights(tmp_path):
 
 
 def test_import_by_hub_repo_id_through_hf_endpoint(tmp_path):
-    """`GPT.from_pretrained("gpt2")` downloads openai-community/gpt2 via huggingface_hub from HF_ENDPOINT."""
+    """`load_hf_gpt2("gpt2")` downloads openai-community/gpt2 via huggingface_hub from HF_ENDPOINT."""
     import os
     import subprocess
     import sys
@@ -84,8 +84,8 @@ def test_import_by_hub_repo_id_through_hf_endpoint(tmp_path):
     with torch.no_grad():
         torch.save({"idx": idx, "logits": hf(idx).logits}, tmp_path / "ref.pt")
     code = (
-        "import torch\nfrom gpt2stream.model import GPT\n"
-        "m = GPT.from_pretrained('gpt2').eval()\n"
+        "import torch\nfrom gpt2stream.hf_interop import load_hf_gpt2\n"
+        "m = load_hf_gpt2('gpt2').eval()\n"
         f"ref = torch.load({str(tmp_path / 'ref.pt')!r})\n"
         "with torch.no_grad():\n    out, _ = m(ref['idx'])\n"
         "print('maxdiff', (out - ref['logits']).abs().max().item())\n"
@@ -109,8 +109,8 @@ def test_import_of_an_unreachable_hub_repo_is_one_clear_error(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "PYTHONPATH": str(ROOT)}
-    code = ("from gpt2stream.cli import run_main\nfrom gpt2stream.model import GPT\n"
-            "run_main(lambda argv: GPT.from_pretrained('gpt2-medium') and 0, [])\n")
+    code = ("from gpt2stream.cli import run_main\nfrom gpt2stream.hf_interop import load_hf_gpt2\n"
+            "run_main(lambda argv: load_hf_gpt2('gpt2-medium') and 0, [])\n")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.startswith("error: cannot get GPT-2 weights 'gpt2-medium'") and "Traceback" not in out.stderr

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from gpt2stream.errors import UserError
-from gpt2stream.hf_interop import export_hf
+from gpt2stream.generate import generate
+from gpt2stream.hf_interop import export_hf, load_hf_gpt2
 from gpt2stream.model import GPT, GPTConfig
 from gpt2stream.sample import SampleSettings, StreamDecoder, apply_command, prepare_prompt, stream_tokens
 from tokenizer import load_tokenizer
@@ -108,7 +109,7 @@ def test_settings_validation_names_the_field():
 
 
 def test_kv_cache_greedy_equals_recomputation_past_the_context(tiny_hf):
-    model = GPT.from_pretrained(str(tiny_hf)).eval()
+    model = load_hf_gpt2(str(tiny_hf)).eval()
     s = SampleSettings(temperature=0.0, max_new_tokens=100, stop_at_eot=False)  # 40 + 100 > context 64: slides
     prompt = list(range(1000, 1040))
     cached = list(stream_tokens(model, prompt, s, 50256, torch.Generator(), use_cache=True))
@@ -141,9 +142,9 @@ def test_greedy_prompt_output_matches_the_model(tiny_hf, tmp_path, gpt2_tok):
     r = _run(["--init", str(tiny_hf), "--prompt", "Once upon", "--max-new-tokens", "25", "--temperature", "0",
               "--no-stop-at-eot", "--transcript", "off"], tmp_path)
     assert r.returncode == 0, r.stderr
-    model = GPT.from_pretrained(str(tiny_hf)).eval()
+    model = load_hf_gpt2(str(tiny_hf)).eval()
     idx = torch.tensor([gpt2_tok.encode("Once upon")])
-    expect = model.generate(idx, 25, temperature=0.0)[0, idx.size(1):].tolist()
+    expect = generate(model, idx, 25, temperature=0.0)[0, idx.size(1):].tolist()
     assert r.stdout == gpt2_tok.decode(expect) + "\n"
     assert not (tmp_path / "xdg").exists()  # --transcript off writes nothing
 
@@ -410,7 +411,7 @@ def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
               "--no-stop-at-eot", "--transcript", "off"], tmp_path)
     assert r.returncode == 0, r.stderr
     idx = torch.tensor([tok.encode("the cat")])
-    expect = GPT.from_pretrained(str(d)).eval().generate(idx, 12, temperature=0.0)[0, idx.size(1):].tolist()
+    expect = generate(load_hf_gpt2(str(d)).eval(), idx, 12, temperature=0.0)[0, idx.size(1):].tolist()
     assert r.stdout == tok.decode(expect) + "\n"
     # an explicit --tokenizer still wins (and GPT-2's 50257 tokens do not fit this 300-token model)
     bad = _run(["--init", str(d), "--tokenizer", "gpt2", "--prompt", "x", "--transcript", "off"], tmp_path)

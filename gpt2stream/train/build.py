@@ -165,6 +165,7 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, so
         grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
     configure_kernels(dev, t.deterministic)
     model = build_model(cfg.model, t.seed).to(dev)
+    model.activation_checkpointing = t.activation_checkpointing
     use_compile = t.compile if t.compile is not None else dev.type == "cuda"
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.generate import generate_stream
 from gpt2stream.train.build import Parts
 from gpt2stream.train.settings import reduce_dtype
 from gpt2stream.train.step import autocast
@@ -56,7 +57,7 @@ def sample(parts: Parts, step: int) -> str:
     idx = torch.tensor([[parts.tok.eot_id]], device=dev)  # start a fresh document
     parts.model.eval()
     with autocast(parts.amp, parts.info.device_type):
-        ids = [int(t) for t in parts.model.generate_stream(idx, parts.cfg.eval.sample_tokens, temperature=1.0,
-                                                            top_k=50, generator=g)]
+        ids = [int(t) for t in generate_stream(parts.model, idx, parts.cfg.eval.sample_tokens, temperature=1.0,
+                                               top_k=50, generator=g)]
     parts.model.train()
     return parts.tok.decode(ids)
