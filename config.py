@@ -161,6 +161,7 @@ class EvalConfig:
     hellaswag_every: int = 0  # steps between HellaSwag evaluations (0 = never)
     hellaswag: str = ""  # local HellaSwag val jsonl; "" = download once from the original release and cache
     log_every: int = 1  # steps between log lines
+    log_docs: bool = False  # write run_dir/docs/rankNNNNN.jsonl: the documents each rank started, per step
     wandb: str = ""  # Weights & Biases project that mirrors metrics.jsonl (rank 0); "" = off; pip install -e ".[wandb]"
     wandb_run_name: str = ""  # W&B run name; "" = the run directory's name
     tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard event files in the run directory

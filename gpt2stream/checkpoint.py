@@ -274,8 +274,9 @@ def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> l
     return diff
 
 
-def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: str, world_size: int) -> None:
-    """The one compatibility check of a checkpoint against this run: one UserError naming what differs."""
+def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: str) -> None:
+    """The compatibility check of a checkpoint's settings against this run: one UserError naming what differs.
+    The layout (world size, workers, micro-batch) is the data loader's to judge (data.resume.resume_kind)."""
     from config import RunConfig
 
     saved = RunConfig.from_dict(state["config"])
@@ -283,7 +284,3 @@ def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: 
     if diff:
         raise UserError(f"cannot resume from {path}: the run's settings differ ({'; '.join(diff)}); "
                         f"resume with the checkpoint's settings or start a new run with another --out-dir")
-    if state["world_size"] != world_size:
-        raise UserError(f"cannot resume from {path} exactly: it was written by {state['world_size']} "
-                        f"process(es), this run has {world_size}; use torchrun --nproc_per_node="
-                        f"{state['world_size']} (or the same total over nodes)")

@@ -200,3 +200,19 @@ def test_background_saver_snapshots_then_reports_a_failed_write(tmp_path, monkey
     err = saver.wait()
     assert err.startswith("could not write the checkpoint for step 2 ([Errno 28] No space left on device)")
     assert saver.wait() is None and saver.last[0] == 1  # reported once; the last good one is still step 1
+
+
+def test_uneven_micro_batches_give_the_mean_over_the_step(tmp_path):
+    """8 blocks a step as micro-batches of 3, 3 and 2 rows (weighted by their rows) == one micro-batch of 8."""
+    losses, weights = [], []
+    for b in ("8", "3"):
+        cfg = _cfg(tmp_path, "--dropout", "0", "--batch-size", b, "--out-dir", str(tmp_path / f"b{b}"))
+        parts = build_parts(cfg, CPU, None)
+        assert parts.loader.micro_sizes == ([8] if b == "8" else [3, 3, 2])
+        it = iter(parts.loader)
+        stats = train_step(parts, [next(it) for _ in parts.loader.micro_sizes], 1e-3)
+        losses.append(stats.loss)
+        weights.append(parts.model.state_dict())
+        parts.loader.close()
+    assert abs(losses[0] - losses[1]) < 1e-5, losses
+    assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0]) < 1e-5

@@ -42,9 +42,10 @@ class Parts:
     loader: Any
     position: LoaderPosition
     val: list
-    accum: int
+    accum: int  # micro-steps every rank runs per step (the busiest rank's; others pad with weight-0 ones)
     amp: torch.dtype | None
     compile: bool
+    data_kind: str = "elastic"  # "legacy": a checkpoint from before canonical streams (its own layout only)
     progress: Progress = field(default_factory=Progress)
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(None))
     rng: RNGState | None = None
@@ -106,47 +107,95 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     inductor_config.deterministic = True
 
 
+# The loader kind of a new run ("legacy" writes checkpoints as versions before canonical streams did).
+NEW_RUN_KIND = "elastic"
+
+
+def data_kind(path: Path, state: dict, info: D.DistInfo, cfg: Any) -> str:
+    """The loader kind that continues ``state`` on this layout (gpt2stream.data.resume.resume_kind)."""
+    from gpt2stream.data.resume import resume_kind
+
+    try:
+        return resume_kind([r["loader"] for r in state["ranks"]], info.world_size, cfg.data.num_workers,
+                           cfg.train.batch_size)
+    except UserError as e:
+        raise UserError(f"cannot resume from {path}: {e}") from None
+
+
+def make_loader(cfg: Any, info: D.DistInfo, tok: Any, source: Any, kind: str) -> tuple[Any, int]:
+    """This rank's training loader and the micro-steps of a step. An elastic run fixes its canonical streams at
+    the start (``cfg.data.streams``, saved with the run): every layout then trains the same global batches."""
+    t = cfg.train
+    if kind == "legacy":
+        from gpt2stream.data.loader_legacy import LegacyTrainLoader
+
+        loader = LegacyTrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
+                                   world_size=info.world_size, seed=t.seed)
+        return loader, grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
+    from gpt2stream.data import TrainLoader
+    from gpt2stream.data.streams import accum_steps
+
+    loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
+                         world_size=info.world_size, seed=t.seed, total_batch_size=t.total_batch_size,
+                         pin_memory=info.device.type == "cuda", source=source)
+    cfg.data.streams = loader.streams
+    return loader, accum_steps(loader.streams, loader.k, info.world_size, t.batch_size)
+
+
 def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Any = None) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
     checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job), shared by
     training and validation."""
-    from gpt2stream.data import TrainLoader, val_batches
+    from gpt2stream.data import val_batches
     from gpt2stream.data.job import check_pinned_revision
     from tokenizer import load_tokenizer
 
     tok = load_tokenizer(cfg.data.tokenizer)
     if cfg.model.vocab_size is None:
         cfg.model.vocab_size = tok.n_vocab
+    kind = NEW_RUN_KIND
     if resume is not None:
-        check_compatible(resume[0], resume[1], cfg, tok.identity, info.world_size)
+        check_compatible(resume[0], resume[1], cfg, tok.identity)
+        kind = data_kind(resume[0], resume[1], info, cfg)
         if source is not None:
             check_pinned_revision(resume[1]["config"], source, resume[0])
     check_settings(cfg, tok)
     t, dev = cfg.train, info.device
-    accum = grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
+    if kind == "legacy":  # its fixed layout: total_batch_size must split evenly into micro-batches
+        grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
     configure_kernels(dev, t.deterministic)
     model = build_model(cfg.model, t.seed).to(dev)
     model.activation_checkpointing = t.activation_checkpointing
     use_compile = t.compile if t.compile is not None else dev.type == "cuda"
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
-    loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                         world_size=info.world_size, seed=t.seed, total_batch_size=t.total_batch_size,
-                         pin_memory=dev.type == "cuda", source=source)
+    loader, accum = make_loader(cfg, info, tok, source, kind)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                       world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
                  fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
                  position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),
-                 compile=use_compile, rng=RNGState(dev))
+                 compile=use_compile, rng=RNGState(dev), data_kind=kind)
 
 
 def restore(parts: Parts, state: dict) -> None:
     """Load every saved part; the flags given on resume win over the optimizer's saved hyperparameters (the lr is
-    set per step)."""
-    restore_parts(state, parts.shared, parts.mine, parts.info.rank)
+    set per step). An elastic loader continues from every rank's saved streams merged (any layout); a rank the
+    checkpoint did not have draws its RNG from its own seed."""
+    from gpt2stream.data.loader import merge_states
+
+    info, ranks = parts.info, state["ranks"]
+    restore_parts(state, parts.shared, {}, info.rank)
     parts.progress.load_state_dict(state)
+    if parts.data_kind == "legacy":
+        parts.position.load_state_dict(ranks[info.rank]["loader"])
+    else:
+        parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
+    if info.rank < len(ranks):
+        parts.rng.load_state_dict(ranks[info.rank]["rng"])
+    else:
+        torch.manual_seed(parts.cfg.train.seed + 1000 * info.rank + parts.progress.step)
     t = parts.cfg.train
     for g in parts.optimizer.param_groups:
         g["betas"] = (t.beta1, t.beta2)

@@ -48,6 +48,12 @@ class Trainer:
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
+        self.step_docs: list = []
+        self.doclog = None
+        if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
+            from gpt2stream.data.doclog import DocLog
+
+            self.doclog = DocLog(out, parts.info.rank, parts.info.world_size, parts.progress.step)
 
     @property
     def step(self) -> int:
@@ -67,6 +73,8 @@ class Trainer:
             if not stats.applied:
                 raise self.not_finite(stats)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
+            if self.doclog is not None:
+                self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
             self.after_step()
@@ -82,12 +90,20 @@ class Trainer:
         self.stops.guard_worker_deaths()
         return it
 
+    def micro_batches(self) -> int:
+        """This rank's micro-batches of a step (an elastic loader's last one may be smaller)."""
+        p = self.parts
+        return p.accum if p.data_kind == "legacy" else len(p.loader.micro_sizes)
+
     def fetch(self, it) -> tuple[list, BaseException | None]:
-        batches = []
+        """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
+        batches: list = []
+        self.step_docs: list = []
         self.stops.waiting_for_data = True
         try:
-            for _ in range(self.parts.accum):
+            for _ in range(self.micro_batches()):
                 batches.append(next(it))
+                self.step_docs += getattr(self.parts.loader, "last_docs", [])
         except Exception as e:  # noqa: BLE001 - decided collectively by the caller
             return batches, e
         finally:
@@ -118,6 +134,10 @@ class Trainer:
                                         parts.loader.epoch, mem))
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
             self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
+
+    def close(self) -> None:
+        if self.doclog is not None:
+            self.doclog.close()
 
     def due(self, every: int) -> bool:
         """Whether a task run every ``every`` steps (0 = only at the end) is due after this step."""

@@ -120,6 +120,7 @@ def train(cfg: Any) -> int:
     finally:
         if trainer is not None:
             trainer.parts.loader.close()
+            trainer.close()
             late = trainer.saver.wait()  # never leave while a checkpoint is being written
             if late is not None:
                 error(late)

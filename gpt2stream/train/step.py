@@ -40,11 +40,26 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
+    """(num, den) multiplying a micro-batch's mean loss of ``rows`` blocks: weighted by its tokens, so that summed
+    over every rank's micro-steps and averaged over the ranks it is the mean over the step's blocks (see
+    data.streams.loss_scale); 1/accum for the legacy loader's equal micro-batches."""
+    if parts.data_kind == "legacy":
+        return 1, parts.accum
+    from gpt2stream.data.streams import loss_scale
+
+    return loss_scale(rows, parts.info.world_size, parts.loader.blocks)
+
+
 def accumulate(parts: Parts, batches: list) -> torch.Tensor:
-    """Forward and backward over the micro-batches; returns this rank's mean loss (a 0-d tensor, not synced)."""
-    info, n = parts.info, len(batches)
+    """Forward and backward over the micro-batches; returns this rank's share of the step's mean loss (a 0-d tensor,
+    not synced). Every rank runs ``parts.accum`` micro-steps (DDP needs the same number of backward passes): a rank
+    with fewer blocks repeats its first micro-batch with weight 0."""
+    info, n = parts.info, max(parts.accum, len(batches))
     loss_sum = torch.zeros((), device=info.device)
-    for micro, (x, y) in enumerate(batches):
+    for micro in range(n):
+        x, y = batches[micro] if micro < len(batches) else batches[0]
+        num, den = micro_scale(parts, x.shape[0]) if micro < len(batches) else (0, 1)
         x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
         # DDP averages gradients across ranks in backward; do it once, on the last micro-step
         last = micro == n - 1
@@ -52,7 +67,7 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
         with sync:
             with autocast(parts.amp, info.device_type):
                 _, loss = parts.ddp_model(x, y)
-            loss = loss / n  # mean over the micro-steps, like one big batch
+            loss = loss / den if num == 1 else loss * num / den  # the plain division keeps even layouts' bits
             loss.backward()
         loss_sum += loss.detach()
     return loss_sum

@@ -1,0 +1,136 @@
+"""Elastic determinism through the real entry point: the same global batches at every step whatever the number of
+processes, DataLoader workers or micro-batch, shown by the document log (--log-docs); and resume across layouts,
+cleanly and after kill -9, continuing the same sequence (nothing lost or repeated, losses as uninterrupted)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from gpt2stream.data.doclog import read_log
+from tests.test_train_common import TINY, make_jsonl, run, run_and_kill_after, train_lines
+
+# 8 blocks of 32 tokens a step: 8 canonical streams; val: the first 20 documents of the file
+LAYOUTS = {"1x2w": (1, ["--num-workers", "2"]), "2x1w": (2, ["--num-workers", "1"]),
+           "1x0w-b3": (1, ["--num-workers", "0", "--batch-size", "3"])}
+
+
+def docs_by_step(run_dir: Path) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for r in read_log(run_dir):
+        out[r["step"]] += r["ids"]
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def steps_only(lines: list[tuple]) -> list[tuple]:
+    """Training lines (a run cut into segments also evaluates at the end of each one)."""
+    return [r for r in lines if r[1] != "val"]
+
+
+def assert_close_lines(a: list[tuple], b: list[tuple], tol: float = 1e-5) -> None:
+    assert [r[:2] if r[1] == "val" else r[:1] for r in a] == [r[:2] if r[1] == "val" else r[:1] for r in b]
+    for p, q in zip(a, b, strict=True):
+        vals_p, vals_q = (p[2:] if p[1] == "val" else p[1:]), (q[2:] if q[1] == "val" else q[1:])
+        for u, v in zip(vals_p, vals_q, strict=True):
+            assert abs(u - v) <= tol * max(1.0, abs(u)), (p, q)
+
+
+@pytest.mark.slow
+def test_same_batches_on_every_layout(tmp_path):
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
+    common = [*TINY, "--data", str(data), "--max-steps", "5", "--eval-every", "5", "--log-docs"]
+    runs = {}
+    for name, (nproc, extra) in LAYOUTS.items():
+        out = tmp_path / name
+        run([*common, *extra, "--out-dir", str(out)], nproc=nproc)
+        runs[name] = out
+    ref = docs_by_step(runs["1x2w"])
+    assert sorted(ref) == [1, 2, 3, 4, 5] and all(ref[s] for s in ref)
+    lines = read_log(runs["2x1w"])
+    assert {r["rank"] for r in lines} == {0, 1} and all(set(r) >= {"step", "rank", "epoch", "ids"} for r in lines)
+    for name, out in runs.items():
+        assert docs_by_step(out) == ref, name
+        assert_close_lines(train_lines(out), train_lines(runs["1x2w"]))
+
+
+def _epoch_checks(run_dir: Path, data: Path, val_docs: int = 20) -> None:
+    ids = [json.loads(line)["id"] for line in data.read_text().splitlines()]
+    val, training = set(ids[:val_docs]), ids[val_docs:]
+    per_epoch: dict[int, Counter] = defaultdict(Counter)
+    for r in read_log(run_dir):
+        per_epoch[r["epoch"]].update(r["ids"])
+    assert sorted(per_epoch[0]) == sorted(training) and set(per_epoch[0].values()) == {1}, "epoch 0: once each"
+    assert per_epoch[1] and set(per_epoch[1].values()) == {1}, "epoch 1: none twice"
+    assert not val & set().union(*per_epoch.values()), "a validation document was trained"
+
+
+# a small file: an epoch is ~8 steps of 1024 tokens (32 blocks: 16 canonical streams); 20 steps cross into epoch 2
+SMALL = ["--total-batch-size", "1024", "--eval-every", "0", "--save-every", "4", "--log-docs"]
+
+
+@pytest.mark.slow
+def test_resume_across_layouts_past_an_epoch(tmp_path):
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
+    # constant lr: stopping at --max-steps 6 and resuming to 12, then 20, is the schedule of one run to 20
+    common = [*TINY, "--data", str(data), *SMALL, "--min-lr", "3e-3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run([*common, "--num-workers", "2", "--max-steps", "20", "--out-dir", str(full)])
+    run([*common, "--num-workers", "2", "--max-steps", "6", "--out-dir", str(cut)])
+    p = run(["--out-dir", str(cut), "--resume", "--num-workers", "1", "--max-steps", "12"], nproc=2)
+    assert "resumed from" in p.stdout and " at step 6" in p.stdout
+    run(["--out-dir", str(cut), "--resume", "--num-workers", "0", "--batch-size", "5", "--max-steps", "20"])
+    assert docs_by_step(cut) == docs_by_step(full) and sorted(docs_by_step(full)) == list(range(1, 21))
+    assert_close_lines(steps_only(train_lines(cut)), steps_only(train_lines(full)))
+    _epoch_checks(cut, data)
+    assert max(r["epoch"] for r in read_log(full)) >= 1
+
+
+@pytest.mark.slow
+def test_resume_across_layouts_after_kill_9(tmp_path):
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
+    common = [*TINY, "--data", str(data), *SMALL, "--max-steps", "20"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run([*common, "--num-workers", "2", "--out-dir", str(full)])
+    # killed once step 4 is saved (it may have logged later steps: they are replaced on resume)
+    run_and_kill_after([*common, "--num-workers", "2", "--out-dir", str(cut)], cut / "checkpoints" / "step_00000004.pt")
+    run_and_kill_after(["--out-dir", str(cut), "--resume", "--num-workers", "1"],
+                       cut / "checkpoints" / "step_00000012.pt", nproc=2)
+    run(["--out-dir", str(cut), "--resume", "--num-workers", "0", "--batch-size", "3"])
+    assert docs_by_step(cut) == docs_by_step(full)
+    assert_close_lines(train_lines(cut), train_lines(full))
+    _epoch_checks(cut, data)
+
+
+# Runs the trainer as before canonical streams (the round-robin loader of state format /1), to write the kind of
+# checkpoint earlier versions wrote.
+AS_BEFORE = "import gpt2stream.train.build as B\nB.NEW_RUN_KIND = 'legacy'\n"
+
+
+@pytest.mark.slow
+def test_checkpoint_from_before_resumes_on_its_own_layout_only(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.test_train_common import ROOT, env
+
+    def run_as_before(args):
+        script = f"import sys\n{AS_BEFORE}\nimport run_train\nsys.exit(run_train.main(sys.argv[1:]))\n"
+        p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env(),
+                           cwd=ROOT, timeout=240)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
+    common = [*TINY, "--data", str(data), "--num-workers", "2", "--eval-every", "0", "--save-every", "3",
+              "--min-lr", "3e-3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    run_as_before([*common, "--max-steps", "6", "--out-dir", str(full)])
+    run_as_before([*common, "--max-steps", "3", "--out-dir", str(cut)])
+    bad = run(["--out-dir", str(cut), "--resume", "--num-workers", "1", "--max-steps", "6"], check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "written before elastic resume: it continues only on its own layout (1 process(es) x --num-workers 2" \
+        in bad.stderr, bad.stderr
+    run(["--out-dir", str(cut), "--resume", "--max-steps", "6"])  # its own layout: as before, bit for bit
+    assert steps_only(train_lines(cut)) == steps_only(train_lines(full))
