@@ -1,0 +1,101 @@
+"""The package's import graph, read from the source with ``ast``: no cycles, and the layers of the design.
+
+    entries -> config -> {model, data, train, sample, eval} -> {tokenizer, distributed, checkpoint}
+
+``tokenizer`` imports nothing of ours; no package module imports an entry script or ``config``; bench/ and the
+package never import tests/.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRIES = {"run_train", "run_sample", "train_tokenizer"}
+OURS = ("gpt2stream", "tokenizer", "config", "tests", *ENTRIES)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module of ours that ``path`` imports, at module level or inside a function."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join([*base, node.module] if node.module else base)
+            else:
+                mod = node.module or ""
+            found.add(mod)
+            found.update(f"{mod}.{a.name}" for a in node.names)  # `from pkg import submodule`
+    return {m for m in found if m.split(".")[0] in OURS}
+
+
+def graph() -> dict[str, set[str]]:
+    files = [*ROOT.glob("*.py"), *ROOT.glob("gpt2stream/**/*.py"), *ROOT.glob("tokenizer/**/*.py"),
+             *ROOT.glob("bench/*.py")]
+    names = {module_name(f): f for f in files}
+    out: dict[str, set[str]] = {}
+    for name, f in names.items():
+        out[name] = {m for m in imports_of(f) if m in names and m != name}
+    return out
+
+
+def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as [a, b, ..., a], or None. A package's __init__ importing its own submodules is not a cycle."""
+    def edges(n: str) -> set[str]:
+        return {m for m in g[n] if not n == m.rpartition(".")[0] or "." not in m}
+
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(edges(n)):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state and (c := visit(m)):
+                return c
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(g):
+        if n not in state and (c := visit(n)):
+            return c
+    return None
+
+
+def test_find_cycle_finds_one_and_accepts_a_dag():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles():
+    cycle = find_cycle(graph())
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_layers():
+    g = graph()
+    for mod, deps in g.items():
+        top = mod.split(".")[0]
+        if top == "tokenizer":
+            assert all(d.startswith("tokenizer") for d in deps), f"{mod} imports {sorted(deps)}: tokenizer stands alone"
+        if top in ("gpt2stream", "tokenizer"):
+            assert not deps & ENTRIES, f"{mod} imports an entry script: {sorted(deps & ENTRIES)}"
+        if top in ("gpt2stream", "tokenizer", "bench"):
+            assert not any(d.startswith("tests") for d in deps), f"{mod} imports the test suite"
