@@ -316,8 +316,8 @@ next(it)
 print("READY", flush=True)
 sys.stdin.readline()  # the network is dead from now on
 try:
-    while loader.state_dict()["workers"][0]["window"] < 1:
-        next(it)  # into the second window: the third is now being read ahead, retrying in the background
+    while (loader.state_dict()["streams"][0]["start"] or {{}}).get("window", 0) < 1:
+        next(it)  # stream 0 into its second window: its third is now being read ahead, retrying in the background
 except DataStreamError:
     print("ERR", flush=True)
 loader.close()
@@ -329,7 +329,8 @@ print("CLOSED", flush=True)
 def test_hub_close_while_a_read_retries_exits_cleanly(tmp_path):
     """A background read still running at exit must not abort the interpreter (a thread inside pyarrow at
     finalization can die with 'Fatal Python error: PyGILState_Release'): close() cancels and waits for it."""
-    c = hub_cfg(num_workers=0, max_retries=2, request_timeout=2.0, shuffle_buffer=4, seq_len=64)
+    # no block buffer: the stream reads window after window, so the dead network meets a read in progress
+    c = hub_cfg(num_workers=0, max_retries=2, request_timeout=2.0, shuffle_buffer=4, seq_len=64, block_buffer=1)
     with HubServer({DEFAULT_REPO: _bigger_repo(tmp_path).root}) as server:
         code, out, err = _run_until_the_network_dies(server.url, _CLOSE_DURING_READ_SCRIPT, c, "READY")
     assert code == 0, err[-3000:]
