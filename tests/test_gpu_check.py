@@ -5,16 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-
 from tests.test_train_common import ROOT, env
 
 
 def test_gpu_check_without_cuda_exits_2_with_one_line():
-    import torch
-
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: run python bench/gpu_check.py itself")
+    # CUDA_VISIBLE_DEVICES="" hides every GPU, so this runs the same on a machine that has one
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py")], capture_output=True, text=True,
                        env={**env(), "CUDA_VISIBLE_DEVICES": ""}, cwd=ROOT, timeout=120)
     assert p.returncode == 2, p.stdout + p.stderr
