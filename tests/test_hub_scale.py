@@ -61,7 +61,7 @@ def test_signed_url_is_resolved_once_and_never_gets_the_token(hub_repo, monkeypa
 
 def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monkeypatch, caplog):
     monkeypatch.setattr(hub, "TARGET_MARGIN", 0.0)  # use the URL to its last second, so the CDN sees it expired
-    with HubServer({DEFAULT_REPO: hub_repo.root}, redirect_data=True, url_ttl=1) as server:
+    with HubServer({DEFAULT_REPO: hub_repo.root}, redirect_data=True, url_ttl=4) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[1]
         want = (hub_repo.root / rf.path).read_bytes()
@@ -69,7 +69,7 @@ def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monke
                 HubFile.open(rf, RetryPolicy(max_retries=0), readahead=1024) as f:
             head = f.read(1000)
             hub._TARGETS[rf.url] = (hub._TARGETS[rf.url][0], time.time() + 60)  # believe it is still valid
-            time.sleep(2.1)  # ... it is not: the CDN answers 403
+            time.sleep(4.2)  # ... it is not: the CDN answers 403 (the lifetime leaves a loaded machine time to open)
             rest = b"".join(iter(lambda: f.read(1024), b""))
         assert head + rest == want
         assert any(r.kind == "cdn" and r.status == 403 for r in server.requests)
