@@ -63,9 +63,9 @@ class LegacyTrainLoader:
 
     # -- identity of the stream -----------------------------------------------------------------------------------
     def _fingerprint(self) -> dict[str, Any]:
-        fp = self.spec.fingerprint()
-        return {**{k: fp[k] for k in _MUST_MATCH if k in fp}, "batch_size": self.batch_size,
-                "world_size": self.world_size, "num_workers": self.num_workers, "rank": self.rank}
+        fp = {**self.spec.fingerprint(), "batch_size": self.batch_size, "world_size": self.world_size,
+              "num_workers": self.num_workers, "rank": self.rank}
+        return {k: fp[k] for k in _MUST_MATCH}
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
