@@ -45,7 +45,7 @@ class StepDataset(IterableDataset):
                                 num_readers=spec.streams, state=doc_state, threads=self.threads, shared=shared,
                                 window=spec.window)
 
-        return BufferedStream(make_reader, c, spec.seed, spec.buffer_blocks, self.states[c])
+        return BufferedStream(make_reader, c, seed=spec.seed, buffer_blocks=spec.buffer_blocks, state=self.states[c])
 
     def __iter__(self):
         info = get_worker_info()
