@@ -28,7 +28,7 @@ def fresh_stream_state() -> dict[str, Any]:
 class BufferedStream:
     """Endless (block (seq_len+1,), docs, state) of canonical stream ``stream``, resumable from any state it gave."""
 
-    def __init__(self, make_reader: Callable[[dict | None], Any], stream: int, seed: int, buffer_blocks: int,
+    def __init__(self, make_reader: Callable[[dict | None], Any], stream: int, *, seed: int, buffer_blocks: int,
                  state: dict | None = None) -> None:
         self.make_reader = make_reader  # doc-stream state (None = fresh) -> ReaderStream with rows=1
         self.stream = stream

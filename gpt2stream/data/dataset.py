@@ -25,8 +25,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from gpt2stream.data.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.sharding import epoch_order, reader_index, reader_units
+from gpt2stream.data.sharding import epoch_order, num_readers, reader_index, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
+from gpt2stream.data.spec import StreamSpec
 from gpt2stream.errors import DataStreamError, UserError
 
 EMPTY_EPOCHS_LIMIT = 5
@@ -43,7 +44,7 @@ def tokenizer_threads(workers_per_rank: int) -> int:
         local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     except ValueError:
         local_ranks = 1
-    return max(1, min(8, cores // (local_ranks * max(1, workers_per_rank))))
+    return max(1, min(8, cores // (local_ranks * readers_per_rank(workers_per_rank))))
 
 
 class Background:
@@ -134,17 +135,20 @@ def fresh_state() -> dict[str, int]:
 
 
 class ReaderStream:
-    """The batches of one reader (one rank x worker), resumable from any state it attached to a batch."""
+    """The batches of one reader (one rank x worker), resumable from any state it attached to a batch.
+
+    ``spec`` gives seq_len, seed and shuffle_buffer; the reader is number ``reader`` of ``num_readers``, yields
+    blocks of ``rows`` rows and shuffles in windows of ``window`` documents (default: window_size(shuffle_buffer)).
+    """
 
     def __init__(
         self,
         source: Source,
         units: tuple[Unit, ...],
         tokenizer: Any,
+        spec: StreamSpec,
+        *,
         rows: int,
-        seq_len: int,
-        seed: int,
-        shuffle_buffer: int,
         reader: int,
         num_readers: int,
         state: dict | None = None,
@@ -158,10 +162,10 @@ class ReaderStream:
         self.tok = tokenizer
         self.eot = int(tokenizer.eot_id)
         self.rows = rows
-        self.block_len = seq_len + 1
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
-        self.window = window if window is not None else window_size(shuffle_buffer)
+        self.block_len = spec.seq_len + 1
+        self.seed = spec.seed
+        self.shuffle_buffer = spec.shuffle_buffer
+        self.window = window if window is not None else window_size(spec.shuffle_buffer)
         self.reader = reader
         self.num_readers = num_readers
         self.shuffle_units = shuffle_units
@@ -294,27 +298,25 @@ class WorkerError:
 
 
 class PackedDataset(IterableDataset):
-    """Yields ``(x, y, (logical_worker, state))`` whole batches; use with DataLoader(batch_size=None).
+    """Yields ``(x, y, (logical_worker, state))`` whole batches of ``rows`` rows; use with DataLoader(batch_size=None).
 
     Physical worker p plays logical worker (p + offset) % W and starts from ``states[logical]`` (None = fresh), so
     a restored loader continues the round-robin exactly where the saved one stopped.
     """
 
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, rows: int, seq_len: int,
-                 seed: int, shuffle_buffer: int, rank: int, world_size: int, num_workers: int,
-                 states: list[dict | None] | None = None, offset: int = 0) -> None:
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, spec: StreamSpec, *, rows: int,
+                 rank: int, world_size: int, num_workers: int, states: list[dict | None] | None = None,
+                 offset: int = 0) -> None:
         super().__init__()
         self.source = source
         self.units = units
         self.tokenizer = tokenizer
+        self.spec = spec
         self.rows = rows
-        self.seq_len = seq_len
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
         self.rank = rank
         self.world_size = world_size
         self.num_workers = num_workers
-        self.slots = max(1, num_workers)
+        self.slots = readers_per_rank(num_workers)
         self.states = states or [None] * self.slots
         self.offset = offset
 
@@ -323,9 +325,10 @@ class PackedDataset(IterableDataset):
         physical = info.id if info is not None else 0
         logical = (physical + self.offset) % self.slots
         stream = ReaderStream(
-            self.source, self.units, self.tokenizer, self.rows, self.seq_len, self.seed, self.shuffle_buffer,
-            reader_index(self.rank, logical, self.num_workers), self.world_size * self.slots,
-            self.states[logical], threads=tokenizer_threads(self.slots),
+            self.source, self.units, self.tokenizer, self.spec, rows=self.rows,
+            reader=reader_index(self.rank, logical, self.num_workers),
+            num_readers=num_readers(self.world_size, self.num_workers), state=self.states[logical],
+            threads=tokenizer_threads(self.slots),
         )
         try:
             for block, st, _docs in stream.batches():

@@ -14,21 +14,17 @@ from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError
 from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.shuffle import stream_block_buffer, stream_window
 from gpt2stream.data.sources import Plan, Source, open_source, usable
+from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
-from gpt2stream.data.validate import check_int as _check_int
-from gpt2stream.data.validate import stall_timeout
-from gpt2stream.data.validate import tokenizer_identity as _tokenizer_identity
+from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
 
 __all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/2"
-# The fields that must match for a saved state to mean the same global batch sequence. The world size, the
-# DataLoader workers and the micro-batch are not among them: they only decide who computes which block.
-MUST_MATCH = ("data", "data_config", "split", "text_column", "txt_docs", "seq_len", "shuffle_buffer", "block_buffer",
-              "val_docs", "seed", "tokenizer", "num_units", "streams", "blocks_per_step")
+# A saved state resumes when its fingerprint equals the loader's StreamSpec's (spec.FINGERPRINT). The world size,
+# the DataLoader workers and the micro-batch are not in it: they only decide who computes which block.
 
 
 class StepBatch(NamedTuple):
@@ -51,36 +47,21 @@ class TrainLoader:
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
                  seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
                  source: Source | None = None) -> None:
-        _check_int("batch_size", batch_size, 1)
-        _check_int("world_size", world_size, 1)
-        _check_int("seq_len", data_cfg.seq_len, 1)
-        _check_int("num_workers", data_cfg.num_workers, 0)
-        _check_int("shuffle_buffer", data_cfg.shuffle_buffer, 0)
-        _check_int("val_docs", data_cfg.val_docs, 0)
-        if not 0 <= rank < world_size:
-            raise UserError(f"rank must be in [0, {world_size}), got {rank}")
+        check_layout(batch_size, rank, world_size)
         self.cfg = data_cfg
         self.batch_size = batch_size
         self.tokenizer = tokenizer
         self.rank = rank
         self.world_size = world_size
-        self.seed = seed
         self.pin_memory = pin_memory  # page-locked batches: host-to-GPU copies with non_blocking=True overlap
         total = total_batch_size if total_batch_size is not None else batch_size * data_cfg.seq_len * world_size
-        self.blocks = S.blocks_per_step(total, data_cfg.seq_len)
-        asked = int(getattr(data_cfg, "streams", 0) or 0)
+        blocks = S.blocks_per_step(total, data_cfg.seq_len)  # checked before the source is opened
         self.source: Source = source if source is not None else open_source(data_cfg)
         # the cut of jsonl/txt files into pieces must not depend on the layout either
-        self.plan: Plan = self.source.plan(data_cfg.val_docs, asked or S.MAX_AUTO_STREAMS)
-        units = len(self.plan.units)
-        self.streams = asked or S.default_streams(self.blocks, units)
-        if units < self.streams:
-            what = "row groups" if self.source.kind == "parquet" else "pieces"
-            raise UserError(f"the training data has {units} {what} but the run has {self.streams} canonical "
-                            f"streams, each needing at least one; use --streams {units} or less (a divisor of "
-                            f"{self.blocks}), or more / larger data files")
-        self.k = S.check_streams(self.streams, self.blocks, world_size)
-        self.block_buffer = int(getattr(data_cfg, "block_buffer", 1))
+        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.MAX_AUTO_STREAMS)
+        self.spec = StreamSpec.build(data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=tokenizer,
+                                     source=self.source, plan=self.plan)
+        S.check_streams(self.streams, self.blocks, world_size)
         self.mine = S.rank_streams(self.streams, world_size, rank)
         self.num_workers = S.effective_workers(data_cfg.num_workers, self.mine)
         self.readers = S.worker_streams(self.mine, data_cfg.num_workers)
@@ -98,15 +79,27 @@ class TrainLoader:
         self._dl = None
 
     # -- identity of the stream -----------------------------------------------------------------------------------
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    @property
+    def streams(self) -> int:
+        """The run's canonical streams."""
+        return self.spec.streams
+
+    @property
+    def blocks(self) -> int:
+        """Blocks of seq_len+1 tokens per optimizer step (all ranks together)."""
+        return self.spec.blocks_per_step
+
+    @property
+    def k(self) -> int:
+        """Blocks per canonical stream per step."""
+        return self.spec.k
+
     def fingerprint(self) -> dict[str, Any]:
-        c = self.cfg
-        return {
-            "data": str(c.data), "data_config": str(getattr(c, "data_config", "")), "split": str(c.split),
-            "text_column": c.text_column, "txt_docs": str(getattr(c, "txt_docs", "")), "seq_len": c.seq_len,
-            "shuffle_buffer": c.shuffle_buffer, "block_buffer": self.block_buffer, "val_docs": c.val_docs,
-            "seed": self.seed, "tokenizer": _tokenizer_identity(self.tokenizer), "num_units": len(self.plan.units),
-            "streams": self.streams, "blocks_per_step": self.blocks,
-        }
+        return self.spec.fingerprint()
 
     def layout(self) -> dict[str, int]:
         return {"world_size": self.world_size, "rank": self.rank, "num_workers": self.cfg.num_workers,
@@ -135,8 +128,7 @@ class TrainLoader:
         if not isinstance(sd, dict) or sd.get("format") != STATE_FORMAT:
             raise UserError("the checkpoint's data-loader state is not from this version of gpt2stream; "
                             "start a new run or resume with the version that wrote it")
-        saved, now = sd["fingerprint"], self.fingerprint()
-        diff = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in MUST_MATCH if saved.get(k) != now[k]]
+        diff = self.spec.changes(sd["fingerprint"])
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +
                             "); resume with the same settings, or start a new run")
@@ -177,11 +169,8 @@ class TrainLoader:
 
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> StepDataset:
-        c = self.cfg
-        return StepDataset(self.source, self.plan.units, self.tokenizer, c.seq_len, self.seed, c.shuffle_buffer,
-                           stream_window(c.shuffle_buffer, self.streams),
-                           stream_block_buffer(self.block_buffer, self.streams), self.streams, self.k,
-                           self.readers, list(self._states))
+        return StepDataset(self.source, self.plan.units, self.tokenizer, self.spec, readers=self.readers,
+                           states=list(self._states))
 
     def __iter__(self) -> TrainLoader:
         self.close()
@@ -218,7 +207,7 @@ class TrainLoader:
         rows: dict[tuple[int, int], torch.Tensor] = {}
         docs: dict[tuple[int, int], Docs] = {}
         states = list(self._states)
-        for _ in range(max(1, self.num_workers)):
+        for _ in self.readers:  # each reader yields one item per step
             blocks, keys, block_docs, st = self._item()
             for n, key in enumerate(keys):
                 rows[tuple(key)], docs[tuple(key)] = blocks[n], [tuple(d) for d in block_docs[n]]
@@ -307,10 +296,8 @@ def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, w
     may get one block (so possibly one batch) less than others: reduce sums of losses and counts once at the end.
     Returns [] when val_docs is 0. ``source``: the rank's already opened source (else it is opened here).
     """
-    _check_int("batch_size", batch_size, 1)
-    _check_int("num_tokens", num_tokens, 0)
-    if not 0 <= rank < world_size:
-        raise UserError(f"rank must be in [0, {world_size}), got {rank}")
+    check_layout(batch_size, rank, world_size)
+    check_int("num_tokens", num_tokens, 0)
     if data_cfg.val_docs == 0 or num_tokens == 0:
         return []
     T = data_cfg.seq_len

@@ -9,17 +9,24 @@ from typing import Any
 import torch
 
 from gpt2stream.data.dataset import PackedDataset, WorkerError
-from gpt2stream.data.sharding import check_enough_units, num_readers
+from gpt2stream.data.sharding import check_enough_units, num_readers, readers_per_rank
 from gpt2stream.data.sources import Plan, Source, open_source
-from gpt2stream.data.validate import check_int as _check_int
-from gpt2stream.data.validate import stall_timeout
-from gpt2stream.data.validate import tokenizer_identity as _tokenizer_identity
+from gpt2stream.data.spec import StreamSpec, changed_fields, source_identity
+from gpt2stream.data.validate import check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/1"
 # The fields that must match for a saved state to mean the same stream.
 _MUST_MATCH = ("data", "data_config", "split", "text_column", "txt_docs", "seq_len", "batch_size", "shuffle_buffer",
                "val_docs", "seed", "tokenizer", "world_size", "num_workers", "rank", "num_units")
+
+
+def legacy_spec(data_cfg: Any, *, seed: int, tokenizer: Any, source: Source, plan: Plan, readers: int,
+                batch_size: int) -> StreamSpec:
+    """The stream of a legacy loader as a StreamSpec: each of the job's readers is a stream of whole batches, with
+    no block buffer; the loader has no steps of its own, so ``blocks_per_step`` counts one batch from every reader."""
+    return StreamSpec(**source_identity(data_cfg, seed=seed, tokenizer=tokenizer, source=source, plan=plan),
+                      block_buffer=1, streams=readers, blocks_per_step=readers * batch_size)
 
 
 class LegacyTrainLoader:
@@ -32,15 +39,8 @@ class LegacyTrainLoader:
     """
 
     def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
-        _check_int("batch_size", batch_size, 1)
-        _check_int("world_size", world_size, 1)
-        _check_int("seq_len", data_cfg.seq_len, 1)
-        _check_int("num_workers", data_cfg.num_workers, 0)
-        _check_int("shuffle_buffer", data_cfg.shuffle_buffer, 0)
-        _check_int("val_docs", data_cfg.val_docs, 0)
-        if not 0 <= rank < world_size:
-            raise UserError(f"rank must be in [0, {world_size}), got {rank}")
+                 seed: int = 0, source: Source | None = None) -> None:
+        check_layout(batch_size, rank, world_size)
         self.cfg = data_cfg
         self.batch_size = batch_size
         self.tokenizer = tokenizer
@@ -48,12 +48,14 @@ class LegacyTrainLoader:
         self.world_size = world_size
         self.seed = seed
         self.num_workers = data_cfg.num_workers
-        self.slots = max(1, self.num_workers)
+        self.slots = readers_per_rank(self.num_workers)
         readers = num_readers(world_size, self.num_workers)
-        self.source: Source = open_source(data_cfg)
+        self.source: Source = source if source is not None else open_source(data_cfg)
         self.plan: Plan = self.source.plan(data_cfg.val_docs, readers)
         what = "row groups" if self.source.kind == "parquet" else "pieces"
         check_enough_units(len(self.plan.units), readers, what)
+        self.spec = legacy_spec(data_cfg, seed=seed, tokenizer=tokenizer, source=self.source, plan=self.plan,
+                                readers=readers, batch_size=batch_size)
         self._states: list[dict | None] = [None] * self.slots
         self._next = 0
         self._it = None
@@ -61,14 +63,9 @@ class LegacyTrainLoader:
 
     # -- identity of the stream -----------------------------------------------------------------------------------
     def _fingerprint(self) -> dict[str, Any]:
-        c = self.cfg
-        return {
-            "data": str(c.data), "data_config": str(getattr(c, "data_config", "")), "split": str(c.split),
-            "text_column": c.text_column, "txt_docs": str(getattr(c, "txt_docs", "")), "seq_len": c.seq_len,
-            "batch_size": self.batch_size, "shuffle_buffer": c.shuffle_buffer, "val_docs": c.val_docs,
-            "seed": self.seed, "tokenizer": _tokenizer_identity(self.tokenizer), "world_size": self.world_size,
-            "num_workers": self.num_workers, "rank": self.rank, "num_units": len(self.plan.units),
-        }
+        fp = {**self.spec.fingerprint(), "batch_size": self.batch_size, "world_size": self.world_size,
+              "num_workers": self.num_workers, "rank": self.rank}
+        return {k: fp[k] for k in _MUST_MATCH}
 
     # -- state ----------------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -86,8 +83,7 @@ class LegacyTrainLoader:
         if not isinstance(sd, dict) or sd.get("format") != STATE_FORMAT:
             raise UserError("the checkpoint's data-loader state is not from this version of gpt2stream; "
                             "start a new run or resume with the version that wrote it")
-        saved, now = sd["fingerprint"], self._fingerprint()
-        diff = [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in _MUST_MATCH if saved.get(k) != now[k]]
+        diff = changed_fields(sd["fingerprint"], self._fingerprint(), _MUST_MATCH)
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +
                             "); resume with the same settings, or start a new run")
@@ -113,11 +109,9 @@ class LegacyTrainLoader:
 
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> PackedDataset:
-        return PackedDataset(
-            self.source, self.plan.units, self.tokenizer, self.batch_size, self.cfg.seq_len, self.seed,
-            self.cfg.shuffle_buffer, self.rank, self.world_size, self.num_workers,
-            states=list(self._states), offset=self._next,
-        )
+        return PackedDataset(self.source, self.plan.units, self.tokenizer, self.spec, rows=self.batch_size,
+                             rank=self.rank, world_size=self.world_size, num_workers=self.num_workers,
+                             states=list(self._states), offset=self._next)
 
     def __iter__(self) -> LegacyTrainLoader:
         self.close()

@@ -18,35 +18,34 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gpt2stream.data.blockbuffer import BufferedStream
 from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
 from gpt2stream.data.sources import Source, Unit
+from gpt2stream.data.spec import StreamSpec
 from gpt2stream.errors import UserError
 
 
 class StepDataset(IterableDataset):
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, seq_len: int, seed: int,
-                 shuffle_buffer: int, window: int, buffer_blocks: int, streams: int, k: int,
+    """The canonical streams of ``spec`` that this rank's readers run: ``readers`` holds each reader's streams,
+    ``states`` each canonical stream's state (None = fresh)."""
+
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, spec: StreamSpec, *,
                  readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None) -> None:
         super().__init__()
         self.source = source
         self.units = units
         self.tokenizer = tokenizer
-        self.seq_len = seq_len
-        self.seed = seed
-        self.shuffle_buffer = shuffle_buffer
-        self.window = window
-        self.buffer_blocks = buffer_blocks
-        self.streams = streams
-        self.k = k
-        self.readers = readers  # the stream lists of this rank's readers
-        self.states = states  # per canonical stream (None = fresh)
+        self.spec = spec
+        self.readers = readers
+        self.states = states
         self.threads = threads_per_reader or tokenizer_threads(len(readers))
 
     def _stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor]) -> BufferedStream:
-        def make_reader(doc_state: dict | None) -> ReaderStream:
-            return ReaderStream(self.source, self.units, self.tokenizer, 1, self.seq_len, self.seed,
-                                self.shuffle_buffer, c, self.streams, doc_state, threads=self.threads, shared=shared,
-                                window=self.window)
+        spec = self.spec
 
-        return BufferedStream(make_reader, c, self.seed, self.buffer_blocks, self.states[c])
+        def make_reader(doc_state: dict | None) -> ReaderStream:
+            return ReaderStream(self.source, self.units, self.tokenizer, spec, rows=1, reader=c,
+                                num_readers=spec.streams, state=doc_state, threads=self.threads, shared=shared,
+                                window=spec.window)
+
+        return BufferedStream(make_reader, c, seed=spec.seed, buffer_blocks=spec.buffer_blocks, state=self.states[c])
 
     def __iter__(self):
         info = get_worker_info()
@@ -58,7 +57,7 @@ class StepDataset(IterableDataset):
             while True:
                 rows, keys, docs, states = [], [], [], {}
                 for c, gen in zip(mine, gens, strict=True):
-                    for i in range(self.k):
+                    for i in range(self.spec.k):
                         block, d, st = next(gen)
                         rows.append(block)
                         keys.append((i, c))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from gpt2stream.data.sharding import readers_per_rank
 from gpt2stream.errors import UserError
 
 MAX_AUTO_STREAMS = 16  # the default C: at most this many (more streams = more read state per reader)
@@ -61,7 +62,7 @@ def rank_streams(streams: int, world: int, rank: int) -> list[int]:
 def worker_streams(mine: list[int], num_workers: int) -> list[list[int]]:
     """How a rank's streams are shared out among its readers: one list per reader (num_workers=0: one reader,
     the process itself). Never more readers than streams."""
-    readers = max(1, min(num_workers, len(mine)))
+    readers = readers_per_rank(effective_workers(num_workers, mine))
     return [mine[w::readers] for w in range(readers)]
 
 

@@ -1,4 +1,8 @@
-"""Small checks and settings shared by the loaders."""
+"""Small checks and settings shared by the loaders.
+
+The user's settings are validated by DataConfig; ``check_layout`` checks what only a programmatic caller of a loader
+can get wrong.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,16 @@ def check_int(name: str, value: Any, lo: int) -> None:
         raise UserError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
+def check_layout(batch_size: int, rank: int, world_size: int) -> None:
+    """A loader's arguments beside its DataConfig: batch_size >= 1, world_size >= 1, 0 <= rank < world_size."""
+    check_int("batch_size", batch_size, 1)
+    check_int("world_size", world_size, 1)
+    if not 0 <= rank < world_size:
+        raise UserError(f"rank must be in [0, {world_size}), got {rank}")
+
+
 def stall_timeout(data_cfg: Any) -> float:
     """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it.
     The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
-    per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)
-    retries = int(getattr(data_cfg, "max_retries", 10) or 10)
-    return max(900.0, 4 * per_request * (retries + 1)) + float(getattr(data_cfg, "rate_limit_wait", 900.0))
+    per_request, retries = float(data_cfg.request_timeout), int(data_cfg.max_retries)
+    return max(900.0, 4 * per_request * (retries + 1)) + float(data_cfg.rate_limit_wait)

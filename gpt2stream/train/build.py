@@ -130,7 +130,7 @@ def make_loader(cfg: Any, info: D.DistInfo, tok: Any, source: Any, kind: str) ->
         from gpt2stream.data.loader_legacy import LegacyTrainLoader
 
         loader = LegacyTrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                                   world_size=info.world_size, seed=t.seed)
+                                   world_size=info.world_size, seed=t.seed, source=source)
         return loader, grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.streams import accum_steps
@@ -144,8 +144,8 @@ def make_loader(cfg: Any, info: D.DistInfo, tok: Any, source: Any, kind: str) ->
 
 def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Any = None) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
-    checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job), shared by
-    training and validation."""
+    checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job; None = the
+    loader opens it); training and validation share the loader's."""
     from gpt2stream.data import val_batches
     from gpt2stream.data.job import check_pinned_revision
     from tokenizer import load_tokenizer
@@ -172,7 +172,7 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, so
     loader, accum = make_loader(cfg, info, tok, source, kind)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
+                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=loader.source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
                  fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
                  position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),
