@@ -146,16 +146,6 @@ def test_torchrun_hellaswag_failure_stops_both_ranks_with_one_message(tmp_path):
     assert "step      1/" not in p.stdout  # stopped before training
 
 
-@pytest.mark.slow
-def test_exact_resume_with_dropout(tmp_path):
-    """Dropout draws from the torch RNG (the CUDA one on GPUs): the state restored from the checkpoint must be the
-    one training continues with. Measuring the MFU reference (random matmuls) after the restore consumed it, and so
-    did the DataLoader's draw of its workers' base seed."""
-    from tests.test_train_resume import _exact_resume
-
-    _exact_resume(tmp_path, nproc=1, workers=1, extra=["--dropout", "0.1"])
-
-
 def test_reduce_dtype_has_no_float64_on_mps():
     from gpt2stream.train import reduce_dtype
 
