@@ -11,7 +11,8 @@ GPT-2 small micro-step (B=2, T=1024). Modes: eager and torch.compile. Dtypes: fl
 
 Both sides run the same loop (build-nanogpt's: ``logits, loss = model(x, y)``, backward, clip, fused AdamW with
 decay on 2-D weights), in this process, on the same batches of real text, from the same initial weights (the
-reference loads ours, cut to the real vocabulary), alternated round by round. The reference is GPT-2 at the real
+reference loads ours, cut to the real vocabulary), step by step in alternation (step s of one side, then of the
+other, the first side alternating). The reference is GPT-2 at the real
 vocabulary (50257), so both compute the same loss: ``--ref-vocab padded`` makes it build-nanogpt's 50304 columns
 without a mask instead (a different loss, so no loss check). Printed per configuration: the fastest step's tok/s
 of each side and the ratio ours / reference (other load on a shared machine only ever slows a step; medians are
@@ -184,29 +185,47 @@ def real_tokens(n: int) -> torch.Tensor:
     return torch.tensor(ids[:n], dtype=torch.long)
 
 
+def one_step(model: nn.Module, fwd: nn.Module, opt: torch.optim.AdamW, tokens: torch.Tensor, shape: dict, step: int,
+             dtype: str) -> tuple[float, float]:
+    """Optimizer step ``step`` of build-nanogpt's loop -> (seconds, loss)."""
+    B, T, accum = shape["B"], shape["T"], shape["accum"]
+    amp = dtype == "bfloat16"
+    t0 = time.perf_counter()
+    loss_accum = 0.0
+    for micro in range(accum):
+        buf = tokens[(step * accum + micro) * B * T:][: B * T + 1]
+        x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
+            logits, loss = fwd(x, y)  # ours hands back no logits with targets: None here
+        loss = loss / accum
+        loss_accum += loss.detach()
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0, float(loss_accum)
+
+
 def train_steps(model: nn.Module, opt: torch.optim.AdamW, tokens: torch.Tensor, shape: dict, steps: int,
                 dtype: str, compiled: bool) -> tuple[list[float], list[float]]:
-    """build-nanogpt's loop over ``steps`` optimizer steps -> (seconds per step, loss per step)."""
-    B, T, accum = shape["B"], shape["T"], shape["accum"]
+    """``steps`` optimizer steps of one side -> (seconds per step, loss per step)."""
     fwd = torch.compile(model) if compiled else model
-    amp = dtype == "bfloat16"
-    times, losses = [], []
-    for step in range(steps):
-        t0 = time.perf_counter()
-        loss_accum = 0.0
-        for micro in range(accum):
-            buf = tokens[(step * accum + micro) * B * T:][: B * T + 1]
-            x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
-            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=amp):
-                logits, loss = fwd(x, y)  # ours hands back no logits with targets: None here
-            loss = loss / accum
-            loss_accum += loss.detach()
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss_accum))
-        times.append(time.perf_counter() - t0)
+    got = [one_step(model, fwd, opt, tokens, shape, s, dtype) for s in range(steps)]
+    return [t for t, _ in got], [lo for _, lo in got]
+
+
+def interleaved_steps(sides: dict[str, tuple[nn.Module, torch.optim.AdamW]], tokens: torch.Tensor, shape: dict,
+                      steps: int, dtype: str, compiled: bool) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Both sides' step s, one after the other (which goes first alternates), for s in range(steps): a load that
+    comes and goes over seconds falls on both alike -> (seconds per step, loss per step), per side."""
+    fwds = {k: (torch.compile(m) if compiled else m) for k, (m, _) in sides.items()}
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    losses: dict[str, list[float]] = {k: [] for k in sides}
+    for s in range(steps):
+        for k in (list(sides) if s % 2 == 0 else list(sides)[::-1]):
+            t, lo = one_step(sides[k][0], fwds[k], sides[k][1], tokens, shape, s, dtype)
+            times[k].append(t)
+            losses[k].append(lo)
     return times, losses
 
 
@@ -262,13 +281,13 @@ def run_config(shape_name: str, compiled: bool, dtype: str, a: argparse.Namespac
     torch._dynamo.reset()  # no graphs (or dynamic-shape decisions) carried over from another configuration
     times: dict[str, list[float]] = {"ours": [], "ref": []}
     losses: dict[str, list[float]] = {}
-    for _ in range(0 if a.no_timing else a.rounds):  # alternate the sides: both see the same load on average
-        for side in ("ours", "ref"):
-            model, opt = build(side, shape, init, ref_vocab)
-            t, lo = train_steps(model, opt, tokens, shape, a.steps, dtype, compiled)
-            times[side] += t[a.warmup:]
-            losses.setdefault(side, lo)
-            del model, opt
+    for _ in range(0 if a.no_timing else a.rounds):
+        sides = {side: build(side, shape, init, ref_vocab) for side in ("ours", "ref")}
+        t, lo = interleaved_steps(sides, tokens, shape, a.steps, dtype, compiled)
+        for side in sides:
+            times[side] += t[side][a.warmup:]
+            losses.setdefault(side, lo[side])
+        del sides
     tok_step = shape["B"] * shape["T"] * shape["accum"]
     r: dict = {"shape": shape_name, "mode": "compiled" if compiled else "eager", "dtype": dtype}
     if not a.no_memory:
