@@ -19,6 +19,10 @@ if SHARED_CORPUS is not None and not SHARED_CORPUS.is_dir():
 if str(ROOT) not in sys.path:  # tests import the top-level modules (config, run_train, ...)
     sys.path.insert(0, str(ROOT))
 
+# One torch thread per process (this one and the entry points it starts), set before torch is imported: the tests'
+# models are tiny, so a second thread only contends for the 2 cores CI has, with the other rank or a busy neighbour.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def demo_texts() -> list[str]:
     """The documents of the corpus shipped in the package (``--data demo``)."""

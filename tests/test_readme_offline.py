@@ -59,8 +59,9 @@ def test_offline_demo_block_runs_in_a_fresh_clone(fresh_clone, tmp_path):
     outputs = []
     for cmd in cmds:
         args = [sys.executable, *cmd[1:]]
-        if cmd[1] == "run_train.py":  # shortened: the same run, fewer steps
-            args += ["--max-steps", "4", "--eval-every", "2", "--sample-every", "4"]
+        if cmd[1] == "run_train.py":  # shortened: the same run, fewer steps and a smaller validation set
+            args += ["--max-steps", "4", "--eval-every", "2", "--sample-every", "4", "--eval-tokens", "2048",
+                     "--val-docs", "20"]
         p = subprocess.run(args, cwd=fresh_clone, env=env, capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, f"{cmd}\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}"
         outputs.append(p.stdout)

@@ -16,7 +16,11 @@ def _write_run(run_dir) -> None:
         save_checkpoint(_state(step), run_dir, keep_last=3)
 
 
-def _worker(rank: int, init_file: str, run_dir: str, scenario: str, out: str) -> None:
+# One pair of processes runs every scenario in turn (a process start is most of the cost); each test reads its own.
+SCENARIOS = ("lagging listing", "other content")
+
+
+def _worker(rank: int, init_file: str, run_dir: str, out: str) -> None:
     import datetime
     import io
     import sys
@@ -34,46 +38,50 @@ def _worker(rank: int, init_file: str, run_dir: str, scenario: str, out: str) ->
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
     info = D.DistInfo(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")
-    if rank == 1 and scenario == "lagging listing":  # this node's directory cache has not seen step 4 yet
-        real = C.list_checkpoints
-        C.list_checkpoints = lambda d: [x for x in real(d) if x[0] != 4]
-    if rank == 1 and scenario == "other content":  # the same name holds another file on this node
-        real_load = C._load
-        C._load = lambda path, mmap: {**real_load(path, mmap), "step": 2}
-    cfg = load_config(["--preset", "tiny", "--out-dir", run_dir, "--resume"])
-    stderr, sys.stderr = sys.stderr, io.StringIO()
-    try:
-        got = choose_agreed(cfg, info, RunLog(info.master))
-        result = f"{got[0].name} step {got[1]['step']}"
-    except UserError as e:
-        result = f"refused: {e}"
-    finally:
-        sys.stderr = stderr
-    dist.barrier()
+    real_list, real_load, results = C.list_checkpoints, C._load, {}
+    for scenario in SCENARIOS:
+        if rank == 1 and scenario == "lagging listing":  # this node's directory cache has not seen step 4 yet
+            C.list_checkpoints = lambda d: [x for x in real_list(d) if x[0] != 4]
+        if rank == 1 and scenario == "other content":  # the same name holds another file on this node
+            C._load = lambda path, mmap: {**real_load(path, mmap), "step": 2}
+        cfg = load_config(["--preset", "tiny", "--out-dir", run_dir, "--resume"])
+        stderr, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            got = choose_agreed(cfg, info, RunLog(info.master))
+            results[scenario] = f"{got[0].name} step {got[1]['step']}"
+        except UserError as e:
+            results[scenario] = f"refused: {e}"
+        finally:
+            sys.stderr = stderr
+            C.list_checkpoints, C._load = real_list, real_load
+        dist.barrier()
     dist.destroy_process_group()
     with open(f"{out}.{rank}", "w") as f:
-        json.dump(result, f)
+        json.dump(results, f)
 
 
-def _run(tmp_path, scenario: str) -> list[str]:
+@pytest.fixture(scope="module")
+def agreed(tmp_path_factory) -> dict[str, list[str]]:
+    """{scenario: [rank 0's result, rank 1's]} from 2 real gloo processes resuming one run directory."""
     import torch.multiprocessing as mp
 
-    run_dir = tmp_path / "run"
+    tmp = tmp_path_factory.mktemp("agree")
+    run_dir = tmp / "run"
     _write_run(run_dir)
-    out = str(tmp_path / "res")
-    mp.start_processes(_worker, args=(str(tmp_path / "init"), str(run_dir), scenario, out), nprocs=2,
-                       start_method="spawn")
-    return [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    out = str(tmp / "res")
+    mp.start_processes(_worker, args=(str(tmp / "init"), str(run_dir), out), nprocs=2, start_method="spawn")
+    per_rank = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    return {s: [per_rank[r][s] for r in range(2)] for s in SCENARIOS}
 
 
 @pytest.mark.slow
-def test_every_rank_loads_rank_0s_choice_even_when_its_listing_lags(tmp_path):
-    assert _run(tmp_path, "lagging listing") == ["step_00000004.pt step 4"] * 2
+def test_every_rank_loads_rank_0s_choice_even_when_its_listing_lags(agreed):
+    assert agreed["lagging listing"] == ["step_00000004.pt step 4"] * 2
 
 
 @pytest.mark.slow
-def test_ranks_that_read_different_steps_all_refuse(tmp_path):
-    r0, r1 = _run(tmp_path, "other content")
+def test_ranks_that_read_different_steps_all_refuse(agreed):
+    r0, r1 = agreed["other content"]
     assert r0 == r1 and r0.startswith("refused: the ranks would resume differently: rank 1 read step 2 from ")
     assert "rank 0 step 4 from" in r0 and "\n" not in r0
 

@@ -60,7 +60,12 @@ def test_auto_dtype_is_fp32_before_ampere():
 
 # ---- setup failures are agreed on by every rank (2 real gloo processes) -------------------------------------------
 
-def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: str) -> None:
+# The scenarios, each a tuple of the ranks whose setup fails; one pair of processes runs them all in turn (a process
+# start is most of the cost), and each test reads its scenario's result.
+AGREE_SCENARIOS = ((1,), (0, 1), ())
+
+
+def _agree_worker(rank: int, init_file: str, out: str) -> None:
     import datetime
     import io
     import json
@@ -74,52 +79,58 @@ def _agree_worker(rank: int, init_file: str, fail_ranks: tuple[int, ...], out: s
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2,
                             timeout=datetime.timedelta(seconds=60))
     info = D.DistInfo(rank=rank, local_rank=rank, world_size=2, device=torch.device("cpu"), backend="gloo")
-    err = UserError(f"bad thing on rank {rank}") if rank in fail_ranks else None
-    stderr, sys.stderr = sys.stderr, io.StringIO()
-    try:
-        agree_errors(err, info)
-        result = "continued"
-    except _Stop as s:
-        result = f"stop {s.code}"
-    except UserError as e:
-        result = f"raised {e}"
-    finally:
-        printed, sys.stderr = sys.stderr.getvalue(), stderr
-    dist.barrier()  # both ranks got here: nobody was left waiting
+    results = {}
+    for fail_ranks in AGREE_SCENARIOS:
+        err = UserError(f"bad thing on rank {rank}") if rank in fail_ranks else None
+        stderr, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            agree_errors(err, info)
+            result = "continued"
+        except _Stop as s:
+            result = f"stop {s.code}"
+        except UserError as e:
+            result = f"raised {e}"
+        finally:
+            printed, sys.stderr = sys.stderr.getvalue(), stderr
+        dist.barrier()  # both ranks got here: nobody was left waiting
+        results[repr(fail_ranks)] = {"result": result, "printed": printed}
     dist.destroy_process_group()
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"result": result, "printed": printed}, f)
+        json.dump(results, f)
 
 
-def _agree(tmp_path, fail_ranks: tuple[int, ...]) -> list[dict]:
+@pytest.fixture(scope="module")
+def agree_results(tmp_path_factory) -> dict[tuple[int, ...], list[dict]]:
+    """{fail_ranks: [rank 0's result, rank 1's]} for every scenario of AGREE_SCENARIOS (2 real gloo processes)."""
     import json
 
     import torch.multiprocessing as mp
 
-    out = str(tmp_path / "res")
-    mp.start_processes(_agree_worker, args=(str(tmp_path / "init"), fail_ranks, out), nprocs=2,
-                       start_method="spawn")
-    return [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    tmp = tmp_path_factory.mktemp("agree")
+    out = str(tmp / "res")
+    mp.start_processes(_agree_worker, args=(str(tmp / "init"), out), nprocs=2, start_method="spawn")
+    per_rank = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    return {f: [per_rank[r][repr(f)] for r in range(2)] for f in AGREE_SCENARIOS}
 
 
 @pytest.mark.slow
-def test_setup_error_on_one_rank_stops_every_rank(tmp_path):
-    r0, r1 = _agree(tmp_path, fail_ranks=(1,))
+def test_setup_error_on_one_rank_stops_every_rank(agree_results):
+    r0, r1 = agree_results[(1,)]
     # before: rank 1's UserError was never printed, and rank 0 went on into DDP's broadcast alone
     assert r0 == {"result": "stop 2", "printed": ""}
     assert r1["result"] == "stop 2" and r1["printed"] == "error: [rank 1] bad thing on rank 1\n"
 
 
 @pytest.mark.slow
-def test_setup_error_on_every_rank_is_reported_once(tmp_path):
-    r0, r1 = _agree(tmp_path, fail_ranks=(0, 1))
+def test_setup_error_on_every_rank_is_reported_once(agree_results):
+    r0, r1 = agree_results[(0, 1)]
     assert r0 == {"result": "raised bad thing on rank 0", "printed": ""}  # train() prints it
     assert r1 == {"result": "stop 2", "printed": ""}
 
 
 @pytest.mark.slow
-def test_no_error_continues(tmp_path):
-    assert _agree(tmp_path, fail_ranks=()) == [{"result": "continued", "printed": ""}] * 2
+def test_no_error_continues(agree_results):
+    assert agree_results[()] == [{"result": "continued", "printed": ""}] * 2
 
 
 @pytest.mark.slow
@@ -134,16 +145,6 @@ def test_torchrun_hellaswag_failure_stops_both_ranks_with_one_message(tmp_path):
     assert p.returncode != 0, p.stderr[-2000:]
     assert len(errors) == 1 and "missing.jsonl: no such file" in errors[0], p.stderr[-3000:]
     assert "step      1/" not in p.stdout  # stopped before training
-
-
-@pytest.mark.slow
-def test_exact_resume_with_dropout(tmp_path):
-    """Dropout draws from the torch RNG (the CUDA one on GPUs): the state restored from the checkpoint must be the
-    one training continues with. Measuring the MFU reference (random matmuls) after the restore consumed it, and so
-    did the DataLoader's draw of its workers' base seed."""
-    from tests.test_train_resume import _exact_resume
-
-    _exact_resume(tmp_path, nproc=1, workers=1, extra=["--dropout", "0.1"])
 
 
 def test_reduce_dtype_has_no_float64_on_mps():

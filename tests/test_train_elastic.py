@@ -67,17 +67,28 @@ def _epoch_checks(run_dir: Path, data: Path, val_docs: int = 20) -> None:
     assert not val & set().union(*per_epoch.values()), "a validation document was trained"
 
 
-# a small file: an epoch is ~8 steps of 1024 tokens (32 blocks: 16 canonical streams); 20 steps cross into epoch 2
-SMALL = ["--total-batch-size", "1024", "--eval-every", "0", "--save-every", "4", "--log-docs"]
+# a small file: an epoch is ~8 steps of 1024 tokens (32 blocks: 16 canonical streams); 20 steps cross into epoch 2.
+# Constant lr: stopping at --max-steps 6 and resuming to 12, then 20, is the schedule of one run to 20.
+SMALL = ["--total-batch-size", "1024", "--eval-every", "0", "--save-every", "4", "--log-docs", "--min-lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, Path]:
+    """(the data file, the run dir of one uninterrupted 20-step run on 1 process x 2 workers), which both resume
+    tests below continue against."""
+    tmp = tmp_path_factory.mktemp("elastic")
+    data = make_jsonl(tmp / "docs.jsonl", n_docs=100)
+    full = tmp / "full"
+    run([*TINY, "--data", str(data), *SMALL, "--num-workers", "2", "--max-steps", "20", "--out-dir", str(full)])
+    assert sorted(docs_by_step(full)) == list(range(1, 21)) and max(r["epoch"] for r in read_log(full)) >= 1
+    return data, full
 
 
 @pytest.mark.slow
-def test_resume_across_layouts_past_an_epoch(tmp_path):
-    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
-    # constant lr: stopping at --max-steps 6 and resuming to 12, then 20, is the schedule of one run to 20
-    common = [*TINY, "--data", str(data), *SMALL, "--min-lr", "3e-3"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run([*common, "--num-workers", "2", "--max-steps", "20", "--out-dir", str(full)])
+def test_resume_across_layouts_past_an_epoch(uninterrupted, tmp_path):
+    data, full = uninterrupted
+    common = [*TINY, "--data", str(data), *SMALL]
+    cut = tmp_path / "cut"
     run([*common, "--num-workers", "2", "--max-steps", "6", "--out-dir", str(cut)])
     p = run(["--out-dir", str(cut), "--resume", "--num-workers", "1", "--max-steps", "12"], nproc=2)
     assert "resumed from" in p.stdout and " at step 6" in p.stdout
@@ -89,11 +100,10 @@ def test_resume_across_layouts_past_an_epoch(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_across_layouts_after_kill_9(tmp_path):
-    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
+def test_resume_across_layouts_after_kill_9(uninterrupted, tmp_path):
+    data, full = uninterrupted
     common = [*TINY, "--data", str(data), *SMALL, "--max-steps", "20"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run([*common, "--num-workers", "2", "--out-dir", str(full)])
+    cut = tmp_path / "cut"
     # killed once step 4 is saved (it may have logged later steps: they are replaced on resume)
     run_and_kill_after([*common, "--num-workers", "2", "--out-dir", str(cut)], cut / "checkpoints" / "step_00000004.pt")
     run_and_kill_after(["--out-dir", str(cut), "--resume", "--num-workers", "1"],

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -45,6 +47,19 @@ def _ckpt_steps(run_dir) -> list[int]:
     return [s for s, _ in list_checkpoints(run_dir / "checkpoints")]
 
 
+@pytest.fixture(scope="module")
+def four_steps(tmp_path_factory) -> Path:
+    """A run to step 4 that saved at steps 2 and 4; a test copies it (_copy_run) before changing anything."""
+    tmp = tmp_path_factory.mktemp("four_steps")
+    out = tmp / "run"
+    run(_args(tmp, "--max-steps", "4", "--save-every", "2", "--out-dir", str(out)))
+    return out
+
+
+def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
 def test_resume_refuses_incompatible_config_naming_fields(tmp_path):
     out = tmp_path / "run"
     run(_args(tmp_path, "--max-steps", "1", "--out-dir", str(out)))
@@ -65,9 +80,8 @@ def test_resume_refuses_incompatible_config_naming_fields(tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_newest_checkpoint_falls_back_to_previous(tmp_path):
-    out = tmp_path / "run"
-    run(_args(tmp_path, "--max-steps", "4", "--save-every", "2", "--out-dir", str(out)))
+def test_corrupt_newest_checkpoint_falls_back_to_previous(four_steps, tmp_path):
+    out = _copy_run(four_steps, tmp_path)
     newest = out / "checkpoints" / "step_00000004.pt"
     newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # torn write / bit rot
     p = run(["--out-dir", str(out), "--resume", "--max-steps", "5"])
@@ -127,9 +141,8 @@ def test_data_stream_failure_saves_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
-def test_disk_full_while_saving_keeps_previous_checkpoint(tmp_path):
-    out = tmp_path / "run"
-    run(_args(tmp_path, "--max-steps", "4", "--save-every", "2", "--out-dir", str(out)))
+def test_disk_full_while_saving_keeps_previous_checkpoint(four_steps, tmp_path):
+    out = _copy_run(four_steps, tmp_path)
     good = (out / "checkpoints" / "step_00000004.pt").read_bytes()
     size = len(good)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tests.test_train_common import (
@@ -17,7 +20,8 @@ from tests.test_train_common import (
 N = 10
 
 
-def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> None:
+def _exact_resume_runs(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> tuple[Path, Path, str]:
+    """(full, cut, the resume's stdout): N uninterrupted steps, and k steps, kill -9, --resume to N."""
     data = make_jsonl(tmp_path / "docs.jsonl")
     common = [*TINY, "--data", str(data), "--num-workers", str(workers), "--max-steps", str(N), "--eval-every", "3",
               "--save-every", "4", *extra]
@@ -26,8 +30,12 @@ def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> 
     run_and_kill_after([*common, "--out-dir", str(cut)], cut / "checkpoints" / "step_00000004.pt", nproc=nproc)
     # flags on --resume: the checkpoint's config is used; only the out dir is needed to find it
     p = run(["--out-dir", str(cut), "--resume"], nproc=nproc)
-    resumed_at = int(p.stdout.split("resumed from ")[1].split(" at step ")[1].split()[0])
-    assert resumed_at < N, p.stdout
+    return full, cut, p.stdout
+
+
+def _assert_exact_resume(full: Path, cut: Path, stdout: str) -> None:
+    resumed_at = int(stdout.split("resumed from ")[1].split(" at step ")[1].split()[0])
+    assert resumed_at < N, stdout
     assert train_lines(cut) == train_lines(full)
     assert len([r for r in train_lines(full) if r[1] != "val"]) == N
     a, b = final_state(full), final_state(cut)
@@ -39,14 +47,38 @@ def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> 
     assert (cut / "loss_plot.png").stat().st_size > 1000
 
 
+def _exact_resume(tmp_path, nproc: int, workers: int, extra: list[str] = ()) -> None:
+    _assert_exact_resume(*_exact_resume_runs(tmp_path, nproc, workers, extra))
+
+
+# plateau: every evaluation (steps 3, 6, 9, 10) after the first fails a 50% improvement bar -> the lr halves
+PLATEAU = ["--schedule", "plateau", "--warmup-steps", "0", "--plateau-patience", "1", "--plateau-threshold", "0.5",
+           "--plateau-cooldown", "0", "--plateau-window", "1"]
+
+
+@pytest.fixture(scope="module")
+def one_process_resume(tmp_path_factory) -> tuple[Path, Path, str]:
+    """One process with 2 DataLoader workers, the plateau schedule and dropout: run straight, and cut by kill -9
+    then resumed; the tests below check different things of the same runs."""
+    return _exact_resume_runs(tmp_path_factory.mktemp("resume"), nproc=1, workers=2, extra=[*PLATEAU, "--dropout",
+                                                                                              "0.1"])
+
+
 @pytest.mark.slow
-def test_exact_resume_single_process_with_workers_and_plateau_schedule(tmp_path):
-    # plateau: every evaluation (steps 3, 6, 9, 10) after the first fails a 50% improvement bar -> the lr halves
-    plateau = ["--schedule", "plateau", "--warmup-steps", "0", "--plateau-patience", "1", "--plateau-threshold", "0.5",
-               "--plateau-cooldown", "0", "--plateau-window", "1"]
-    _exact_resume(tmp_path, nproc=1, workers=2, extra=plateau)
-    lrs = [r[2] for r in train_lines(tmp_path / "cut") if r[1] != "val"]
+def test_exact_resume_single_process_with_workers_and_plateau_schedule(one_process_resume):
+    _assert_exact_resume(*one_process_resume)
+    lrs = [r[2] for r in train_lines(one_process_resume[1]) if r[1] != "val"]
     assert lrs == [3e-3] * 6 + [1.5e-3] * 3 + [7.5e-4]
+
+
+@pytest.mark.slow
+def test_exact_resume_with_dropout(one_process_resume):
+    """Dropout draws from the torch RNG (the CUDA one on GPUs): the state restored from the checkpoint must be the
+    one training continues with. Measuring the MFU reference (random matmuls) after the restore consumed it, and so
+    did the DataLoader's draw of its workers' base seed."""
+    full, cut, _ = one_process_resume
+    assert json.loads((cut / "config.json").read_text())["model"]["dropout"] == 0.1
+    _assert_exact_resume(*one_process_resume)
 
 
 @pytest.mark.slow
