@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 
 def tokenizer_identity(tok: Any) -> str:
@@ -16,7 +17,7 @@ def check_int(name: str, value: Any, lo: int) -> None:
         raise UserError(f"{name} must be an integer >= {lo}, got {value!r}")
 
 
-def stall_timeout(data_cfg: Any) -> float:
+def stall_timeout(data_cfg: DataConfig) -> float:
     """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it.
     The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
     per_request = float(getattr(data_cfg, "request_timeout", 60) or 60)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from enum import IntEnum
-from typing import Any
 
 import torch
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 
 class Exit(IntEnum):
@@ -46,7 +46,7 @@ def autocast_dtype(dtype: str, device: torch.device, capability: tuple[int, int]
     return torch.bfloat16 if capability >= (8, 0) else None
 
 
-def collective_timeout(data_cfg: Any) -> float:
+def collective_timeout(data_cfg: DataConfig) -> float:
     """Seconds a collective may wait for the slowest rank: above what a data stream may legitimately spend retrying
     (and than the DataLoader's stall watchdog), so the waiting ranks outlast a stalled one until it reports, plus
     time for rank 0 to write a large checkpoint while the others wait."""
