@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.retry import RetryPolicy
 from gpt2stream.run_config import DataConfig
 
 # At start-up: 3 tries, <= 8 s of silence each, backoff 1 s then 2 s: a dead network ends in well under 30 s.
@@ -36,7 +37,7 @@ class Snapshot:
     files: tuple[str, ...]  # absolute paths (links into the cache's blobs), sorted by repo path
 
 
-def startup_policy(policy: Any) -> Any:
+def startup_policy(policy: RetryPolicy) -> RetryPolicy:
     """The run's RetryPolicy cut down for start-up (never longer than the run's own)."""
     return dataclasses.replace(policy, max_retries=min(policy.max_retries, STARTUP_RETRIES),
                                timeout=min(policy.timeout, STARTUP_TIMEOUT),
@@ -153,7 +154,7 @@ def _note(msg: str) -> None:
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_hub_files(data_cfg: DataConfig, policy: Any, revision: str = "main") -> tuple[Any, Snapshot | None]:
+def resolve_hub_files(data_cfg: DataConfig, policy: RetryPolicy, revision: str = "main") -> tuple[Any, Snapshot | None]:
     """(the Hub's resolution, a HubDataset, None), or (None, the cached snapshot) when offline or the Hub is
     unreachable at start-up. UserError naming the alternatives when neither is there.
     """

@@ -28,6 +28,7 @@ from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, reader_index, reader_units
 from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.errors import DataStreamError, UserError
+from tokenizer import Tokenizer
 
 EMPTY_EPOCHS_LIMIT = 5
 STOP_WAIT = 30.0  # seconds close() waits for a read in progress (one unit; longer only if the network is dead)
@@ -140,7 +141,7 @@ class ReaderStream:
         self,
         source: Source,
         units: tuple[Unit, ...],
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         rows: int,
         seq_len: int,
         seed: int,
@@ -300,7 +301,7 @@ class PackedDataset(IterableDataset):
     a restored loader continues the round-robin exactly where the saved one stopped.
     """
 
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, rows: int, seq_len: int,
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, rows: int, seq_len: int,
                  seed: int, shuffle_buffer: int, rank: int, world_size: int, num_workers: int,
                  states: list[dict | None] | None = None, offset: int = 0) -> None:
         super().__init__()

@@ -22,6 +22,7 @@ from gpt2stream.data.validate import stall_timeout
 from gpt2stream.data.validate import tokenizer_identity as _tokenizer_identity
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 __all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]
 
@@ -49,7 +50,7 @@ class TrainLoader:
     ``total_batch_size`` defaults to one micro-batch per rank per step.
     """
 
-    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
+    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                  seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
                  source: Source | None = None) -> None:
         _check_int("batch_size", batch_size, 1)
@@ -298,7 +299,7 @@ def val_documents(data_cfg: DataConfig, source: Source | None = None) -> list[st
     return [r.text for r in source.read_val(plan) if usable(r.text)]
 
 
-def val_batches(data_cfg: DataConfig, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
+def val_batches(data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                 num_tokens: int = 0, source: Source | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's share of the fixed validation set, as (x, y) batches.
 

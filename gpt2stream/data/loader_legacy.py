@@ -16,6 +16,7 @@ from gpt2stream.data.validate import stall_timeout
 from gpt2stream.data.validate import tokenizer_identity as _tokenizer_identity
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/1"
 # The fields that must match for a saved state to mean the same stream.
@@ -32,7 +33,7 @@ class LegacyTrainLoader:
     data is refused with a UserError: those change which documents each reader owns.
     """
 
-    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
+    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                  seed: int = 0) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("world_size", world_size, 1)

@@ -9,7 +9,6 @@ the rank's loader takes W consecutive items as one step.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +18,11 @@ from gpt2stream.data.blockbuffer import BufferedStream
 from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
 from gpt2stream.data.sources import Source, Unit
 from gpt2stream.errors import UserError
+from tokenizer import Tokenizer
 
 
 class StepDataset(IterableDataset):
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, seq_len: int, seed: int,
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, seq_len: int, seed: int,
                  shuffle_buffer: int, window: int, buffer_blocks: int, streams: int, k: int,
                  readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None) -> None:
         super().__init__()

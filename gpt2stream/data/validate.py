@@ -6,9 +6,10 @@ from typing import Any
 
 from gpt2stream.errors import UserError
 from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 
-def tokenizer_identity(tok: Any) -> str:
+def tokenizer_identity(tok: Tokenizer) -> str:
     return str(getattr(tok, "identity", type(tok).__name__))
 
 
