@@ -26,7 +26,8 @@ def test_gpu_check_figures_table_from_known_numbers():
            "plain": {"tok_s": 390000.0, "ms_per_step": 42.0, "mfu": 0.39, "peak_mem_gb": 20.0},
            "resume": {"ok": True, "bit_identical": False, "max_weight_diff": 1e-4, "max_loss_diff": 2e-5,
                       "exact": False},
-           "kvcache": {"cached_tok_s": 500.0, "recompute_tok_s": 100.0, "speedup": 5.0, "same_tokens": True}}
+           "kvcache": {"cached_tok_s": 500.0, "recompute_tok_s": 100.0, "speedup": 5.0, "agreed_tokens": 200,
+                       "new_tokens": 256}}
     out = gpu_check.table(fig)
     assert "tok/s" in out and "1.026" in out and "0.900" in out and "40.0%" in out
-    assert "resume after kill -9 at step 15: ok" in out and "5.0x" in out
+    assert "resume after kill -9 at step 15: ok" in out and "5.0x" in out and "first 200 of 256" in out

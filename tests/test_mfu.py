@@ -13,6 +13,7 @@ from gpt2stream.mfu import GPU_PEAKS, Peak, datasheet_peak, format_mfu, match_gp
 @pytest.mark.parametrize("name,key", [
     ("NVIDIA H100 NVL", "H100 NVL"), ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA H100 PCIe", "H100 PCIe"),
     ("NVIDIA L40", "L40"), ("NVIDIA L40S", "L40S"), ("NVIDIA L4", "L4"), ("NVIDIA H200", "H200"),
+    ("NVIDIA H200 NVL", "H200 NVL"),
     ("NVIDIA H20", "H20"), ("NVIDIA H800", "H800"), ("NVIDIA A800-SXM4-80GB", "A800"),
     ("NVIDIA A100-SXM4-40GB", "A100"), ("NVIDIA A10G", "A10G"), ("NVIDIA A10", "A10"), ("NVIDIA B200", "B200"),
     ("NVIDIA RTX 6000 Ada Generation", "RTX 6000 Ada"), ("NVIDIA RTX A6000", "RTX A6000"),

@@ -8,6 +8,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.errors import UserError
 from gpt2stream.train import autocast_dtype
+from gpt2stream.train.settings import emulated_bf16_warning
 
 
 def test_each_local_rank_gets_its_own_gpu():
@@ -164,3 +165,15 @@ def test_collective_timeout_outlasts_the_data_retry_budget():
         budget = data.max_retries * data.request_timeout  # what the retry layer may spend before giving up
         assert collective_timeout(data) > stall_timeout(data) >= budget
         assert collective_timeout(data) > 600  # NCCL's default, which killed the waiting ranks first
+
+
+def test_bf16_on_a_cpu_without_bf16_kernels_is_warned_about():
+    cpu = torch.device("cpu")
+    msg = emulated_bf16_warning(torch.bfloat16, cpu, native=False)
+    assert "emulated" in msg and "--dtype float32" in msg
+    assert emulated_bf16_warning(torch.bfloat16, cpu, native=True) is None
+    assert emulated_bf16_warning(None, cpu, native=False) is None  # fp32: nothing to say
+    assert emulated_bf16_warning(torch.bfloat16, torch.device("cuda", 0), native=False) is None
+    # without an answer given, oneDNN's own answer decides
+    native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert (emulated_bf16_warning(torch.bfloat16, cpu) is None) == native

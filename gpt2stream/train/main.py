@@ -16,7 +16,7 @@ from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
 from gpt2stream.train.output import RunLog, error, header
-from gpt2stream.train.settings import Exit, collective_timeout
+from gpt2stream.train.settings import Exit, collective_timeout, emulated_bf16_warning
 
 
 def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
@@ -82,6 +82,9 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -
         peak = peak_flops(dev, parts.amp or torch.float32)
     for line in header(parts, out, peak, cfg.train.total_batch_size):
         log(line)
+    slow = emulated_bf16_warning(parts.amp, dev)
+    if slow:
+        log(f"warning: {slow}")
     from gpt2stream.memory import startup_lines, visible_gpu
 
     for line in startup_lines(cfg, info.world_size, parts.amp == torch.bfloat16, visible_gpu(dev)):

@@ -46,6 +46,19 @@ def autocast_dtype(dtype: str, device: torch.device, capability: tuple[int, int]
     return torch.bfloat16 if capability >= (8, 0) else None
 
 
+def emulated_bf16_warning(amp: torch.dtype | None, device: torch.device, native: bool | None = None) -> str | None:
+    """A warning for bf16 autocast on a CPU without bf16 kernels (oneDNN needs AVX-512: on AVX2-only CPUs bf16
+    matmuls fall back to scalar code, hundreds of times slower than fp32). ``native``: None = ask oneDNN."""
+    if amp != torch.bfloat16 or device.type != "cpu":
+        return None
+    if native is None:
+        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if native:
+        return None
+    return ("--dtype bfloat16 on this CPU is emulated (no AVX-512, so no bf16 matmul kernels): steps run hundreds of "
+            "times slower than float32; use --dtype float32 (what --dtype auto picks on CPU)")
+
+
 def collective_timeout(data_cfg: DataConfig) -> float:
     """Seconds a collective may wait for the slowest rank: above what a data stream may legitimately spend retrying
     (and than the DataLoader's stall watchdog), so the waiting ranks outlast a stalled one until it reports, plus
