@@ -6,44 +6,53 @@
     torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
     python run_train.py --print-config                   # show the resolved config and exit
+    python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
-Every config field is a flag (see config.py); --help lists them.
+Every config field is a flag (fields: gpt2stream/run_config.py; presets: config.py); --help lists them.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
+import config
 from gpt2stream.cli import run_main
+
+
+@dataclass
+class Actions:
+    """This script's own switches; every other flag is a config field."""
+
+    help: bool = False  # list the flags with their values in the chosen preset and exit
+    print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
+    memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
 
 
 def main(argv: list[str]) -> int:
     from gpt2stream import setup_signals
 
     setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
-    if "-h" in argv or "--help" in argv:
-        import config
+    actions = Actions()
+    base, flags = config.parse_argv(["--help" if a == "-h" else a for a in argv], actions)
+    if actions.help:
         from gpt2stream.cli import describe_flags
 
-        preset, _ = config.split_preset([a for a in argv if a not in ("-h", "--help")])
         print(__doc__)
-        print(f"Flags, with their values in --preset {preset} (config.py documents each field):")
-        print(describe_flags(config.preset_config(preset)))
-        print("  --print-config                                      print the resolved config as JSON and exit "
-              "(the memory estimate goes to stderr)")
+        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/run_config.py documents each field):")
+        print(describe_flags(base, Actions()))
         return 0
-    import config
-    from gpt2stream.train import config_for_resume, wants_resume
+    if actions.memory_table:
+        from gpt2stream.memory import table_report
 
-    print_config = "--print-config" in argv
-    argv = [a for a in argv if a != "--print-config"]
+        print(table_report(config.preset_shapes()))
+        return 0
     # --resume continues with the checkpoint's config; flags given here override it
-    cfg = config_for_resume(argv, warn=_warn0) if wants_resume(argv) else config.load_config(argv)
-    if print_config:
-        if cfg.model.vocab_size is None:  # resolved as the trainer resolves it: from the tokenizer
-            from tokenizer import load_tokenizer
+    cfg = config.assemble_config(base, flags, warn=_warn0)
+    if actions.print_config:
+        from tokenizer import load_tokenizer
 
-            cfg.model.vocab_size = load_tokenizer(cfg.data.tokenizer).n_vocab
+        cfg = config.resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
         sys.stdout.write(cfg.to_json())
         _print_memory(cfg)
         return 0
@@ -54,7 +63,7 @@ def main(argv: list[str]) -> int:
     exit_process(train(cfg))
 
 
-def _print_memory(cfg) -> None:
+def _print_memory(cfg: config.RunConfig) -> None:
     """The start-up memory estimate, on stderr so that stdout stays the config's JSON."""
     import torch
 

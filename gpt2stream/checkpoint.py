@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import RunConfig
 
 FORMAT = "gpt2stream-checkpoint"
 VERSION = 1
@@ -263,7 +264,7 @@ def choose_checkpoint(resume: str, out_dir: str | Path, warn: Callable[[str], No
     return None
 
 
-def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> list[str]:
+def incompatible_fields(saved: RunConfig, now: RunConfig, saved_tok: str, now_tok: str) -> list[str]:
     """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
     diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
             if getattr(saved.model, f) != getattr(now.model, f)]
@@ -274,11 +275,9 @@ def incompatible_fields(saved: Any, now: Any, saved_tok: str, now_tok: str) -> l
     return diff
 
 
-def check_compatible(path: Path, state: dict[str, Any], cfg: Any, tok_identity: str) -> None:
+def check_compatible(path: Path, state: dict[str, Any], cfg: RunConfig, tok_identity: str) -> None:
     """The compatibility check of a checkpoint's settings against this run: one UserError naming what differs.
     The layout (world size, workers, micro-batch) is the data loader's to judge (data.resume.resume_kind)."""
-    from config import RunConfig
-
     saved = RunConfig.from_dict(state["config"])
     diff = incompatible_fields(saved, cfg, state.get("tokenizer_identity", "?"), tok_identity)
     if diff:

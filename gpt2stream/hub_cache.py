@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.retry import RetryPolicy
+from gpt2stream.run_config import DataConfig
 
 # At start-up: 3 tries, <= 8 s of silence each, backoff 1 s then 2 s: a dead network ends in well under 30 s.
 STARTUP_RETRIES = 2
@@ -35,7 +37,7 @@ class Snapshot:
     files: tuple[str, ...]  # absolute paths (links into the cache's blobs), sorted by repo path
 
 
-def startup_policy(policy: Any) -> Any:
+def startup_policy(policy: RetryPolicy) -> RetryPolicy:
     """The run's RetryPolicy cut down for start-up (never longer than the run's own)."""
     return dataclasses.replace(policy, max_retries=min(policy.max_retries, STARTUP_RETRIES),
                                timeout=min(policy.timeout, STARTUP_TIMEOUT),
@@ -97,7 +99,7 @@ def match_data_files(patterns: list[str], paths: list[str]) -> list[str]:
             and any(rx.fullmatch(p) for rx in rxs)]
 
 
-def cached_snapshot(data_cfg: Any, cache_dir: str | None = None, revision: str = "main") -> Snapshot | None:
+def cached_snapshot(data_cfg: DataConfig, cache_dir: str | None = None, revision: str = "main") -> Snapshot | None:
     """The cached snapshot of ``data_cfg.data`` with its parquet files for (data_config, split), or None if the
     dataset is not cached. UserError if it is cached but the config/split has no files there.
 
@@ -152,7 +154,7 @@ def _note(msg: str) -> None:
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
-def resolve_hub_files(data_cfg: Any, policy: Any, revision: str = "main") -> tuple[Any, Snapshot | None]:
+def resolve_hub_files(data_cfg: DataConfig, policy: RetryPolicy, revision: str = "main") -> tuple[Any, Snapshot | None]:
     """(the Hub's resolution, a HubDataset, None), or (None, the cached snapshot) when offline or the Hub is
     unreachable at start-up. UserError naming the alternatives when neither is there.
     """

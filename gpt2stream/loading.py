@@ -11,22 +11,20 @@ from typing import Any
 import torch
 
 from gpt2stream.errors import UserError
+from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.run_config import ModelConfig, RunConfig, TrainConfig
 
 
-def gpt_from_config(m: Any):
+def gpt_from_config(m: ModelConfig) -> GPT:
     """The GPT network of a ModelConfig (weights freshly initialised from the current torch seed)."""
-    from gpt2stream.model import GPT, GPTConfig
-
     if m.vocab_size is None:
         raise UserError("the model config has no vocab_size (a checkpoint written by an incompatible version)")
     return GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
                          vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
 
 
-def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu"):
+def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> tuple[GPT, RunConfig]:
     """(GPT in eval mode, RunConfig) from a loaded checkpoint dict."""
-    from config import RunConfig
-
     cfg = RunConfig.from_dict(state["config"])
     model = gpt_from_config(cfg.model)
     model.load_state_dict(state["model"])
@@ -50,7 +48,7 @@ class Loaded:
     tokenizer_spec: str
     label: str  # what was loaded, for messages
     run_dir: Path | None  # where generated.txt goes by default
-    config: Any = None  # the training run's RunConfig (None for --init weights)
+    config: RunConfig | None = None  # the training run's config (None for --init weights)
 
 
 def _find_run_dir(path: Path) -> Path | None:
@@ -83,8 +81,6 @@ def load_source(out_dir: str, ckpt: str, init: str, tokenizer: str, device: torc
         label, run_dir, identity, cfg = f"--init {init}", None, None, None
     else:
         if not out_dir and not ckpt:
-            from config import TrainConfig
-
             out_dir = TrainConfig().out_dir
         path = Path(ckpt or out_dir).expanduser()
         if not path.exists():

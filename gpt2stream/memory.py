@@ -28,14 +28,15 @@ The formula was checked against ``torch.distributed._tools.MemTracker`` on CPU (
 it is not yet measured against ``torch.cuda.max_memory_allocated()``. ``usable_bytes`` leaves room for what the
 estimate does not see (CUDA context, cuBLAS/NCCL workspaces, allocator fragmentation).
 
-    python -m gpt2stream.memory --table     # the README's table: largest micro-batch per preset and GPU size
+    python run_train.py --memory-table      # the README's table: largest micro-batch per preset and GPU size
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
+
+from gpt2stream.run_config import RunConfig
 
 GiB = 2**30
 # Headroom the estimate cannot see: a fraction for allocator fragmentation plus a fixed part for the CUDA context
@@ -188,7 +189,7 @@ def fit_line(model: ModelShape, vocab_size: int, batch_size: int, seq_len: int, 
     return line
 
 
-def startup_lines(cfg: Any, world_size: int, bf16: bool, gpu: tuple[str, int] | None) -> list[str]:
+def startup_lines(cfg: RunConfig, world_size: int, bf16: bool, gpu: tuple[str, int] | None) -> list[str]:
     """What training prints at start-up (and --print-config on stderr): the estimate for the run's settings and,
     with a GPU, whether the micro-batch fits and the largest that would."""
     m, d, t = cfg.model, cfg.data, cfg.train
@@ -240,26 +241,9 @@ def table_markdown(presets: dict[str, tuple[ModelShape, int]], seq_len: int = 10
     return "\n".join(lines)
 
 
-def _preset_shapes() -> dict[str, tuple[ModelShape, int]]:
-    from config import PRESETS, preset_config
-
-    out = {}
-    for name in PRESETS:
-        m = preset_config(name).model
-        out[name] = (m, m.vocab_size or 50257)  # presets train GPT-2's tokenizer: 50257 tokens
-    return out
-
-
-def main(argv: list[str]) -> int:
-    if argv != ["--table"]:
-        print("usage: python -m gpt2stream.memory --table", file=sys.stderr)
-        return 2
-    print(f"Largest micro-batch per GPU (sequences of 1024 tokens, bf16 autocast, one process or DDP) without / with "
-          f"--activation-checkpointing; '-' = not even one fits. A GPU of N GB counts as N GiB, of which "
-          f"{USABLE_FRACTION:.0%} minus {RESERVED_BYTES // GiB} GiB is usable.\n")
-    print(table_markdown(_preset_shapes()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+def table_report(shapes: dict[str, tuple[ModelShape, int]]) -> str:
+    """The README's table with its caption, for ``{name: (model shape, vocabulary size)}`` (config.preset_shapes)."""
+    caption = (f"Largest micro-batch per GPU (sequences of 1024 tokens, bf16 autocast, one process or DDP) without / "
+               f"with --activation-checkpointing; '-' = not even one fits. A GPU of N GB counts as N GiB, of which "
+               f"{USABLE_FRACTION:.0%} minus {RESERVED_BYTES // GiB} GiB is usable.\n")
+    return caption + "\n" + table_markdown(shapes)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gpt2stream.errors import DataStreamError
+from gpt2stream.run_config import DataConfig
 
 log = logging.getLogger("gpt2stream.hub")
 T = TypeVar("T")
@@ -52,7 +53,7 @@ class RetryPolicy:
                 raise ValueError(f"RetryPolicy.{name}={getattr(self, name)!r} is invalid: must be {allowed}")
 
     @classmethod
-    def from_config(cls, data_cfg: Any, **overrides: Any) -> RetryPolicy:
+    def from_config(cls, data_cfg: DataConfig, **overrides: Any) -> RetryPolicy:
         """From DataConfig.max_retries / request_timeout / rate_limit_wait (+ keyword overrides, e.g. backoff)."""
         kw = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout),
               "rate_limit_wait": float(getattr(data_cfg, "rate_limit_wait", cls.rate_limit_wait))}

@@ -13,6 +13,8 @@ import math
 from statistics import median
 from typing import Any, Protocol
 
+from gpt2stream.run_config import TrainConfig
+
 
 class LRSchedule(Protocol):
     """What the trainer asks of a schedule. ``observe`` takes each validation loss (a no-op for cosine)."""
@@ -120,7 +122,7 @@ class CosineSchedule:
         pass
 
 
-def make_schedule(t: Any) -> LRSchedule:
+def make_schedule(t: TrainConfig) -> LRSchedule:
     """The schedule a ``TrainConfig`` asks for (``t.schedule``: "cosine" or "plateau")."""
     if t.schedule == "plateau":
         return PlateauSchedule(t.lr, t.min_lr, t.plateau_factor, t.plateau_patience, t.plateau_threshold,

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 from tokenizer.errors import TokenizerError
 from tokenizer.patterns import PATTERNS
 from tokenizer.progress import Progress, human
@@ -121,7 +122,6 @@ def _main(argv: list[str] | None) -> None:
     args = build_parser().parse_args(argv)
     check_args(args)  # before reading any data: a bad flag should not cost a download
 
-    from config import DataConfig  # the data pipeline's config; imported late so --help stays fast
     from gpt2stream.data import iter_documents
 
     # val_docs=0: the tokenizer reads from the first document (the model's held-out set is not special here)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import RunConfig
 
 _NON_FINITE = ("nan", "inf", "-inf")  # how metrics.jsonl writes non-finite floats (JSON has none)
 
@@ -117,7 +118,7 @@ class Trackers:
         self.trackers = list(trackers or [])
         self.saved: dict[str, Any] = {}  # from the checkpoint being resumed
 
-    def open(self, cfg: Any, run_dir: Path, first_step: int) -> None:
+    def open(self, cfg: RunConfig, run_dir: Path, first_step: int) -> None:
         """Start the trackers ``cfg.eval`` asks for; ``first_step``: the first step this process will log."""
         ev = cfg.eval
         try:

@@ -129,7 +129,7 @@ def test_estimate_is_within_a_few_percent_of_what_pytorch_allocates(bf16, ac):
 
 
 def test_table_cli_prints_every_preset_computed_by_the_function():
-    r = subprocess.run([sys.executable, "-m", "gpt2stream.memory", "--table"], cwd=ROOT, capture_output=True,
+    r = subprocess.run([sys.executable, "run_train.py", "--memory-table"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     rows = {ln.split("|")[1].strip(): ln for ln in r.stdout.splitlines() if ln.startswith("| ")}
@@ -141,9 +141,10 @@ def test_table_cli_prints_every_preset_computed_by_the_function():
             for g in (24, 40, 80)]
     assert cell == want
     assert table_markdown({"gpt2-xl": (m, 50257)}).splitlines()[2] == rows["gpt2-xl"]
-    bad = subprocess.run([sys.executable, "-m", "gpt2stream.memory", "--tabel"], cwd=ROOT, capture_output=True,
+    bad = subprocess.run([sys.executable, "run_train.py", "--memory-tabel"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
-    assert bad.returncode == 2 and "usage:" in bad.stderr
+    assert bad.returncode == 2 and "error: unknown option --memory-tabel; did you mean --memory-table?" in bad.stderr, \
+        bad.stderr
 
 
 def test_print_config_shows_the_estimate_on_stderr_and_keeps_stdout_json():

@@ -55,6 +55,15 @@ def test_train_step_in_process_lowers_the_loss(tmp_path):
     assert parts.progress == Progress(step=6, tokens_seen=6 * 256)
 
 
+def test_build_resolves_a_copy_and_leaves_the_callers_config_alone(tmp_path):
+    cfg = _cfg(tmp_path)
+    parts = build_parts(cfg, CPU, None)
+    assert (cfg.model.vocab_size, cfg.data.streams) == (None, 0)  # as given: from the tokenizer, automatic
+    assert parts.cfg.model.vocab_size == parts.tok.n_vocab == 50257
+    assert parts.cfg.data.streams == parts.loader.streams >= 1
+    assert parts.cfg.train == cfg.train and parts.cfg.eval == cfg.eval
+
+
 def test_save_restore_round_trip_continues_identically(tmp_path):
     cfg = _cfg(tmp_path)
     a = build_parts(cfg, CPU, None)

@@ -29,6 +29,7 @@ from gpt2stream.data.sharding import epoch_order, num_readers, reader_index, rea
 from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.errors import DataStreamError, UserError
+from tokenizer import Tokenizer
 
 EMPTY_EPOCHS_LIMIT = 5
 STOP_WAIT = 30.0  # seconds close() waits for a read in progress (one unit; longer only if the network is dead)
@@ -145,7 +146,7 @@ class ReaderStream:
         self,
         source: Source,
         units: tuple[Unit, ...],
-        tokenizer: Any,
+        tokenizer: Tokenizer,
         spec: StreamSpec,
         *,
         rows: int,
@@ -304,7 +305,7 @@ class PackedDataset(IterableDataset):
     a restored loader continues the round-robin exactly where the saved one stopped.
     """
 
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, spec: StreamSpec, *, rows: int,
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, spec: StreamSpec, *, rows: int,
                  rank: int, world_size: int, num_workers: int, states: list[dict | None] | None = None,
                  offset: int = 0) -> None:
         super().__init__()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from gpt2stream.data.sources import open_source, usable
+from gpt2stream.run_config import DataConfig
 
 
 class DocumentIterator:
@@ -15,7 +15,7 @@ class DocumentIterator:
     With ``max_chars`` the last document is cut so the total is exactly ``max_chars``.
     """
 
-    def __init__(self, data_cfg: Any, max_docs: int | None = None, max_chars: int | None = None) -> None:
+    def __init__(self, data_cfg: DataConfig, max_docs: int | None = None, max_chars: int | None = None) -> None:
         self.cfg = data_cfg
         self.max_docs = max_docs
         self.max_chars = max_chars
@@ -50,6 +50,6 @@ class DocumentIterator:
         return next(self._gen)
 
 
-def iter_documents(data_cfg: Any, max_docs: int | None = None, max_chars: int | None = None) -> DocumentIterator:
+def iter_documents(data_cfg: DataConfig, max_docs: int | None = None, max_chars: int | None = None) -> DocumentIterator:
     """Texts from the same sources as training (Hub or local), skipping unusable ones with a count (``.skipped``)."""
     return DocumentIterator(data_cfg, max_docs, max_chars)

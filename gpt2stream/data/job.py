@@ -20,11 +20,12 @@ from typing import Any
 from gpt2stream.data import manifest as M
 from gpt2stream.data.sources import Source, open_source
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
 
 
-def _check_pinned_exists(data_cfg: Any, sha: str, asked: str) -> None:
+def _check_pinned_exists(data_cfg: DataConfig, sha: str, asked: str) -> None:
     """One API request: the revision this run is pinned to still exists, and ``asked`` (a resume's
     --data-revision, if any) names it."""
     from gpt2stream import hub
@@ -44,7 +45,7 @@ def _check_pinned_exists(data_cfg: Any, sha: str, asked: str) -> None:
                         f"resumed run keeps its revision: drop --data-revision")
 
 
-def _open_on_rank0(data_cfg: Any, run_dir: Path | None, resume: bool) -> Source:
+def _open_on_rank0(data_cfg: DataConfig, run_dir: Path | None, resume: bool) -> Source:
     share = str(run_dir / SHARE_DIR) if run_dir is not None else None
     saved = M.load_manifest(run_dir) if (resume and run_dir is not None) else None
     if saved is not None and M.matches(saved, data_cfg):
@@ -58,7 +59,8 @@ def _open_on_rank0(data_cfg: Any, run_dir: Path | None, resume: bool) -> Source:
     return src
 
 
-def open_data_for_job(data_cfg: Any, info: Any, run_dir: str | Path | None = None, resume: bool = False) -> Source:
+def open_data_for_job(data_cfg: DataConfig, info: Any, run_dir: str | Path | None = None, resume: bool = False
+                      ) -> Source:
     """Collective (every rank calls it first thing, nothing before it can fail on one rank only): the job's
     opened source. A failure on rank 0 is raised on every rank, with rank 0's message."""
     from gpt2stream import distributed as D
@@ -76,7 +78,7 @@ def open_data_for_job(data_cfg: Any, info: Any, run_dir: str | Path | None = Non
     return value
 
 
-def write_manifest(source: Source, data_cfg: Any, run_dir: str | Path) -> None:
+def write_manifest(source: Source, data_cfg: DataConfig, run_dir: str | Path) -> None:
     """Rank 0, once the run directory is the run's: save a Hub source's manifest (local sources have none)."""
     if source.revision:
         M.save_manifest(M.manifest_of(source, data_cfg), Path(run_dir))

@@ -19,6 +19,8 @@ from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 __all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]
 
@@ -44,7 +46,7 @@ class TrainLoader:
     ``total_batch_size`` defaults to one micro-batch per rank per step.
     """
 
-    def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
+    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                  seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
                  source: Source | None = None) -> None:
         check_layout(batch_size, rank, world_size)
@@ -279,14 +281,14 @@ def merge_states(rank_states: list[dict[str, Any]]) -> dict[str, Any]:
     return {**first, "streams": merged, "micro": micro}
 
 
-def val_documents(data_cfg: Any, source: Source | None = None) -> list[str]:
+def val_documents(data_cfg: DataConfig, source: Source | None = None) -> list[str]:
     """The held-out validation texts (usable ones, in order): the first val_docs rows of the last file."""
     source = source if source is not None else open_source(data_cfg)
     plan = source.plan(data_cfg.val_docs, 1)
     return [r.text for r in source.read_val(plan) if usable(r.text)]
 
 
-def val_batches(data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
+def val_batches(data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                 num_tokens: int = 0, source: Source | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """This rank's share of the fixed validation set, as (x, y) batches.
 

@@ -14,6 +14,8 @@ from gpt2stream.data.sources import Plan, Source, open_source
 from gpt2stream.data.spec import StreamSpec, changed_fields, source_identity
 from gpt2stream.data.validate import check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/1"
 # The fields that must match for a saved state to mean the same stream.
@@ -21,7 +23,7 @@ _MUST_MATCH = ("data", "data_config", "split", "text_column", "txt_docs", "seq_l
                "val_docs", "seed", "tokenizer", "world_size", "num_workers", "rank", "num_units")
 
 
-def legacy_spec(data_cfg: Any, *, seed: int, tokenizer: Any, source: Source, plan: Plan, readers: int,
+def legacy_spec(data_cfg: DataConfig, *, seed: int, tokenizer: Tokenizer, source: Source, plan: Plan, readers: int,
                 batch_size: int) -> StreamSpec:
     """The stream of a legacy loader as a StreamSpec: each of the job's readers is a stream of whole batches, with
     no block buffer; the loader has no steps of its own, so ``blocks_per_step`` counts one batch from every reader."""
@@ -38,8 +40,8 @@ class LegacyTrainLoader:
     data is refused with a UserError: those change which documents each reader owns.
     """
 
-    def __init__(self, data_cfg: Any, batch_size: int, tokenizer: Any, rank: int = 0, world_size: int = 1,
-                 seed: int = 0, source: Source | None = None) -> None:
+    def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0,
+                 world_size: int = 1, seed: int = 0, source: Source | None = None) -> None:
         check_layout(batch_size, rank, world_size)
         self.cfg = data_cfg
         self.batch_size = batch_size

@@ -21,12 +21,13 @@ from urllib.parse import quote
 from gpt2stream.data.base import HUB_READAHEAD, FileRef, HubRef
 from gpt2stream.data.parquet_source import ParquetSource
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 FORMAT = "gpt2stream.hub-manifest/1"
 FILENAME = "data-manifest.json"
 
 
-def open_hub_source(data_cfg: Any, revision: str = "main", share_dir: str | None = None,
+def open_hub_source(data_cfg: DataConfig, revision: str = "main", share_dir: str | None = None,
                     readahead: int = HUB_READAHEAD) -> ParquetSource:
     """Resolve (dataset, config, split) at ``revision`` and return its ParquetSource (footers not read yet)."""
     from gpt2stream import hub
@@ -55,7 +56,7 @@ def _footer(text: str) -> Any:
     return pq.read_metadata(io.BytesIO(base64.b64decode(text)))
 
 
-def manifest_of(src: ParquetSource, data_cfg: Any) -> dict:
+def manifest_of(src: ParquetSource, data_cfg: DataConfig) -> dict:
     """The manifest of an opened Hub source (reads the footers not read yet)."""
     files = []
     for i, ref in enumerate(src.files):
@@ -83,12 +84,12 @@ def load_manifest(run_dir: Path) -> dict | None:
     return m if isinstance(m, dict) and m.get("format") == FORMAT else None
 
 
-def matches(manifest: dict, data_cfg: Any) -> bool:
+def matches(manifest: dict, data_cfg: DataConfig) -> bool:
     return (manifest.get("repo"), manifest.get("config"), manifest.get("split")) == (
         str(data_cfg.data), str(data_cfg.data_config), str(data_cfg.split))
 
 
-def source_from_manifest(manifest: dict, data_cfg: Any, share_dir: str | None = None) -> ParquetSource:
+def source_from_manifest(manifest: dict, data_cfg: DataConfig, share_dir: str | None = None) -> ParquetSource:
     """The ParquetSource a manifest describes, footers included: opening it sends no request."""
     from gpt2stream import hub
 

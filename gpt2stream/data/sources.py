@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any
 
 from gpt2stream.data.base import (  # noqa: F401 - re-exported: the names callers import from here
     HUB_READAHEAD,
@@ -27,6 +26,7 @@ from gpt2stream.data.base import (  # noqa: F401 - re-exported: the names caller
     usable,
 )
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 # ---------------------------------------------------------------------------------------------------------------
 # resolving DataConfig.data
@@ -72,7 +72,7 @@ def _kind_of(path: str) -> str:
     raise UserError(f"{path}: unknown file type; use .parquet, .jsonl or .txt files")
 
 
-def open_source(data_cfg: Any) -> Source:
+def open_source(data_cfg: DataConfig) -> Source:
     """The Source named by ``data_cfg.data``: a named source (``demo``), local path / directory / glob, else a Hub
     dataset id."""
     from gpt2stream.named_data import named_data_path
@@ -96,7 +96,7 @@ def open_source(data_cfg: Any) -> Source:
     return _open_hub(data_cfg)
 
 
-def _open_hub(data_cfg: Any) -> Source:
+def _open_hub(data_cfg: DataConfig) -> Source:
     from gpt2stream.data.manifest import open_hub_source
 
     return open_hub_source(data_cfg, getattr(data_cfg, "data_revision", "") or "main", readahead=HUB_READAHEAD)

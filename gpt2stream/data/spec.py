@@ -18,6 +18,8 @@ from gpt2stream.data.base import Plan, Source
 from gpt2stream.data.shuffle import stream_block_buffer, stream_window
 from gpt2stream.data.validate import tokenizer_identity
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 # The fields a saved state must match to mean the same global batch sequence (the keys of a saved fingerprint).
 FINGERPRINT = ("data", "data_config", "split", "text_column", "txt_docs", "seq_len", "shuffle_buffer", "block_buffer",
@@ -49,7 +51,7 @@ class StreamSpec:
     revision: str = ""  # commit sha of a Hub dataset ("" for local files)
 
     @classmethod
-    def build(cls, data_cfg: Any, *, blocks_per_step: int, seed: int, tokenizer: Any, source: Source,
+    def build(cls, data_cfg: DataConfig, *, blocks_per_step: int, seed: int, tokenizer: Tokenizer, source: Source,
               plan: Plan) -> StreamSpec:
         """The spec of a canonical-stream run; ``data_cfg.streams`` 0 resolves to the largest divisor of the step's
         blocks that the plan's units allow. UserError when the data has fewer units than streams."""
@@ -99,7 +101,8 @@ def changed_fields(saved: dict[str, Any], now: dict[str, Any], keys: tuple[str, 
     return [f"{k}: saved {saved.get(k)!r}, now {now[k]!r}" for k in keys if saved.get(k) != now[k]]
 
 
-def source_identity(data_cfg: Any, *, seed: int, tokenizer: Any, source: Source, plan: Plan) -> dict[str, Any]:
+def source_identity(data_cfg: DataConfig, *, seed: int, tokenizer: Tokenizer, source: Source,
+                    plan: Plan) -> dict[str, Any]:
     """The spec's fields that name the documents and their tokens (all but the canonical streams' layout)."""
     c = data_cfg
     return {

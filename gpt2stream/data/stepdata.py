@@ -9,7 +9,6 @@ the rank's loader takes W consecutive items as one step.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,13 +19,14 @@ from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, token
 from gpt2stream.data.sources import Source, Unit
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.errors import UserError
+from tokenizer import Tokenizer
 
 
 class StepDataset(IterableDataset):
     """The canonical streams of ``spec`` that this rank's readers run: ``readers`` holds each reader's streams,
     ``states`` each canonical stream's state (None = fresh)."""
 
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Any, spec: StreamSpec, *,
+    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, spec: StreamSpec, *,
                  readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None) -> None:
         super().__init__()
         self.source = source

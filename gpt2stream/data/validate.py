@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
+from tokenizer import Tokenizer
 
 
-def tokenizer_identity(tok: Any) -> str:
+def tokenizer_identity(tok: Tokenizer) -> str:
     return str(getattr(tok, "identity", type(tok).__name__))
 
 
@@ -28,7 +30,7 @@ def check_layout(batch_size: int, rank: int, world_size: int) -> None:
         raise UserError(f"rank must be in [0, {world_size}), got {rank}")
 
 
-def stall_timeout(data_cfg: Any) -> float:
+def stall_timeout(data_cfg: DataConfig) -> float:
     """DataLoader timeout: far above what the retry layer may legitimately spend, so only a true hang trips it.
     The trainer's collective timeout is set above this, so the other ranks wait for a stalled one to give up."""
     per_request, retries = float(data_cfg.request_timeout), int(data_cfg.max_retries)

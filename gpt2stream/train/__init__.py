@@ -13,7 +13,6 @@
 The parts, one concern each:
 
     settings.py  pure helpers: accumulation, precision, timeouts, exit codes
-    resume.py    the config a --resume run continues with
     state.py     progress, RNG and loader-position saved state
     build.py     model, optimizer, schedule, loader, compile, DDP; the restore from a checkpoint
     step.py      train_step(parts, batches, lr) -> StepStats
@@ -27,7 +26,6 @@ from __future__ import annotations
 
 from gpt2stream.checkpoint import incompatible_fields
 from gpt2stream.train.main import train
-from gpt2stream.train.resume import config_for_resume, wants_resume
 from gpt2stream.train.settings import (
     Exit,
     autocast_dtype,
@@ -37,5 +35,5 @@ from gpt2stream.train.settings import (
     reduce_dtype,
 )
 
-__all__ = ["Exit", "autocast_dtype", "collective_timeout", "config_for_resume", "format_eta", "grad_accum_steps",
-           "incompatible_fields", "reduce_dtype", "train", "wants_resume"]
+__all__ = ["Exit", "autocast_dtype", "collective_timeout", "format_eta", "grad_accum_steps", "incompatible_fields",
+           "reduce_dtype", "train"]

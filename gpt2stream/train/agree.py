@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import choose_checkpoint
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import RunConfig
 from gpt2stream.train.loop import Stop
 from gpt2stream.train.output import RunLog, error
 from gpt2stream.train.settings import Exit
@@ -33,7 +33,7 @@ def agree_errors(err: Exception | None, info: D.DistInfo) -> None:
     raise Stop(Exit.USER)
 
 
-def checkpoint_view(got: tuple[Path, dict] | None, cfg: Any) -> tuple[str, int, str]:
+def checkpoint_view(got: tuple[Path, dict] | None, cfg: RunConfig) -> tuple[str, int, str]:
     """What a rank resumes from: (file, step, digest of the run's config apart from the resume target)."""
     d = cfg.to_dict()
     d["train"] = {**d["train"], "resume": ""}
@@ -53,7 +53,7 @@ def disagreement(views: list[tuple[str, int, str]]) -> str | None:
             "filesystem wait for it to settle (or name the file with --resume PATH) and launch again")
 
 
-def choose_agreed(cfg: Any, info: D.DistInfo, log: RunLog) -> tuple[Path, dict] | None:
+def choose_agreed(cfg: RunConfig, info: D.DistInfo, log: RunLog) -> tuple[Path, dict] | None:
     """Rank 0 chooses the checkpoint (the newest valid one, with fallback); every other rank reads exactly that file
     (once, mmap); then all compare what they read and refuse together on any difference."""
     from gpt2stream.checkpoint import read_checkpoint

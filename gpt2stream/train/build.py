@@ -16,12 +16,16 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
+from gpt2stream.data.base import Source
 from gpt2stream.errors import UserError
+from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
+from gpt2stream.run_config import ModelConfig, RunConfig, resolve_vocab, with_streams
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
 from gpt2stream.train.settings import autocast_dtype, grad_accum_steps
 from gpt2stream.train.state import LoaderPosition, Progress, RNGState
+from tokenizer import Tokenizer
 
 
 @dataclass
@@ -30,9 +34,9 @@ class Parts:
     prefixes, generation); ``fwd_model`` the (compiled) one for training and eval forwards; ``ddp_model`` the one
     the step runs (DDP-wrapped under torchrun)."""
 
-    cfg: Any
+    cfg: RunConfig  # resolved: vocab_size from the tokenizer, streams as the loader chose them
     info: D.DistInfo
-    tok: Any
+    tok: Tokenizer
     tok_spec: str
     model: torch.nn.Module
     fwd_model: torch.nn.Module
@@ -72,7 +76,7 @@ def tokenizer_spec(spec: str) -> str:
     return spec if spec == "gpt2" else str(Path(spec).resolve())
 
 
-def check_settings(cfg: Any, tok: Any) -> None:
+def check_settings(cfg: RunConfig, tok: Tokenizer) -> None:
     """The settings only a built tokenizer (or the combination of fields) can judge."""
     if cfg.model.vocab_size != tok.n_vocab:
         raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
@@ -82,10 +86,8 @@ def check_settings(cfg: Any, tok: Any) -> None:
                         "--eval-every > 0 (or use --schedule cosine)")
 
 
-def build_model(m: Any, seed: int) -> torch.nn.Module:
+def build_model(m: ModelConfig, seed: int) -> torch.nn.Module:
     """The GPT of a ModelConfig, initialised from ``seed`` (identical on every rank)."""
-    from gpt2stream.loading import gpt_from_config
-
     torch.manual_seed(seed)
     return gpt_from_config(m)
 
@@ -111,7 +113,7 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
 NEW_RUN_KIND = "elastic"
 
 
-def data_kind(path: Path, state: dict, info: D.DistInfo, cfg: Any) -> str:
+def data_kind(path: Path, state: dict, info: D.DistInfo, cfg: RunConfig) -> str:
     """The loader kind that continues ``state`` on this layout (gpt2stream.data.resume.resume_kind)."""
     from gpt2stream.data.resume import resume_kind
 
@@ -122,9 +124,11 @@ def data_kind(path: Path, state: dict, info: D.DistInfo, cfg: Any) -> str:
         raise UserError(f"cannot resume from {path}: {e}") from None
 
 
-def make_loader(cfg: Any, info: D.DistInfo, tok: Any, source: Any, kind: str) -> tuple[Any, int]:
+def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | None, kind: str
+                ) -> tuple[Any, int]:
     """This rank's training loader and the micro-steps of a step. An elastic run fixes its canonical streams at
-    the start (``cfg.data.streams``, saved with the run): every layout then trains the same global batches."""
+    the start (``loader.streams``, saved with the run as ``data.streams``): every layout then trains the same global
+    batches."""
     t = cfg.train
     if kind == "legacy":
         from gpt2stream.data.loader_legacy import LegacyTrainLoader
@@ -138,21 +142,21 @@ def make_loader(cfg: Any, info: D.DistInfo, tok: Any, source: Any, kind: str) ->
     loader = TrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                          world_size=info.world_size, seed=t.seed, total_batch_size=t.total_batch_size,
                          pin_memory=info.device.type == "cuda", source=source)
-    cfg.data.streams = loader.streams
     return loader, accum_steps(loader.streams, loader.k, info.world_size, t.batch_size)
 
 
-def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Any = None) -> Parts:
+def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Source | None = None
+                ) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
     checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job; None = the
-    loader opens it); training and validation share the loader's."""
+    loader opens it); training and validation share the loader's. ``Parts.cfg`` is ``cfg`` resolved (vocab_size,
+    streams); ``cfg`` is not changed."""
     from gpt2stream.data import val_batches
     from gpt2stream.data.job import check_pinned_revision
     from tokenizer import load_tokenizer
 
     tok = load_tokenizer(cfg.data.tokenizer)
-    if cfg.model.vocab_size is None:
-        cfg.model.vocab_size = tok.n_vocab
+    cfg = resolve_vocab(cfg, tok.n_vocab)
     kind = NEW_RUN_KIND
     if resume is not None:
         check_compatible(resume[0], resume[1], cfg, tok.identity)
@@ -170,6 +174,8 @@ def build_parts(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None, so
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
     loader, accum = make_loader(cfg, info, tok, source, kind)
+    if kind != "legacy":
+        cfg = with_streams(cfg, loader.streams)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                       world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=loader.source)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
+from gpt2stream.run_config import RunConfig
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
@@ -19,7 +19,7 @@ from gpt2stream.train.output import RunLog, error, header
 from gpt2stream.train.settings import Exit, collective_timeout, emulated_bf16_warning
 
 
-def build_and_restore(cfg: Any, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
+def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
     """Collective first (rank 0 opens the data for the job, every rank receives it), then each rank by itself:
     build everything, checked against the checkpoint, then restore it."""
     from gpt2stream.data.job import open_data_for_job
@@ -60,7 +60,7 @@ def open_trackers(parts: Parts, out: Path) -> None:
     agree_errors(err, parts.info)
 
 
-def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
+def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
     resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
     try:
@@ -69,6 +69,7 @@ def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trai
         err = e
     agree_errors(err, info)
     out = open_run_dir(parts)
+    cfg = parts.cfg  # resolved by the build (vocab_size, streams)
     log.attach(out / "train.log")
     wrap_ddp(parts)
     if cfg.eval.hellaswag_every:
@@ -94,11 +95,12 @@ def setup(cfg: Any, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trai
     return Trainer(parts, out, log, stops, peak, resumed_from)
 
 
-def train(cfg: Any) -> int:
+def train(cfg: RunConfig) -> int:
     """Run training as configured; return the process exit code (``Exit``).
 
     ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
-    config must be compatible with the checkpoint (``config_for_resume`` builds one from the checkpoint's own).
+    config must be compatible with the checkpoint (``config.assemble_config`` builds one from the checkpoint's own).
+    ``cfg`` is not changed: the build resolves a copy (vocab_size from the tokenizer, the loader's streams).
     Under torchrun the process group is set up here and torn down before returning.
     """
     info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))

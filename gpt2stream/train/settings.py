@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 from enum import IntEnum
-from typing import Any
 
 import torch
 
 from gpt2stream.errors import UserError
+from gpt2stream.run_config import DataConfig
 
 
 class Exit(IntEnum):
@@ -59,7 +59,7 @@ def emulated_bf16_warning(amp: torch.dtype | None, device: torch.device, native:
             "times slower than float32; use --dtype float32 (what --dtype auto picks on CPU)")
 
 
-def collective_timeout(data_cfg: Any) -> float:
+def collective_timeout(data_cfg: DataConfig) -> float:
     """Seconds a collective may wait for the slowest rank: above what a data stream may legitimately spend retrying
     (and than the DataLoader's stall watchdog), so the waiting ranks outlast a stalled one until it reports, plus
     time for rank 0 to write a large checkpoint while the others wait."""
