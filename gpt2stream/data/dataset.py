@@ -48,6 +48,15 @@ def tokenizer_threads(workers_per_rank: int) -> int:
     return max(1, min(8, cores // (local_ranks * readers_per_rank(workers_per_rank))))
 
 
+def stop_iterator(it: Any) -> None:
+    """Stop what a loader is iterating: a DataLoader iterator's worker processes, or an in-process generator's
+    threads (None: nothing to stop)."""
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        it._shutdown_workers()
+    elif it is not None and hasattr(it, "close"):
+        it.close()
+
+
 class Background:
     """One daemon thread running submitted calls in order (the reads of one reader).
 

@@ -11,7 +11,7 @@ import torch
 
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
-from gpt2stream.data.dataset import WorkerError
+from gpt2stream.data.dataset import WorkerError, stop_iterator
 from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, open_source, usable
@@ -255,10 +255,7 @@ class TrainLoader:
     def close(self) -> None:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
         it, self._it, self._dl = self._it, None, None
-        if it is not None and hasattr(it, "_shutdown_workers"):  # DataLoader iterator: stop its processes
-            it._shutdown_workers()
-        elif it is not None and hasattr(it, "close"):  # in-process generator: stop its threads
-            it.close()
+        stop_iterator(it)
 
     def __del__(self) -> None:
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from gpt2stream.data.dataset import PackedDataset, WorkerError
+from gpt2stream.data.dataset import PackedDataset, WorkerError, stop_iterator
 from gpt2stream.data.sharding import check_enough_units, num_readers, readers_per_rank
 from gpt2stream.data.sources import Plan, Source, open_source
 from gpt2stream.data.spec import StreamSpec, changed_fields, source_identity
@@ -149,10 +149,7 @@ class LegacyTrainLoader:
     def close(self) -> None:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
         it, self._it, self._dl = self._it, None, None
-        if it is not None and hasattr(it, "_shutdown_workers"):  # DataLoader iterator: stop its processes
-            it._shutdown_workers()
-        elif it is not None and hasattr(it, "close"):  # in-process generator: stop its threads
-            it.close()
+        stop_iterator(it)
 
     def __del__(self) -> None:
         try:
