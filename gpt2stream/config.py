@@ -116,10 +116,10 @@ class TrainConfig:
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, one more forward
     deterministic: bool = False  # deterministic kernels (cuBLAS, embedding backward, no Inductor autotuning): slower
     grad_reduce: str = "fp32"  # gradient all-reduce precision: "fp32", or "bf16" (DDP's bf16 compression hook)
-    # DDP gradient bucket size. 100 MB, not DDP's 25: a compiled DDP model is split into one subgraph per bucket,
-    # and gpt2-xl's 6.2 GB of fp32 gradients make 250 subgraphs at 25 MB (minutes of compilation) but 63 at 100;
-    # the price, the last bucket's all-reduce not overlapping the backward, is ~4 ms at 400 Gb/s (docs/gpu.md)
-    bucket_mb: int = 100
+    # 100 MB, not DDP's 25: a compiled DDP model is split into one subgraph per bucket, and gpt2-xl's 6.2 GB of
+    # fp32 gradients make 250 subgraphs at 25 MB (minutes of compilation) but 63 at 100; the price, the last
+    # bucket's all-reduce not overlapping the backward, is ~4 ms at 400 Gb/s (docs/gpu.md)
+    bucket_mb: int = 100  # DDP gradient bucket size in MB (--bucket-mb)
     resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
 
     def __post_init__(self) -> None:
