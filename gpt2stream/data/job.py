@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.hub import manifest as M
 from gpt2stream.data.open import open_source
 from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
 

@@ -5,9 +5,9 @@ sources (gpt2stream.data.sources) and the Hub (gpt2stream.data.hub), so neither 
 
 from __future__ import annotations
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.sources import Source, open_local
 from gpt2stream.data.sources.named import named_data_path
-from gpt2stream.run_config import DataConfig
 
 
 def open_source(data_cfg: DataConfig) -> Source:

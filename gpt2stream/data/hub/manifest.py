@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.hub import client
 from gpt2stream.data.hub.file import RemoteFile
 from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.data.hub.source import HUB_READAHEAD, HubRef
 from gpt2stream.data.sources import FileRef, ParquetSource
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 FORMAT = "gpt2stream.hub-manifest/1"
 FILENAME = "data-manifest.json"

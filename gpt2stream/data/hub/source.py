@@ -8,11 +8,11 @@ each row group costs about its own bytes; a large one would fetch the other colu
 
 from __future__ import annotations
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.hub.cache import resolve_hub_files
 from gpt2stream.data.hub.file import HubFile, RemoteFile, open_remote
 from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.data.sources import FileRef, LocalFile, ParquetSource
-from gpt2stream.run_config import DataConfig
 
 HUB_READAHEAD = 64 << 10
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import os
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.sources.base import (  # noqa: F401 - re-exported: the names callers import from here
     FileRef,
     HandleCache,
@@ -25,7 +26,6 @@ from gpt2stream.data.sources.base import (  # noqa: F401 - re-exported: the name
 from gpt2stream.data.sources.parquet import ParquetSource
 from gpt2stream.data.sources.text import JsonlSource, TxtSource
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 # file extension (lower case) -> the kind that reads it. Order matters for a directory: the first kind found wins, so
 # a local copy of a Hub dataset repo (parquet + README.md) reads its parquet files.

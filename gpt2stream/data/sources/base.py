@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 
 class Row(NamedTuple):

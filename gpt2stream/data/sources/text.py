@@ -10,9 +10,9 @@ import json
 import math
 from collections.abc import Iterator
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 TXT_MODES = ("file", "paragraph", "line")
 MAX_CHUNK_BYTES = 4 << 20  # byte range of one unit (upper bound)
