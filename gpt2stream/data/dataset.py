@@ -57,6 +57,13 @@ def stop_iterator(it: Any) -> None:
         it.close()
 
 
+def dead_workers(loader: Any) -> list[tuple[int, int, int | None]]:
+    """A loader's DataLoader workers that are gone: [(worker index, pid, exit code; negative = killed by that
+    signal)]. Empty for an in-process loader."""
+    workers = getattr(getattr(loader, "_it", None), "_workers", None) or []
+    return [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+
+
 class Background:
     """One daemon thread running submitted calls in order (the reads of one reader).
 
