@@ -14,8 +14,9 @@ from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
 from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
+from gpt2stream.data.open import open_source
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.sources import Plan, Source, open_source, usable
+from gpt2stream.data.sources import Plan, Source, usable
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout

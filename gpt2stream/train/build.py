@@ -17,7 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
 from gpt2stream.config import ModelConfig, RunConfig, resolve_vocab, with_streams
-from gpt2stream.data.base import Source
+from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
