@@ -8,7 +8,7 @@
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
-Every config field is a flag (fields: gpt2stream/run_config.py; presets: config.py); --help lists them.
+Every config field is a flag (fields: gpt2stream/config.py; presets: config.py); --help lists them.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class Actions:
 
 def main(argv: list[str]) -> int:
     from gpt2stream import setup_signals
+    from gpt2stream.console import protect_std_streams
 
+    protect_std_streams()  # a closed terminal, tee or `| head` must never stop (or fake the end of) a run
     setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
     actions = Actions()
     base, flags = config.parse_argv(["--help" if a == "-h" else a for a in argv], actions)
@@ -39,7 +41,7 @@ def main(argv: list[str]) -> int:
         from gpt2stream.cli import describe_flags
 
         print(__doc__)
-        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/run_config.py documents each field):")
+        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/config.py documents each field):")
         print(describe_flags(base, Actions()))
         return 0
     if actions.memory_table:
@@ -85,4 +87,4 @@ def _warn0(msg: str) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, broken_pipe_ok=False)
