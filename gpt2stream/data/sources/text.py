@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 
 from gpt2stream.config import DataConfig
-from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
+from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8, doc_key
 from gpt2stream.errors import UserError
 
 TXT_MODES = ("file", "paragraph", "line")
@@ -109,7 +109,7 @@ class TextSource(Source):
         if not isinstance(obj, dict):
             raise UserError(f"{name}: the line at byte {off} is not a JSON object; expected one object per line")
         doc_id = obj.get(self.id_column) if self.id_column else None
-        return Row(obj.get(self.text_column), str(doc_id) if doc_id is not None else f"{name}:{off}")
+        return Row(obj.get(self.text_column), doc_key(doc_id, f"{name}:{off}"))
 
     def _check_columns(self, i: int) -> None:
         with self.files[i].open() as f:
