@@ -80,13 +80,16 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the complete-looking checkpoint files, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
     found = []
-    for p in ckpt_dir.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+    try:
+        if not ckpt_dir.is_dir():
+            return []
+        for p in ckpt_dir.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+    except OSError:  # a path that cannot even be looked up (name too long) holds no checkpoint
+        return []
     return sorted(found)
 
 

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from gpt2stream.errors import UserError
+from gpt2stream.paths import check_writable_dir
 
 USAGE = "usage: python -m gpt2stream.export RUN_DIR_OR_CHECKPOINT OUT_DIR [--force]"
 
@@ -82,8 +83,7 @@ def foreign_files(out: Path) -> list[str]:
 def check_out_dir(src: Path, out: Path, force: bool = False) -> None:
     """UserError unless writing the export into ``out`` leaves every file of a run (``src``'s or another) intact,
     and, without ``force``, every file that is not an earlier export's."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"OUT_DIR {out} is a file; give a new or existing directory for the export")
+    check_writable_dir(out, "OUT_DIR")
     if not out.is_dir():
         return
     run_dir = src if src.is_dir() else src.parent.parent  # a checkpoint file is RUN/checkpoints/step_N.pt
