@@ -103,8 +103,8 @@ def test_policy_from_data_config():
 def test_docstring_examples():
     import doctest
 
-    from gpt2stream.data.hub import card, retry, signed
+    from gpt2stream.data.hub import retry, signed
 
-    for mod in (retry, card, signed):
+    for mod in (retry, signed):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
