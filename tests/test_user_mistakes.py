@@ -81,8 +81,8 @@ def test_export_to_a_read_only_place(tmp_path):
 @pytest.mark.parametrize("entry", ["run_train", "train_tokenizer"])
 def test_hf_endpoint_that_is_not_a_url(tmp_path, endpoint, entry):
     cmd = {"run_train": [*TRAIN, "--out-dir", str(tmp_path / "run")],
-           "train_tokenizer": [sys.executable, str(ROOT / "train_tokenizer.py"), "--vocab-size", "300", "--max-docs", "10", "--out",
-                               str(tmp_path / "tok.json")]}[entry]
+           "train_tokenizer": [sys.executable, str(ROOT / "train_tokenizer.py"), "--vocab-size", "300",
+                               "--max-docs", "10", "--out", str(tmp_path / "tok.json")]}[entry]
     p = run_cmd(cmd, {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0"})
     assert_one_line(p, f"HF_ENDPOINT={endpoint!r}", "http:// or https://")
     assert not (tmp_path / "run").exists() and not (tmp_path / "tok.json").exists()
