@@ -154,4 +154,6 @@ def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str]
         path, state = resolve_checkpoint(target, warn=warn, mmap=True)
         out_dir = flags.get("out-dir", str(path.parent.parent))
     # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
-    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})
+    # accepting changed data is a decision of this resume only, never inherited from the checkpoint's config
+    once = {"accept-data-change": flags.get("accept-data-change", False)}
+    return with_flags(RunConfig.from_dict(state["config"]), {**flags, **once, "out-dir": out_dir, "resume": str(path)})
