@@ -28,8 +28,8 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config import DataConfig  # noqa: E402
 from gpt2stream import hub  # noqa: E402
+from gpt2stream.config import DataConfig  # noqa: E402
 from gpt2stream.data.job import open_data_for_job  # noqa: E402
 from gpt2stream.data.sources import open_source  # noqa: E402
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo  # noqa: E402

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data.parquet_source import ParquetSource
 from gpt2stream.data.sources import LocalFile, open_source
 from gpt2stream.named_data import NAMED, named_data_path

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from config import DataConfig
 from gpt2stream import hub
+from gpt2stream.config import DataConfig
 from gpt2stream.data.job import open_data_for_job, pin_revision, write_manifest
 from gpt2stream.data.manifest import load_manifest
 from gpt2stream.errors import DataStreamError, UserError

@@ -74,7 +74,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
         sha = server.sha()
     assert snapshot.name == sha
     # the same files as the Hub resolution chooses for the default config
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.hub_cache import cached_snapshot
 
     snap = cached_snapshot(DataConfig(), cache_dir=str(cache))
@@ -99,7 +99,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
 
 def test_snapshot_without_its_card_uses_the_files_downloaded(hub_repo, tmp_path):
     """`hf download ... --include "sample/10BT/*"` leaves no README.md: the files asked for are the data."""
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.hub_cache import cached_snapshot
 
     cache = tmp_path / "hub-cache"
