@@ -65,17 +65,15 @@ def graph() -> dict[str, set[str]]:
 
 
 def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
-    """One cycle as [a, b, ..., a], or None. A package's __init__ importing its own submodules is not a cycle."""
-    def edges(n: str) -> set[str]:
-        return {m for m in g[n] if not n == m.rpartition(".")[0] or "." not in m}
-
+    """One cycle as [a, b, ..., a], or None. Every edge counts, a package's ``__init__`` importing its own submodules
+    included: a submodule that imports its package back (``from pkg import sibling``) closes a cycle."""
     state: dict[str, int] = {}
     stack: list[str] = []
 
     def visit(n: str) -> list[str] | None:
         state[n] = 1
         stack.append(n)
-        for m in sorted(edges(n)):
+        for m in sorted(g[n]):
             if state.get(m) == 1:
                 return stack[stack.index(m):] + [m]
             if m not in state and (c := visit(m)):
@@ -93,6 +91,9 @@ def find_cycle(g: dict[str, set[str]]) -> list[str] | None:
 def test_find_cycle_finds_one_and_accepts_a_dag():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    # the package -> submodule edge counts: the cycle train/ had (train -> main -> loop -> train)
+    pkg = {"p": {"p.main"}, "p.main": {"p.loop"}, "p.loop": {"p", "p.evaluate"}, "p.evaluate": set()}
+    assert find_cycle(pkg) == ["p", "p.main", "p.loop", "p"]
 
 
 def test_no_import_cycles():
