@@ -51,7 +51,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     from hubserver import DEFAULT_REPO, build_fineweb_repo
 
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.dataset import TOKENIZE_BATCH, tokenizer_threads
     from tokenizer import load_tokenizer
