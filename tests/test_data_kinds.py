@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import iter_documents, val_documents
 from gpt2stream.data.open import open_source
 from gpt2stream.data.sources import KINDS, HandleCache, Plan, Row, Source, Unit
