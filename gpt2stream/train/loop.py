@@ -17,7 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
-from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
 from gpt2stream.train.build import Parts
 from gpt2stream.train.evaluate import hellaswag, sample, val_loss
@@ -241,11 +241,19 @@ class Trainer:
 
     def stop_for_data(self, failed: D.Failure, err: BaseException | None) -> Stop:
         died = isinstance(err, WorkerDied)
+        never_trained = self.step == 0  # nothing to save, nothing to resume: the same command runs again
         if err is not None and not died:
             if isinstance(err, UserError):
-                error(f"[rank {self.parts.info.rank}] data: {err}")
+                msg = without_resume_advice(str(err)) if never_trained else str(err)
+                error(f"[rank {self.parts.info.rank}] data: {msg}")
             else:
                 traceback.print_exception(err)
+        if never_trained:
+            say = self.log.error if died else self.log
+            why = f"{without_resume_advice(str(err))}; " if died else ""
+            say(f"{why}stopped before the first step because of the data; nothing was trained or saved: fix it and "
+                f"run the same command again")
+            return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
         self.save()  # the state after the last completed step: nothing is lost
         self.flush()
         self.plot()
