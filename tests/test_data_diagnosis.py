@@ -90,3 +90,18 @@ def test_data_error_before_the_first_step_saves_nothing_and_reruns(tmp_path):
         assert len(errors) == 1 and "no usable text" in errors[0] and "not a string" in errors[0], p.stderr[-3000:]
         assert "--resume" not in p.stdout + p.stderr and "nothing was trained or saved" in p.stdout
         assert not list(out.glob("checkpoints/*.pt"))
+
+
+def test_skipped_documents_are_reported_once_then_counted_at_the_end(tmp_path):
+    data = tmp_path / "half.jsonl"
+    with open(data, "w") as f:
+        for i in range(120):  # every other text an integer: skipped, never silently
+            f.write(json.dumps({"id": f"d{i}", "text": long_text(40, i) if i % 2 else i}) + "\n")
+    out = tmp_path / "run"
+    p = run([*TINY, "--data", str(data), "--val-docs", "0", *ONE_STEP, "--max-steps", "3", "--out-dir", str(out)])
+    notes = [ln for ln in p.stderr.splitlines() if "skipping documents" in ln]
+    assert len(notes) == 1 and notes[0].startswith("warning: ") and str(data) in notes[0], p.stderr[-3000:]
+    done = [ln for ln in p.stdout.splitlines() if ln.startswith("done: ")]
+    assert len(done) == 1 and "documents skipped (text empty or not a string)" in done[0], p.stdout[-2000:]
+    assert int(done[0].split("; ")[-1].split()[0].replace(",", "")) >= 1
+    assert "skipping documents" in (out / "train.log").read_text()

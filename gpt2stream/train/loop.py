@@ -50,6 +50,7 @@ class Trainer:
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
         self.step_docs: list = []
+        self.skip_noted = False
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
             from gpt2stream.data.doclog import DocLog
@@ -78,10 +79,27 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
+            self.note_skipped()
             self.after_step()
         self.flush()
-        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
+        skipped = sum(D.gather_objects(self.skipped(), self.parts.info))
+        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}" +
+                 (f"; {skipped:,} documents skipped (text empty or not a string) in {self.parts.cfg.data.data}"
+                  if skipped else ""))
         return Exit.OK
+
+    def skipped(self) -> int:
+        """Documents this rank's streams passed over for an empty or non-string text, since the run began."""
+        return int(getattr(self.parts.loader, "docs_skipped", 0))
+
+    def note_skipped(self) -> None:
+        """Say it once, at the first skipped document (the end-of-run summary gives the total): never silent."""
+        if self.skip_noted or not self.skipped():
+            return
+        self.skip_noted = True
+        rank = f"[rank {self.parts.info.rank}] " if self.parts.info.ddp else ""
+        self.log.warn_any(f"{rank}skipping documents of {self.parts.cfg.data.data} whose text is empty or not a "
+                          f"string ({self.skipped()} so far); they are counted, the total is in the summary at the end")
 
     def start_data(self):
         # DataLoader workers fork here: Ctrl-C must not kill them. The DataLoader draws its workers' base seed from

@@ -45,6 +45,13 @@ class RunLog:
         if self.master:
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
+    def warn_any(self, msg: str) -> None:
+        """``warning: msg`` on stderr from any rank (what only that rank sees), and in train.log on rank 0."""
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+        if self.file is not None:
+            self.file.write(f"warning: {msg}\n")
+            self.file.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
