@@ -49,7 +49,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     """
     out = {}
     for k, v in record.items():
-        if k == "step" or isinstance(v, bool):
+        if k in ("step", "time") or isinstance(v, bool):
             continue
         if isinstance(v, (int, float)):
             out[k] = float(v)
@@ -133,6 +133,8 @@ class Trackers:
             raise
 
     def log(self, record: dict[str, Any]) -> None:
+        if "event" in record:  # a run's start (metrics.jsonl keeps it for gpt2stream.report), not a metric
+            return
         for t in list(self.trackers):
             try:
                 t.log(record)

@@ -25,6 +25,7 @@ from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, st
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import StepStats, train_step
+from gpt2stream.train.timing import StepTimer, data_share
 
 
 class Stop(Exception):
@@ -48,6 +49,7 @@ class Trainer:
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
+        self.timer = StepTimer(parts.info.device)
         self.step_docs: list = []
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
@@ -65,11 +67,14 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return Exit.OK
+        self.parts.metrics.log(step=self.step, event="start", time=round(time.time(), 3),
+                               world_size=self.parts.info.world_size,
+                               resumed_from=str(self.resumed[1]) if self.resumed else None)
         it = self.start_data()
         while self.step < t.max_steps:
             t0 = time.perf_counter()
             batches = self.next_batches(it)
-            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step))
+            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step), self.timer)
             if not stats.applied:
                 raise self.not_finite(stats)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
@@ -113,8 +118,12 @@ class Trainer:
     def next_batches(self, it) -> list:
         """This step's micro-batches, once every rank has them (one agreement per step); a stop signal or a data
         failure on any rank saves the state after the last completed step and stops every rank."""
+        t0 = time.perf_counter()
         batches, err = ([], None) if self.stops.received else self.fetch(it)
+        t1 = time.perf_counter()
         failed, sig = D.agree_max(self.parts.info, failure_of(err), self.stops.received or 0)
+        self.timer.host("data_wait_ms", t1 - t0)
+        self.timer.host("sync_ms", time.perf_counter() - t1)
         if sig:  # the signal may also have hit the DataLoader workers while we waited for a batch
             raise self.stop_for_signal(sig)
         if failed:
@@ -130,10 +139,12 @@ class Trainer:
         tok_s = t.total_batch_size / dt
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
         mem = peak_memory_gb(parts.info.device)
-        parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
-                                        parts.loader.epoch, mem))
+        rec = parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
+                                              parts.loader.epoch, mem), **self.timer.finish(self.step),
+                                time=round(time.time(), 3))
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
-            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
+            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
+                               data_share(rec)))
 
     def close(self) -> None:
         if self.doclog is not None:

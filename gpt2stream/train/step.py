@@ -14,6 +14,7 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.train.build import Parts
+from gpt2stream.train.timing import NO_TIMER, StepTimer
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,16 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
     return loss_sum
 
 
-def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
-    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP."""
-    info = parts.info
+def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
+    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP.
+    ``timer`` is marked after each phase (timing.DEVICE_PHASES); it adds no host sync."""
+    info, timer = parts.info, timer or NO_TIMER
     set_lr(parts.optimizer, lr)
+    timer.start()
     loss_sum = accumulate(parts, batches)
+    timer.mark("compute_ms")
     D.all_reduce_sum(loss_sum, info)
+    timer.mark("sync_ms")
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
     norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
     loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
@@ -87,6 +92,7 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     if applied:
         parts.optimizer.step()
     parts.optimizer.zero_grad(set_to_none=True)
+    timer.mark("optim_ms")
     if info.device_type == "cuda":
         torch.cuda.synchronize()
     return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)
