@@ -19,7 +19,7 @@ from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
-from gpt2stream.train import evaluate
+from gpt2stream.train import datastats, evaluate
 from gpt2stream.train.build import Parts
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
@@ -50,6 +50,8 @@ class Trainer:
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
         self.timer = StepTimer(parts.info.device)
+        self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
+        self.data_totals: dict | None = None
         self.step_docs: list = []
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
@@ -82,8 +84,11 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
+            if self.step % self.parts.cfg.eval.log_every == 0:
+                self.log_data_totals()
             self.after_step()
         self.flush()
+        self.data_summary()
         self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
         return Exit.OK
 
@@ -145,6 +150,29 @@ class Trainer:
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
             self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
                                data_share(rec)))
+
+    def log_data_totals(self) -> None:
+        """Collective (control group): the job's pipeline and network totals into the metrics, on rank 0."""
+        totals = datastats.gather_totals(self.parts.loader, self.parts.info, self.data_base)
+        if totals is not None:
+            self.data_totals = totals
+            self.parts.metrics.log(**datastats.totals_record(self.step, totals))
+
+    def data_summary(self) -> None:
+        """Collective: the end-of-run line on the data and the network, and the likely cause of a data stall."""
+        if self.step % self.parts.cfg.eval.log_every:  # the totals of the last steps
+            self.log_data_totals()
+        share = datastats.stall_share(self.parts.metrics.records)
+        if self.data_totals is None:
+            return
+        self.log(datastats.summary_line(self.data_totals, share))
+        if share > datastats.STALL_WARN:
+            p, t = self.parts, self.parts.cfg.train
+            recent = sorted(self.step_times[1:] or self.step_times)
+            tok_s = t.total_batch_size / recent[len(recent) // 2] if recent else 0.0
+            readers = p.info.world_size * len(getattr(p.loader, "readers", [None]))
+            self.log("warning: " + datastats.stall_cause(self.data_totals, share, tok_s, readers,
+                                                         p.cfg.data.num_workers))
 
     def close(self) -> None:
         if self.doclog is not None:
