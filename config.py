@@ -2,7 +2,7 @@
 
 A run is configured by a preset (``--preset gpt2-124m``, the default; ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``
 or ``tiny``) plus overrides of any field (``--max-steps 100``). Edit ``PRESETS`` below to change or add a preset.
-The fields themselves, their defaults and what each means, are the dataclasses of gpt2stream/run_config.py,
+The fields themselves, their defaults and what each means, are the dataclasses of gpt2stream/config.py,
 re-exported here; ``python run_train.py --help`` lists them with a preset's values. The resolved config is printed
 by ``--print-config`` and saved as ``config.json`` in the run directory and inside every checkpoint.
 
@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.cli import apply_flags, flag_table, parse_flags, take_option
-from gpt2stream.errors import UserError
-from gpt2stream.run_config import (
+from gpt2stream.config import (
     ConfigError,
     DataConfig,
     EvalConfig,
@@ -33,6 +32,7 @@ from gpt2stream.run_config import (
     TrainConfig,
     resolve_vocab,
 )
+from gpt2stream.errors import UserError
 
 __all__ = ["PRESETS", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig",
            "assemble_config", "load_config", "parse_argv", "preset_config", "preset_shapes", "resolve_vocab",

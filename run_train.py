@@ -8,7 +8,7 @@
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
-Every config field is a flag (fields: gpt2stream/run_config.py; presets: config.py); --help lists them.
+Every config field is a flag (fields: gpt2stream/config.py; presets: config.py); --help lists them.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         from gpt2stream.cli import describe_flags
 
         print(__doc__)
-        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/run_config.py documents each field):")
+        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/config.py documents each field):")
         print(describe_flags(base, Actions()))
         return 0
     if actions.memory_table:

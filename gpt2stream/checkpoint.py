@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from gpt2stream.config import RunConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import RunConfig
 
 FORMAT = "gpt2stream-checkpoint"
 VERSION = 1

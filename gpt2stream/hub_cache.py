@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.retry import RetryPolicy
-from gpt2stream.run_config import DataConfig
 
 # At start-up: 3 tries, <= 8 s of silence each, backoff 1 s then 2 s: a dead network ends in well under 30 s.
 STARTUP_RETRIES = 2

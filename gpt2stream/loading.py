@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
+from gpt2stream.config import ModelConfig, RunConfig, TrainConfig
 from gpt2stream.errors import UserError
 from gpt2stream.model import GPT, GPTConfig
-from gpt2stream.run_config import ModelConfig, RunConfig, TrainConfig
 
 
 def gpt_from_config(m: ModelConfig) -> GPT:

@@ -36,7 +36,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from gpt2stream.run_config import RunConfig
+from gpt2stream.config import RunConfig
 
 GiB = 2**30
 # Headroom the estimate cannot see: a fraction for allocator fragmentation plus a fixed part for the CUDA context

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 from tokenizer.errors import TokenizerError
 from tokenizer.patterns import PATTERNS
 from tokenizer.progress import Progress, human

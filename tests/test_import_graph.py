@@ -3,7 +3,7 @@
     entries -> config -> {model, data, train, sample, eval} -> {tokenizer, distributed, checkpoint}
 
 ``tokenizer`` imports nothing of ours; no package module imports an entry script or ``config`` (the package takes
-the typed dataclasses of ``gpt2stream.run_config``, which import nothing above them); ``checkpoint`` and
+the typed dataclasses of ``gpt2stream.config``, which import nothing above them); ``checkpoint`` and
 ``distributed`` import none of the layer above; bench/ and the package never import tests/.
 """
 
@@ -20,7 +20,7 @@ ENTRIES = {"run_train", "run_sample", "train_tokenizer"}
 OURS = ("gpt2stream", "tokenizer", "config", "tests", *ENTRIES)
 # The bottom layer and what it may import of ours besides the tokenizer: the leaf modules every layer shares.
 BOTTOM = {"gpt2stream.distributed", "gpt2stream.checkpoint"}
-LEAVES = {"gpt2stream", "gpt2stream.errors", "gpt2stream.run_config", "gpt2stream.setup_signals"}
+LEAVES = {"gpt2stream", "gpt2stream.errors", "gpt2stream.config", "gpt2stream.setup_signals"}
 
 
 def module_name(path: Path) -> str:
@@ -106,7 +106,7 @@ def violations(g: dict[str, set[str]]) -> list[str]:
         if top in ("gpt2stream", "tokenizer", "config") and deps & ENTRIES:
             out.append(f"{mod} imports an entry script: {sorted(deps & ENTRIES)}")
         if top in ("gpt2stream", "tokenizer") and "config" in deps:
-            out.append(f"{mod} imports config: take the dataclasses of gpt2stream.run_config")
+            out.append(f"{mod} imports config: take the dataclasses of gpt2stream.config")
         if mod in BOTTOM or mod in LEAVES - {"gpt2stream"}:
             above = sorted(d for d in deps if d not in LEAVES and not d.startswith("tokenizer"))
             if above:
@@ -127,7 +127,7 @@ def test_layers():
     ("tokenizer.core", "gpt2stream.errors"),
     ("gpt2stream.checkpoint", "gpt2stream.train.build"),
     ("gpt2stream.distributed", "gpt2stream.data.loader"),
-    ("gpt2stream.run_config", "gpt2stream.cli"),
+    ("gpt2stream.config", "gpt2stream.cli"),
     ("bench.bench_data", "tests.hubserver"),
 ])
 def test_each_layer_rule_catches_its_violation(mod, dep):

@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data import manifest as M
 from gpt2stream.data.sources import Source, open_source
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
 

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data import counters
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
@@ -20,7 +21,6 @@ from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
-from gpt2stream.run_config import DataConfig
 from tokenizer import Tokenizer
 
 __all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]

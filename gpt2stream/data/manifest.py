@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.base import HUB_READAHEAD, FileRef, HubRef
 from gpt2stream.data.parquet_source import ParquetSource
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 FORMAT = "gpt2stream.hub-manifest/1"
 FILENAME = "data-manifest.json"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 
+from gpt2stream.config import DataConfig
 from gpt2stream.data.base import (  # noqa: F401 - re-exported: the names callers import from here
     HUB_READAHEAD,
     JSONL_EXT,
@@ -26,7 +27,6 @@ from gpt2stream.data.base import (  # noqa: F401 - re-exported: the names caller
     usable,
 )
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 # ---------------------------------------------------------------------------------------------------------------
 # resolving DataConfig.data

@@ -16,11 +16,11 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
+from gpt2stream.config import ModelConfig, RunConfig, resolve_vocab, with_streams
 from gpt2stream.data.base import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
-from gpt2stream.run_config import ModelConfig, RunConfig, resolve_vocab, with_streams
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
 from gpt2stream.train.settings import autocast_dtype, grad_accum_steps

@@ -10,8 +10,8 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
+from gpt2stream.config import RunConfig
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
-from gpt2stream.run_config import RunConfig
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
