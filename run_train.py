@@ -7,6 +7,7 @@
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
+    python run_train.py --plan --nproc 8 --nnodes 4      # data, Hub requests, disk, memory for that job; no training
 
 Every config field is a flag (fields: gpt2stream/config.py; presets: config.py); --help lists them.
 """
@@ -27,6 +28,9 @@ class Actions:
     help: bool = False  # list the flags with their values in the chosen preset and exit
     print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+    plan: bool = False  # print what the run will read, ask the Hub, save and hold; no training (exit 2: can't work)
+    nproc: int = 1  # with --plan: processes (GPUs) per node to plan for
+    nnodes: int = 1  # with --plan: nodes to plan for
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +53,8 @@ def main(argv: list[str]) -> int:
         return 0
     # --resume continues with the checkpoint's config; flags given here override it
     cfg = config.assemble_config(base, flags, warn=_warn0)
+    if actions.plan:
+        return _plan(cfg, actions)
     if actions.print_config:
         from tokenizer import load_tokenizer
 
@@ -61,6 +67,18 @@ def main(argv: list[str]) -> int:
 
     # leave through os._exit: gloo can abort during interpreter finalization (see gpt2stream/distributed.py)
     exit_process(train(cfg))
+
+
+def _plan(cfg: config.RunConfig, actions: Actions) -> int:
+    from gpt2stream.plan import plan_report
+    from tokenizer import load_tokenizer
+
+    if actions.nproc < 1 or actions.nnodes < 1:
+        raise config.ConfigError(f"--nproc {actions.nproc} --nnodes {actions.nnodes}: both must be >= 1")
+    cfg = config.resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)
+    text, problems, _ = plan_report(cfg, actions.nproc, actions.nnodes)
+    sys.stdout.write(text)
+    return 2 if problems else 0
 
 
 def _print_memory(cfg: config.RunConfig) -> None:

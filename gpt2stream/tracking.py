@@ -133,8 +133,6 @@ class Trackers:
             raise
 
     def log(self, record: dict[str, Any]) -> None:
-        if "event" in record:  # a run's start (metrics.jsonl keeps it for gpt2stream.report), not a metric
-            return
         for t in list(self.trackers):
             try:
                 t.log(record)

@@ -69,9 +69,11 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return Exit.OK
-        self.parts.metrics.log(step=self.step, event="start", time=round(time.time(), 3),
-                               world_size=self.parts.info.world_size,
-                               resumed_from=str(self.resumed[1]) if self.resumed else None)
+        # for gpt2stream.report: when each process started (wall time) and on how many ranks; "step" is the first
+        # step it trains, so that trackers and resumes treat it as part of that step
+        start = {"resumed_from": str(self.resumed[1])} if self.resumed else {}
+        self.parts.metrics.log(step=self.step + 1, event="start", time=round(time.time(), 3),
+                               world_size=self.parts.info.world_size, **start)
         it = self.start_data()
         while self.step < t.max_steps:
             t0 = time.perf_counter()
