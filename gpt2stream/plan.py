@@ -20,7 +20,7 @@ from pathlib import Path
 
 from gpt2stream.config import RunConfig
 from gpt2stream.data import counters
-from gpt2stream.data.base import Source
+from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 
 # The Hub's published quotas per 5-minute fixed window, (api, resolvers) per user (per IP when anonymous; per member
@@ -112,7 +112,7 @@ def checkpoint_bytes(cfg: RunConfig) -> int:
 
 def open_like_rank0(cfg: RunConfig) -> tuple[Source, counters.Counts]:
     """The job's source opened as rank 0 opens it, and the Hub requests the resolution sent."""
-    from gpt2stream.data.sources import open_source
+    from gpt2stream.data.open import open_source
 
     before = counters.hub_counts()
     src = open_source(cfg.data)

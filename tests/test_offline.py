@@ -75,7 +75,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
     assert snapshot.name == sha
     # the same files as the Hub resolution chooses for the default config
     from config import DataConfig
-    from gpt2stream.hub_cache import cached_snapshot
+    from gpt2stream.data.hub.cache import cached_snapshot
 
     snap = cached_snapshot(DataConfig(), cache_dir=str(cache))
     assert [str(Path(f).relative_to(snapshot)) for f in snap.files] == hub_repo.files("sample-10BT")
@@ -100,7 +100,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
 def test_snapshot_without_its_card_uses_the_files_downloaded(hub_repo, tmp_path):
     """`hf download ... --include "sample/10BT/*"` leaves no README.md: the files asked for are the data."""
     from config import DataConfig
-    from gpt2stream.hub_cache import cached_snapshot
+    from gpt2stream.data.hub.cache import cached_snapshot
 
     cache = tmp_path / "hub-cache"
     with HubServer({DEFAULT_REPO: hub_repo.root}) as server:

@@ -20,7 +20,7 @@ _TOTALS: Counts = {"data/docs": 0, "data/tokens": 0, "data/tokenize_s": 0.0}
 _THREADS = [1]  # tokenizer threads per reader in this process (the rate per reader is per thread x threads)
 NET_KEYS = ("net/api", "net/resolver", "net/cdn", "net/bytes", "net/retries", "net/rate_limit_wait_s",
             "net/url_refreshes")
-HUB_MODULE = "gpt2stream.hub"  # read only once loaded: a run on local files sends no Hub request
+HUB_MODULE = "gpt2stream.data.hub.client"  # read only once loaded: a run on local files sends no Hub request
 
 
 def add_tokenized(docs: int, tokens: int, seconds: float) -> None:

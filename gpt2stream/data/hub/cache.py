@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.errors import DataStreamError, UserError
-from gpt2stream.retry import RetryPolicy
 
 # At start-up: 3 tries, <= 8 s of silence each, backoff 1 s then 2 s: a dead network ends in well under 30 s.
 STARTUP_RETRIES = 2
@@ -92,7 +92,7 @@ def match_data_files(patterns: list[str], paths: list[str]) -> list[str]:
     >>> match_data_files(["sample/10BT/*"], ["README.md", "sample/10BT/000.parquet", "data/x.parquet"])
     ['sample/10BT/000.parquet']
     """
-    from gpt2stream.hub import glob_to_regex
+    from gpt2stream.data.hub.card import glob_to_regex
 
     rxs = [glob_to_regex(p.lstrip("/")) for p in patterns]
     return [p for p in paths if p != "README.md" and not any(s.startswith((".", "_")) for s in p.split("/"))
@@ -106,7 +106,7 @@ def cached_snapshot(data_cfg: DataConfig, cache_dir: str | None = None, revision
     The dataset card (README.md) decides the files as on the Hub. A snapshot without its card (``hf download
     --include "sample/10BT/*"``) holds exactly the files that were asked for: then all its parquet files are used.
     """
-    from gpt2stream import hub
+    from gpt2stream.data.hub import card as rules
 
     repo_id = str(data_cfg.data)
     root = snapshot_dir(repo_id, revision, cache_dir=cache_dir)
@@ -118,10 +118,10 @@ def cached_snapshot(data_cfg: DataConfig, cache_dir: str | None = None, revision
         from huggingface_hub import metadata_load
 
         card = metadata_load(root / "README.md") or {}
-        configs, default = hub.parse_configs(card)
+        configs, default = rules.parse_configs(card)
         if not configs:
-            configs, default = {"default": hub.infer_splits(paths)}, "default"
-        config = hub.choose_config(configs, default, data_cfg.data_config, repo_id)
+            configs, default = {"default": rules.infer_splits(paths)}, "default"
+        config = rules.choose_config(configs, default, data_cfg.data_config, repo_id)
         splits = configs[config]
         if data_cfg.split not in splits:
             raise UserError(f"config {config!r} of the cached dataset {repo_id} has no split {data_cfg.split!r}; "
@@ -158,7 +158,8 @@ def resolve_hub_files(data_cfg: DataConfig, policy: RetryPolicy, revision: str =
     """(the Hub's resolution, a HubDataset, None), or (None, the cached snapshot) when offline or the Hub is
     unreachable at start-up. UserError naming the alternatives when neither is there.
     """
-    from gpt2stream import hub
+    from gpt2stream.data.hub.client import endpoint
+    from gpt2stream.data.hub.resolve import resolve_parquet
 
     repo_id = str(data_cfg.data)
     if hub_offline():
@@ -170,14 +171,14 @@ def resolve_hub_files(data_cfg: DataConfig, policy: RetryPolicy, revision: str =
               f"(config {snap.config}, {len(snap.files)} parquet files)")
         return None, snap
     try:
-        return hub.resolve_parquet(repo_id, data_cfg.data_config, data_cfg.split, policy=startup_policy(policy),
+        return resolve_parquet(repo_id, data_cfg.data_config, data_cfg.split, policy=startup_policy(policy),
                                    revision=revision), None
     except DataStreamError as e:
         snap = cached_snapshot(data_cfg, revision=revision)
         if snap is None:
-            raise UserError(f"cannot reach the Hub at {hub.endpoint()} ({_reason(e)}); " + alternatives(repo_id)) \
+            raise UserError(f"cannot reach the Hub at {endpoint()} ({_reason(e)}); " + alternatives(repo_id)) \
                 from None
-        _note(f"cannot reach the Hub at {hub.endpoint()}: reading {repo_id} from the local Hugging Face cache, "
+        _note(f"cannot reach the Hub at {endpoint()}: reading {repo_id} from the local Hugging Face cache, "
               f"snapshot {snap.sha} (config {snap.config}, {len(snap.files)} parquet files)")
         return None, snap
 

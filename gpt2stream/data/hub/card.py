@@ -11,11 +11,14 @@ files chosen are the ones ``datasets.load_dataset_builder(...).config.data_files
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import fsspec
+
+from gpt2stream.errors import UserError
 
 PROTOCOL = "gpt2stream-listing"
 
@@ -83,8 +86,6 @@ def card_configs(card: dict) -> tuple[dict[str, dict], str | None]:
     """The card's YAML ``configs`` as datasets reads them: ({name: params}, default config name or None)."""
     from datasets.utils.metadata import MetadataConfigs
 
-    from gpt2stream.errors import UserError
-
     try:
         configs = MetadataConfigs.from_dataset_card_data(card)
     except ValueError as e:  # datasets refuses it too (e.g. data_files as a {split: paths} mapping)
@@ -124,3 +125,108 @@ def resolve_data_files(params: dict | None, lister: Callable[[str], list[tuple[s
     finally:
         with _LOCK:
             _LISTINGS.pop(key, None)
+
+
+def glob_to_regex(pattern: str) -> re.Pattern:
+    """Hub data_files glob -> regex: '*' and '?' stay inside one path segment, '**' crosses segments.
+
+    >>> bool(glob_to_regex("data/*/*").fullmatch("data/CC-MAIN-2013-20/000_00000.parquet"))
+    True
+    >>> bool(glob_to_regex("sample/10BT/*").fullmatch("sample/10BT/sub/x.parquet"))
+    False
+    """
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            j = pattern.index("]", i + 1)
+            out.append("[" + pattern[i + 1:j].replace("!", "^", 1) + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def _as_list(v: Any) -> list[str]:
+    return [v] if isinstance(v, str) else [str(x) for x in (v or [])]
+
+
+def parse_configs(card: dict) -> tuple[dict[str, dict[str, list[str]]], str | None]:
+    """README YAML -> ({config: {split: [globs]}}, default config name or None).
+
+    Accepts every data_files form the Hub accepts: a string, a list of strings (split 'train'), a list of
+    {split, path} and a {split: path(s)} mapping; ``data_dir`` prefixes the globs.
+    """
+    out: dict[str, dict[str, list[str]]] = {}
+    default = None
+    for c in card.get("configs") or []:
+        if not isinstance(c, dict) or "config_name" not in c:
+            continue
+        name = str(c["config_name"])
+        data_dir = str(c.get("data_dir") or "").strip("/")
+        files = c.get("data_files")
+        splits: dict[str, list[str]] = {}
+        if files is None:
+            splits["train"] = ["**"]
+        elif isinstance(files, (str, list)) and not (isinstance(files, list) and files
+                                                       and isinstance(files[0], dict)):
+            splits["train"] = _as_list(files)
+        elif isinstance(files, list):
+            for item in files:
+                splits.setdefault(str(item.get("split", "train")), []).extend(_as_list(item.get("path")))
+        elif isinstance(files, dict):
+            for split, paths in files.items():
+                splits[str(split)] = _as_list(paths)
+        if data_dir:
+            splits = {s: [f"{data_dir}/{p.lstrip('/')}" for p in ps] for s, ps in splits.items()}
+        out[name] = splits
+        if c.get("default"):
+            default = name
+    if default is None and "default" in out:
+        default = "default"
+    return out, default
+
+
+def names_list(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def choose_config(configs: dict[str, Any], default: str | None, requested: str | None, repo_id: str) -> str:
+    """The config to use: the requested one, else the default, else the only one; UserError listing the rest."""
+    if requested:
+        if requested in configs:
+            return requested
+        raise UserError(f"dataset {repo_id} has no config {requested!r}; its configs are: "
+                        f"{names_list(sorted(configs))} (set --data-config)")
+    if default:
+        return default
+    if len(configs) == 1:
+        return next(iter(configs))
+    raise UserError(f"dataset {repo_id} has several configs and no default: pick one with --data-config "
+                    f"({names_list(sorted(configs))})")
+
+
+def front_matter(text: str) -> dict:
+    import yaml
+
+    m = re.match(r"^\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", text, re.S)
+    if not m:
+        return {}
+    try:
+        card = yaml.safe_load(m.group(1))
+    except yaml.YAMLError as e:
+        raise UserError(f"the dataset card (README.md) has invalid YAML front matter: {e}".splitlines()[0]) from e
+    return card if isinstance(card, dict) else {}
