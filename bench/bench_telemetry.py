@@ -25,8 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from config import load_config  # noqa: E402
+from config import PRESETS  # noqa: E402
 from gpt2stream import distributed as D  # noqa: E402
+from gpt2stream.config import load_config  # noqa: E402
 from gpt2stream.data import counters  # noqa: E402
 from gpt2stream.train import datastats  # noqa: E402
 from gpt2stream.train.build import build_parts  # noqa: E402
@@ -114,7 +115,8 @@ def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(["--preset", "tiny", *SHAPES[a.shape], "--data", "demo", "--num-workers", "0",
-                           "--val-docs", "0", "--out-dir", str(Path(tmp) / "run"), "--shuffle-buffer", "64"])
+                           "--val-docs", "0", "--out-dir", str(Path(tmp) / "run"), "--shuffle-buffer", "64"],
+                          PRESETS)
         parts = build_parts(cfg, CPU, None)
         w, wo = steps_bench(parts, a.steps, a.log_every)
         on, off, per_call = encode_bench(parts, a.encode_rounds)
