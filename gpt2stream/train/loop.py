@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
+import gpt2stream.train.datastats as datastats
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
-from gpt2stream.train import datastats
 from gpt2stream.train.build import Parts
 from gpt2stream.train.evaluate import hellaswag, sample, val_loss
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
