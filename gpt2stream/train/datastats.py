@@ -29,10 +29,8 @@ def logged_totals(records: list[dict[str, Any]]) -> Counts:
 
 
 def gather_totals(loader: Any, info: D.DistInfo, base: Counts) -> Counts | None:
-    """Collective on the control group: the job's totals on rank 0 (None elsewhere, and for a loader without
-    counters)."""
-    mine = loader.pipeline_counts() if hasattr(loader, "pipeline_counts") else {}
-    ranks = D.gather_objects(mine, info)
+    """Collective on the control group: the job's totals on rank 0 (None elsewhere)."""
+    ranks = D.gather_objects(loader.pipeline_counts(), info)
     if not info.master or not any(ranks):
         return None
     return job_totals(ranks, base)

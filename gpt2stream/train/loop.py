@@ -183,7 +183,7 @@ class Trainer:
             p, t = self.parts, self.parts.cfg.train
             recent = sorted(self.step_times[1:] or self.step_times)
             tok_s = t.total_batch_size / recent[len(recent) // 2] if recent else 0.0
-            readers = p.info.world_size * len(getattr(p.loader, "readers", [None]))
+            readers = p.info.world_size * len(p.loader.readers)
             self.log("warning: " + datastats.stall_cause(self.data_totals, share, tok_s, readers,
                                                          p.cfg.data.num_workers))
 
