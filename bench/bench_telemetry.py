@@ -73,6 +73,23 @@ def steps_bench(parts, steps: int, log_every: int) -> tuple[list[float], list[fl
     return with_t, without_t
 
 
+def added_work(parts, n: int = 2000) -> float:
+    """Seconds per step of the telemetry code alone (clocks, marks, finish, the totals gathered, built and logged):
+    a figure the load barely moves, to set against the median step."""
+    timer = StepTimer(CPU.device)
+    t0 = time.perf_counter()
+    for s in range(n):
+        timer.host("data_wait_ms", 0.001)
+        timer.host("sync_ms", 0.001)
+        timer.start()
+        for phase in ("compute_ms", "sync_ms", "optim_ms"):
+            timer.mark(phase)
+        rec = {"step": s, **timer.finish(s)}
+        totals = datastats.gather_totals(parts.loader, CPU, {})
+        rec.update(datastats.totals_record(s, totals))
+    return (time.perf_counter() - t0) / n
+
+
 def encode_bench(parts, rounds: int) -> tuple[list[float], list[float], float]:
     """ReaderStream._encode on slices of 128 documents (TOKENIZE_BATCH / 4), counted or not, interleaved; and the
     counter's own cost per call (a locked add), timed over 100,000 calls."""
@@ -120,6 +137,7 @@ def main() -> None:
         parts = build_parts(cfg, CPU, None)
         w, wo = steps_bench(parts, a.steps, a.log_every)
         on, off, per_call = encode_bench(parts, a.encode_rounds)
+        per_step = added_work(parts)
     mw, mwo = statistics.median(w), statistics.median(wo)
     print(f"machine: {torch.get_num_threads()} torch threads, torch {torch.__version__}; shared and loaded: "
           f"compare the ratio, not the times")
@@ -127,6 +145,8 @@ def main() -> None:
     print("| what | with (median) | without (median) | without / with |")
     print("| --- | --- | --- | --- |")
     print(f"| training step | {mw * 1000:.2f} ms | {mwo * 1000:.2f} ms | {mwo / mw:.3f}x |")
+    print(f"the telemetry code alone: {per_step * 1e6:.1f} us per step = {per_step / mwo:.2e} of the median step "
+          f"without it (so at most {mwo / (mwo + per_step):.4f}x)")
     me, mo = statistics.median(on), statistics.median(off)
     print(f"| tokenizer slice of 128 documents (counted vs not) | {me * 1000:.2f} ms | {mo * 1000:.2f} ms | "
           f"{mo / me:.3f}x |")
