@@ -1,7 +1,5 @@
-"""HellaSwag: scores equal an independent transformers computation; data download/cache/errors; CLI; torchrun.
-
-The scorer is gpt2stream/evals/multiple_choice.py, the data gpt2stream/evals/hellaswag.py; ``python -m
-gpt2stream.hellaswag`` is the alias of ``python -m gpt2stream.evals hellaswag``."""
+"""HellaSwag (gpt2stream/evals): scores equal an independent transformers computation; data download/cache/errors;
+the command (``python -m gpt2stream.hellaswag`` is ``python -m gpt2stream.evals hellaswag``); torchrun."""
 
 from __future__ import annotations
 
