@@ -128,7 +128,7 @@ class WindowReader:
             if self.cancelled:
                 raise Cancelled
             unit = mine[cursor]
-            if self._cached is None or self._cached[0] != unit:
+            if self._cached is None or self._cached[0] != unit or row < getattr(self._cached[1], "first", 0):
                 self._drop()  # drop the old rows before holding the new ones (peak memory)
                 self._cached = (unit, self.source.read_unit(unit, self.handles))
             rows = self._cached[1]
