@@ -1,0 +1,134 @@
+"""What many canonical streams cost a rank: data-path memory and Hub bytes per trained token at C = 16, 64 and 512
+for the 124M preset's step shape (512 blocks of 1024 tokens, --block-buffer 8192, --shuffle-buffer 10000), as
+ratios to the pipeline before this change at its default C = 16, measured in the same run.
+
+Each case runs in its own child process (one rank holding all C streams, --num-workers 0, so everything the data
+path holds is in that process) against the Hub test server in this process, over a FineWeb-Edu-shaped fixture of
+640 row groups. Memory: the child's peak RSS minus its RSS once the loader is built (imports, tokenizer and the
+opened source are not the data path). Hub bytes: parquet bytes the server sent, per token trained, over the whole
+run and over its second half (steady state: the start-up fill of the block buffers is the same 8192 blocks for
+every C, but C = 512 opens 512 row groups at once). ``--ref-root`` is a checkout of the code before (e.g. a git
+worktree of main's parent commit); without it the reference is this tree at --streams 16.
+
+    python bench/bench_streams.py --ref-root /tmp/streams-ref [--rows-per-group 8] [--steps 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def child(args) -> None:
+    """One case: build the loader, run ``args.steps`` steps, print JSON; "mid" on stdout at half way."""
+    import resource
+
+    from hubserver import DEFAULT_REPO
+
+    from config import DataConfig
+    from gpt2stream.data import TrainLoader
+    from tokenizer import load_tokenizer
+
+    if args.no_spill:
+        import gpt2stream.data.loader as L
+
+        L.SPILL_ABOVE = 10**9
+    cfg = DataConfig(data=DEFAULT_REPO, data_config="sample-10BT", seq_len=1024, num_workers=0, val_docs=0,
+                     streams=args.child)
+    loader = TrainLoader(cfg, batch_size=64, tokenizer=load_tokenizer("gpt2"), seed=1, world_size=args.world,
+                         total_batch_size=512 * 1024)
+    base = rss_mb()
+    t0 = time.perf_counter()
+    loader.next_step()
+    first = time.perf_counter() - t0
+    for s in range(1, args.steps):
+        if s == args.steps // 2:
+            print("mid", flush=True)
+        loader.next_step()
+    loader.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tokens = args.steps * loader.blocks // args.world * 1024
+    print(json.dumps({"data_mb": peak - base, "first_s": first, "tokens": tokens, "streams": loader.streams}))
+
+
+def run_case(server, root: Path, streams: int, args, no_spill: bool = False) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_ENDPOINT": server.url}
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_streams.py"), "--child", str(streams), "--steps",
+           str(args.steps), "--world", str(args.world)] + (["--no-spill"] if no_spill else [])
+    start = sum(list(server.bytes_served.values()))
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    mid = None
+    out = ""
+    for line in p.stdout:
+        if line.strip() == "mid":
+            mid = sum(list(server.bytes_served.values()))
+        else:
+            out = line
+    if p.wait() != 0:
+        raise SystemExit(f"case C={streams} failed")
+    res = json.loads(out)
+    end = sum(list(server.bytes_served.values()))
+    half = res["tokens"] * (args.steps - args.steps // 2) / args.steps
+    res.update(bytes_per_token=(end - start) / res["tokens"], steady_bytes_per_token=(end - mid) / half)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ref-root", default="", help="checkout of the code before (default: this tree)")
+    ap.add_argument("--rows-per-group", type=int, default=8, help="documents per row group (FineWeb-Edu: ~1000)")
+    ap.add_argument("--steps", type=int, default=24, help="> 16: past the fill of the block buffers")
+    ap.add_argument("--world", type=int, default=1, help="ranks of the job; rank 0 is measured")
+    ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--no-spill", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    from hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo
+
+    corpus = ROOT.parent / "shared" / "corpus"
+    tmp = tempfile.TemporaryDirectory()
+    fx = build_fineweb_repo(Path(tmp.name) / "repo", n_files=4, row_groups=160, rows_per_group=args.rows_per_group,
+                            dump_files=0, corpus_dir=corpus if corpus.is_dir() else None, paragraphs_per_doc=(20, 100))
+    mb = sum((fx.root / f).stat().st_size for f in fx.files()) / 1e6
+    print(f"fixture: 4 parquet files x 160 row groups x {args.rows_per_group} documents ({mb:.0f} MB of parquet); "
+          f"{args.steps} steps of 512 x 1024 tokens, rank 0 of {args.world}, --num-workers 0")
+    ref_root = Path(args.ref_root) if args.ref_root else ROOT
+    with HubServer({DEFAULT_REPO: fx.root}, max_lifetime=3600) as server:
+        ref = run_case(server, ref_root, 16, args)
+        rows = [("before, C = 16 (reference)", ref)]
+        for c in (16, 64, 512):
+            rows.append((f"C = {c}", run_case(server, ROOT, c, args)))
+        rows.append(("C = 512, units kept in memory", run_case(server, ROOT, 512, args, no_spill=True)))
+    print(f"{'case':32s} {'data MB':>8s} {'ratio':>6s} {'B/token':>8s} {'ratio':>6s} {'steady':>7s} {'ratio':>6s} "
+          f"{'1st batch s':>11s}")
+    def ratio(key: str, r: dict) -> str:
+        return f"{r[key] / ref[key]:6.2f}" if ref[key] else "   n/a"
+
+    for name, r in rows:
+        print(f"{name:32s} {r['data_mb']:8.0f} {ratio('data_mb', r)} {r['bytes_per_token']:8.2f} "
+              f"{ratio('bytes_per_token', r)} {r['steady_bytes_per_token']:7.2f} "
+              f"{ratio('steady_bytes_per_token', r)} {r['first_s']:11.1f}")
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
