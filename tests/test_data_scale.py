@@ -7,7 +7,6 @@ one-process run."""
 from __future__ import annotations
 
 from fractions import Fraction
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
