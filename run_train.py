@@ -31,7 +31,9 @@ class Actions:
 
 def main(argv: list[str]) -> int:
     from gpt2stream import setup_signals
+    from gpt2stream.console import protect_std_streams
 
+    protect_std_streams()  # a closed terminal, tee or `| head` must never stop (or fake the end of) a run
     setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
     actions = Actions()
     base, flags = config.parse_argv(["--help" if a == "-h" else a for a in argv], actions)
@@ -85,4 +87,4 @@ def _warn0(msg: str) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, broken_pipe_ok=False)

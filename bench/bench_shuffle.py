@@ -120,8 +120,9 @@ def global_blocks(cfg, total_batch_size: int, steps: int, tokenizer, seed: int =
     import numpy as np
     import torch
 
+    from gpt2stream.data.open import open_source
     from gpt2stream.data.packing import Packer, doc_tokens
-    from gpt2stream.data.sources import open_source, usable
+    from gpt2stream.data.sources import usable
 
     source = open_source(cfg)
     plan = source.plan(cfg.val_docs, 1)

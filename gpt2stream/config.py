@@ -115,6 +115,11 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the model; None = on for CUDA only
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, one more forward
     deterministic: bool = False  # deterministic kernels (cuBLAS, embedding backward, no Inductor autotuning): slower
+    grad_reduce: str = "fp32"  # gradient all-reduce precision: "fp32", or "bf16" (DDP's bf16 compression hook)
+    # 100 MB, not DDP's 25: a compiled DDP model is split into one subgraph per bucket, and gpt2-xl's 6.2 GB of
+    # fp32 gradients make 250 subgraphs at 25 MB (minutes of compilation) but 63 at 100; the price, the last
+    # bucket's all-reduce not overlapping the backward, is ~4 ms at 400 Gb/s (docs/gpu.md)
+    bucket_mb: int = 100  # DDP gradient bucket size in MB (--bucket-mb)
     resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
 
     def __post_init__(self) -> None:
@@ -137,6 +142,8 @@ class TrainConfig:
         _check(dev in ("auto", "cpu", "cuda", "mps"), "train", "device", self.device, "auto, cpu, cuda, cuda:N or mps")
         _check(self.dtype in ("auto", "bfloat16", "float32"), "train", "dtype", self.dtype,
                "auto, bfloat16 or float32")
+        _check(self.grad_reduce in ("fp32", "bf16"), "train", "grad_reduce", self.grad_reduce, "fp32 or bf16")
+        _check(self.bucket_mb >= 1, "train", "bucket_mb", self.bucket_mb, "must be >= 1 (MB)")
 
 
 @dataclass

@@ -18,9 +18,9 @@ import torch
 
 from config import DataConfig
 from gpt2stream.data import TrainLoader, val_batches
-from gpt2stream.data.base import Plan, Unit
 from gpt2stream.data.loader_legacy import LegacyTrainLoader
 from gpt2stream.data.sharding import num_readers, reader_index, readers_per_rank
+from gpt2stream.data.sources import Plan, Unit
 from gpt2stream.data.spec import FINGERPRINT, StreamSpec, changed_fields
 from gpt2stream.errors import UserError
 

@@ -4,7 +4,8 @@
 
 ``tokenizer`` imports nothing of ours; no package module imports an entry script or ``config`` (the package takes
 the typed dataclasses of ``gpt2stream.config``, which import nothing above them); ``checkpoint`` and
-``distributed`` import none of the layer above; bench/ and the package never import tests/.
+``distributed`` import none of the layer above; bench/ and the package never import tests/; ``data.sources``
+never imports ``data.hub`` (the Hub builds on the sources).
 """
 
 from __future__ import annotations
@@ -96,6 +97,10 @@ def test_no_import_cycles():
     assert cycle is None, " -> ".join(cycle)
 
 
+def _in(mod: str, package: str) -> bool:
+    return mod == package or mod.startswith(package + ".")
+
+
 def violations(g: dict[str, set[str]]) -> list[str]:
     """One line per import that breaks the layers."""
     out = []
@@ -113,6 +118,8 @@ def violations(g: dict[str, set[str]]) -> list[str]:
                 out.append(f"{mod} imports {above}: only the leaves and the tokenizer are below it")
         if top in ("gpt2stream", "tokenizer", "bench") and any(d.startswith("tests") for d in deps):
             out.append(f"{mod} imports the test suite")
+        if _in(mod, "gpt2stream.data.sources") and any(_in(d, "gpt2stream.data.hub") for d in deps):
+            out.append(f"{mod} imports the Hub: data.sources never imports data.hub (the Hub builds on the sources)")
     return out
 
 
@@ -129,6 +136,8 @@ def test_layers():
     ("gpt2stream.distributed", "gpt2stream.data.loader"),
     ("gpt2stream.config", "gpt2stream.cli"),
     ("bench.bench_data", "tests.hubserver"),
+    ("gpt2stream.data.sources.base", "gpt2stream.data.hub.file"),
+    ("gpt2stream.data.sources", "gpt2stream.data.hub"),
 ])
 def test_each_layer_rule_catches_its_violation(mod, dep):
     g = graph()

@@ -17,6 +17,7 @@ from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wr
 from gpt2stream.train.loop import Stop, Trainer
 from gpt2stream.train.output import RunLog, error, header
 from gpt2stream.train.settings import Exit, collective_timeout, emulated_bf16_warning
+from gpt2stream.train.stops import StopSignals
 
 
 def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
@@ -60,7 +61,7 @@ def open_trackers(parts: Parts, out: Path) -> None:
     agree_errors(err, parts.info)
 
 
-def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
+def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> Trainer:
     resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
     try:
@@ -104,7 +105,7 @@ def train(cfg: RunConfig) -> int:
     Under torchrun the process group is set up here and torn down before returning.
     """
     info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))
-    log, stops = RunLog(info.master), D.StopSignals(announce=info.master)
+    log, stops = RunLog(info.master), StopSignals(announce=info.master)
     stops.install()
     code, clean, trainer = 1, True, None
     try:
