@@ -17,7 +17,7 @@ from config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.data import streams as S
 from gpt2stream.data.loader import merge_states
-from gpt2stream.data.sources import open_source
+from gpt2stream.data.open import open_source
 from gpt2stream.data.unitspill import SpilledRows, UnitSpill
 from tests.test_train_common import TINY, make_jsonl, run, train_lines
 from tests.test_train_elastic import assert_close_lines, steps_only
@@ -110,7 +110,7 @@ def test_every_block_weighs_one_over_the_step_on_large_worlds(world):
 
 
 def test_a_spilled_unit_reads_back_the_same_rows(tmp_path, monkeypatch):
-    from gpt2stream.data.base import Row
+    from gpt2stream.data.sources.base import Row
 
     monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
     rows = [Row(f"text {i} é" * (i % 4), f"id-{i}") for i in range(10)] + [Row(None, "x"), Row(3, "y")]

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from gpt2stream.data.base import HandleCache
 from gpt2stream.data.blockbuffer import BufferedStream
 from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
-from gpt2stream.data.sources import Source, Unit
+from gpt2stream.data.sources.base import HandleCache, Source, Unit
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.unitspill import UnitSpill
 from gpt2stream.errors import UserError

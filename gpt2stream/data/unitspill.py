@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from gpt2stream.data.base import Row
+from gpt2stream.data.sources.base import Row
 from gpt2stream.errors import UserError
 
 SPILL_ABOVE = 16  # a rank with more streams than this keeps their partly read units on disk (16 = the old default C)
