@@ -27,7 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+# a child imports gpt2stream from its PYTHONPATH (this tree or --ref-root), so this tree goes last there
+sys.path[:0] = [] if "--child" in sys.argv else [str(ROOT)]
+sys.path.append(str(ROOT / "tests"))
 
 SHAPES = {  # DataConfig fields, world size, micro-batch, total batch (tokens)
     "124m": (dict(seq_len=1024, shuffle_buffer=10000, block_buffer=8192, num_workers=2), 8, 64, 512 * 1024),

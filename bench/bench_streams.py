@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+# a child imports gpt2stream from its PYTHONPATH (this tree or --ref-root), so this tree goes last there
+sys.path[:0] = [] if "--child" in sys.argv else [str(ROOT)]
+sys.path.append(str(ROOT / "tests"))
 
 
 def rss_mb() -> float:
