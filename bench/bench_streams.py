@@ -1,16 +1,19 @@
 """What many canonical streams cost a rank: data-path memory and Hub bytes per trained token at C = 16, 64 and 512
-for the 124M preset's step shape (512 blocks of 1024 tokens, --block-buffer 8192, --shuffle-buffer 10000), as
-ratios to the pipeline before this change at its default C = 16, measured in the same run.
+for the 124M preset's step shape (512 blocks of 1024 tokens), as ratios to the pipeline before this change at its
+default C = 16, measured in the same run.
 
 Each case runs in its own child process (one rank holding all C streams, --num-workers 0, so everything the data
 path holds is in that process) against the Hub test server in this process, over a FineWeb-Edu-shaped fixture of
-640 row groups. Memory: the child's peak RSS minus its RSS once the loader is built (imports, tokenizer and the
-opened source are not the data path). Hub bytes: parquet bytes the server sent, per token trained, over the whole
-run and over its second half (steady state: the start-up fill of the block buffers is the same 8192 blocks for
-every C, but C = 512 opens 512 row groups at once). ``--ref-root`` is a checkout of the code before (e.g. a git
-worktree of main's parent commit); without it the reference is this tree at --streams 16.
+640 row groups. This machine cannot hold 512 real row groups (~1000 documents each), so the fixture is scaled and
+the buffers with it: 32 documents a row group, --shuffle-buffer = 10 row groups (as 10000 documents are on
+FineWeb-Edu), --block-buffer 1024 (the preset's 8192 / 8). Memory: the child's peak RSS minus its RSS once the
+loader is built (imports, tokenizer and the opened source are not the data path). Hub bytes: parquet bytes the
+server sent per token trained, over the whole run (about one epoch) and over its second half (C = 512 opens 512
+row groups at once: its reads come earlier, not more). ``--ref-root``: a checkout of the code before (a git
+worktree of main before the change); without it the reference is this tree at --streams 16. The case "units kept
+in memory" turns the spill to disk off, to show what it saves (it grows with the row groups' size).
 
-    python bench/bench_streams.py --ref-root /tmp/streams-ref [--rows-per-group 8] [--steps 24]
+    python bench/bench_streams.py --ref-root /tmp/streams-ref [--rows-per-group 32] [--steps 36]
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def child(args) -> None:
 
         L.SPILL_ABOVE = 10**9
     cfg = DataConfig(data=DEFAULT_REPO, data_config="sample-10BT", seq_len=1024, num_workers=0, val_docs=0,
-                     streams=args.child)
+                     streams=args.child, shuffle_buffer=args.shuffle_buffer, block_buffer=args.block_buffer)
     loader = TrainLoader(cfg, batch_size=64, tokenizer=load_tokenizer("gpt2"), seed=1, world_size=args.world,
                          total_batch_size=512 * 1024)
     base = rss_mb()
@@ -73,7 +76,8 @@ def child(args) -> None:
 def run_case(server, root: Path, streams: int, args, no_spill: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(root), "HF_ENDPOINT": server.url}
     cmd = [sys.executable, str(ROOT / "bench" / "bench_streams.py"), "--child", str(streams), "--steps",
-           str(args.steps), "--world", str(args.world)] + (["--no-spill"] if no_spill else [])
+           str(args.steps), "--world", str(args.world), "--shuffle-buffer", str(args.shuffle_buffer),
+           "--block-buffer", str(args.block_buffer)] + (["--no-spill"] if no_spill else [])
     start = sum(list(server.bytes_served.values()))
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     mid = None
@@ -95,9 +99,12 @@ def run_case(server, root: Path, streams: int, args, no_spill: bool = False) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref-root", default="", help="checkout of the code before (default: this tree)")
-    ap.add_argument("--rows-per-group", type=int, default=8, help="documents per row group (FineWeb-Edu: ~1000)")
-    ap.add_argument("--steps", type=int, default=24, help="> 16: past the fill of the block buffers")
+    ap.add_argument("--rows-per-group", type=int, default=32, help="documents per row group (FineWeb-Edu: ~1000)")
+    ap.add_argument("--shuffle-buffer", type=int, default=320, help="10 row groups, as 10000 docs are on FineWeb-Edu")
+    ap.add_argument("--block-buffer", type=int, default=1024, help="the preset's 8192 / 8: the fixture is small")
+    ap.add_argument("--steps", type=int, default=36, help="about one epoch of the fixture")
     ap.add_argument("--world", type=int, default=1, help="ranks of the job; rank 0 is measured")
+    ap.add_argument("--cases", type=int, nargs="+", default=[16, 64, 512], help="C of the cases measured")
     ap.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--no-spill", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -109,15 +116,20 @@ def main() -> None:
     corpus = ROOT.parent / "shared" / "corpus"
     tmp = tempfile.TemporaryDirectory()
     fx = build_fineweb_repo(Path(tmp.name) / "repo", n_files=4, row_groups=160, rows_per_group=args.rows_per_group,
-                            dump_files=0, corpus_dir=corpus if corpus.is_dir() else None, paragraphs_per_doc=(20, 100))
-    mb = sum((fx.root / f).stat().st_size for f in fx.files()) / 1e6
-    print(f"fixture: 4 parquet files x 160 row groups x {args.rows_per_group} documents ({mb:.0f} MB of parquet); "
-          f"{args.steps} steps of 512 x 1024 tokens, rank 0 of {args.world}, --num-workers 0")
+                            dump_files=0, corpus_dir=corpus if corpus.is_dir() else None, paragraphs_per_doc=(5, 30))
+    import pyarrow.parquet as pq
+
+    text = sum(len(t.encode()) for f in fx.files() for t in pq.read_table(fx.root / f, columns=["text"])["text"]
+               .to_pylist())
+    print(f"fixture: 4 parquet files x 160 row groups x {args.rows_per_group} documents, {text / 1e6:.0f} MB of "
+          f"text (~{text / 4.3 / 1e6:.0f} M tokens); {args.steps} steps of 512 x 1024 tokens "
+          f"({args.steps * 512 * 1024 / (text / 4.3):.2f} epochs), rank 0 of {args.world}, --num-workers 0, "
+          f"--shuffle-buffer {args.shuffle_buffer}, --block-buffer {args.block_buffer}")
     ref_root = Path(args.ref_root) if args.ref_root else ROOT
     with HubServer({DEFAULT_REPO: fx.root}, max_lifetime=3600) as server:
         ref = run_case(server, ref_root, 16, args)
         rows = [("before, C = 16 (reference)", ref)]
-        for c in (16, 64, 512):
+        for c in args.cases:
             rows.append((f"C = {c}", run_case(server, ROOT, c, args)))
         rows.append(("C = 512, units kept in memory", run_case(server, ROOT, 512, args, no_spill=True)))
     print(f"{'case':32s} {'data MB':>8s} {'ratio':>6s} {'B/token':>8s} {'ratio':>6s} {'steady':>7s} {'ratio':>6s} "
