@@ -5,14 +5,15 @@ report the wait per step (p50, p99, max) and the time to the first step, for thi
 Shapes:
 - ``124m``: the 124M preset on 8 GPUs, rank 0: 64 blocks of 1024 tokens a step (512 blocks / 8 ranks), the
   preset's buffers and --num-workers 2, over FineWeb-Edu-shaped documents; on 8 H100s a step is ~0.15 s, which
-  this CPU cannot feed, so the period is scaled (``--period``, default 0.6 s: ~110 K tokens/s).
+  this CPU cannot feed, so the period is scaled (``--period``, default 1.2 s: ~55 K tokens/s, what a
+  shared 2-core machine feeds with room to spare).
 - ``tiny``: the tiny preset (16 blocks of 128 tokens, --block-buffer 1024, --shuffle-buffer 1000, one worker)
   every ``--tiny-period`` s; its time to the first batch has a target of <= 2 s.
 
 Targets: p99 <= 2 x p50 (or within 5 ms, below which the figure is scheduling noise); tiny first batch <= 2 s.
 The data is local parquet: the network is not what is measured. The machine is shared (say so with figures).
 
-    python bench/bench_delivery.py --ref-root /tmp/streams-ref [--steps 64] [--period 0.6]
+    python bench/bench_delivery.py --ref-root /tmp/streams-ref [--steps 64] [--period 1.2]
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref-root", default="", help="checkout of the code before (default: none)")
     ap.add_argument("--steps", type=int, default=64)
-    ap.add_argument("--period", type=float, default=0.6, help="seconds per 124m step (8 H100s: ~0.15)")
+    ap.add_argument("--period", type=float, default=1.2, help="seconds per 124m step (8 H100s: ~0.15)")
     ap.add_argument("--tiny-period", type=float, default=0.02)
     ap.add_argument("--child", default="", help=argparse.SUPPRESS)
     ap.add_argument("--data", default="", help=argparse.SUPPRESS)
@@ -116,7 +117,10 @@ def main() -> None:
             report(f"{label}: 124m, --streams 16", run_case(root, "124m", args.period, args, streams=16))
         big = args.data
         args.data = str(small.root / "sample" / "10BT")
-        report(f"{label}: tiny, test fixture", run_case(root, "tiny", args.tiny_period, args))
+        tiny = [run_case(root, "tiny", args.tiny_period, args) for _ in range(3)]  # first batch: median of 3
+        tiny.sort(key=lambda r: r["first_s"])
+        pooled = [w for r in tiny for w in r["waits"]]
+        report(f"{label}: tiny, test fixture (median of 3)", {**tiny[1], "waits": pooled})
         args.data = big
     tmp.cleanup()
 
