@@ -74,7 +74,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
         sha = server.sha()
     assert snapshot.name == sha
     # the same files as the Hub resolution chooses for the default config
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data.hub.cache import cached_snapshot
 
     snap = cached_snapshot(DataConfig(), cache_dir=str(cache))
@@ -99,7 +99,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
 
 def test_snapshot_without_its_card_uses_the_files_downloaded(hub_repo, tmp_path):
     """`hf download ... --include "sample/10BT/*"` leaves no README.md: the files asked for are the data."""
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data.hub.cache import cached_snapshot
 
     cache = tmp_path / "hub-cache"
@@ -125,7 +125,7 @@ def repo_whose_card_has_no_configs(hub_repo, root: Path) -> Path:
 def test_cached_dataset_whose_card_has_no_configs_trains_offline(hub_repo, tmp_path, monkeypatch):
     """The one card rule (datasets') chooses the same {split: files} online and from the cache, and run_train.py
     trains from the cache with HF_HUB_OFFLINE=1 (this used to end in an AttributeError traceback)."""
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data.hub.cache import cached_snapshot
     from gpt2stream.data.hub.resolve import resolve_dataset
     from gpt2stream.data.hub.retry import RetryPolicy
