@@ -45,7 +45,7 @@ def pct(xs: list[float], q: float) -> float:
 
 def child(args) -> None:
     """One case: consume ``args.steps`` steps every ``args.period`` s; print JSON of the waits."""
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from tokenizer import load_tokenizer
 

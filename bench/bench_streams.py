@@ -47,7 +47,7 @@ def child(args) -> None:
 
     from hubserver import DEFAULT_REPO
 
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from tokenizer import load_tokenizer
 
@@ -96,6 +96,14 @@ def run_case(server, root: Path, streams: int, args, no_spill: bool = False) -> 
     return res
 
 
+def show(name: str, r: dict, ref: dict) -> None:
+    def ratio(key: str) -> str:
+        return f"{r[key] / ref[key]:6.2f}" if ref[key] else "   n/a"
+
+    print(f"{name:32s} {r['data_mb']:8.0f} {ratio('data_mb')} {r['bytes_per_token']:8.2f} {ratio('bytes_per_token')} "
+          f"{r['steady_bytes_per_token']:8.2f} {ratio('steady_bytes_per_token')} {r['first_s']:11.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ref-root", default="", help="checkout of the code before (default: this tree)")
@@ -126,21 +134,14 @@ def main() -> None:
           f"({args.steps * 512 * 1024 / (text / 4.3):.2f} epochs), rank 0 of {args.world}, --num-workers 0, "
           f"--shuffle-buffer {args.shuffle_buffer}, --block-buffer {args.block_buffer}")
     ref_root = Path(args.ref_root) if args.ref_root else ROOT
+    print(f"{'case':32s} {'data MB':>8s} {'ratio':>6s} {'B/token':>8s} {'ratio':>6s} {'2nd half':>8s} {'ratio':>6s} "
+          f"{'1st batch s':>11s}", flush=True)
     with HubServer({DEFAULT_REPO: fx.root}, max_lifetime=3600) as server:
         ref = run_case(server, ref_root, 16, args)
-        rows = [("before, C = 16 (reference)", ref)]
+        show("before, C = 16 (reference)", ref, ref)
         for c in args.cases:
-            rows.append((f"C = {c}", run_case(server, ROOT, c, args)))
-        rows.append(("C = 512, units kept in memory", run_case(server, ROOT, 512, args, no_spill=True)))
-    print(f"{'case':32s} {'data MB':>8s} {'ratio':>6s} {'B/token':>8s} {'ratio':>6s} {'steady':>7s} {'ratio':>6s} "
-          f"{'1st batch s':>11s}")
-    def ratio(key: str, r: dict) -> str:
-        return f"{r[key] / ref[key]:6.2f}" if ref[key] else "   n/a"
-
-    for name, r in rows:
-        print(f"{name:32s} {r['data_mb']:8.0f} {ratio('data_mb', r)} {r['bytes_per_token']:8.2f} "
-              f"{ratio('bytes_per_token', r)} {r['steady_bytes_per_token']:7.2f} "
-              f"{ratio('steady_bytes_per_token', r)} {r['first_s']:11.1f}")
+            show(f"C = {c}", run_case(server, ROOT, c, args), ref)
+        show("C = 512, units kept in memory", run_case(server, ROOT, 512, args, no_spill=True), ref)
     tmp.cleanup()
 
 

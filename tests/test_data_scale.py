@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.data import streams as S
 from gpt2stream.data.loader import merge_states
