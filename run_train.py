@@ -25,7 +25,7 @@ class Actions:
     """This script's own switches; every other flag is a config field."""
 
     help: bool = False  # list the flags with their values in the chosen preset and exit
-    print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
+    print_config: bool = False  # print the resolved config as JSON and exit (memory estimate, param groups: stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
 
 
@@ -75,6 +75,20 @@ def _print_memory(cfg: config.RunConfig) -> None:
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16
     for line in startup_lines(cfg, env_world()[2], bf16, visible_gpu(dev)):
         print(line, file=sys.stderr)
+    for line in _param_groups(cfg):
+        print(line, file=sys.stderr)
+
+
+def _param_groups(cfg: config.RunConfig) -> list[str]:
+    """The optimizer's parameter groups, from the model built on the meta device (no memory, no compute)."""
+    import torch
+
+    from gpt2stream.loading import gpt_from_config
+    from gpt2stream.optim import build_optimizer, describe
+
+    with torch.device("meta"):
+        model = gpt_from_config(cfg.model)
+    return describe(build_optimizer(model, cfg.train, "meta"))
 
 
 def _warn0(msg: str) -> None:

@@ -268,6 +268,8 @@ def incompatible_fields(saved: RunConfig, now: RunConfig, saved_tok: str, now_to
     """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
     diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
             if getattr(saved.model, f) != getattr(now.model, f)]
+    if saved.train.optimizer != now.train.optimizer:  # the saved state is another optimizer's
+        diff.append(f"optimizer: checkpoint {saved.train.optimizer}, now {now.train.optimizer}")
     if saved.data.seq_len != now.data.seq_len:
         diff.append(f"seq_len: checkpoint {saved.data.seq_len}, now {now.data.seq_len}")
     if saved_tok != now_tok:

@@ -22,6 +22,8 @@ from gpt2stream.memory import (
     usable_bytes,
 )
 from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.optim import build_optimizer
+from gpt2stream.run_config import TrainConfig
 from tests.conftest import ROOT
 
 
@@ -88,7 +90,7 @@ def test_bad_sizes_are_refused():
         estimate_memory(small(), 512, 0, 128)
 
 
-def _measured_peak(cfg: GPTConfig, batch: int, bf16: bool, ac: bool) -> int:
+def _measured_peak(cfg: GPTConfig, batch: int, bf16: bool, ac: bool, optimizer: str = "adamw") -> int:
     """Peak bytes PyTorch allocates over two optimizer steps of two micro-steps each, as the trainer runs them (the
     second step has AdamW's state; fake tensors: nothing is computed, every allocation is counted)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -101,7 +103,7 @@ def _measured_peak(cfg: GPTConfig, batch: int, bf16: bool, ac: bool) -> int:
             for blk in model.transformer.h:
                 blk.forward = (lambda f: lambda x, cache=None: checkpoint(f, x, cache, use_reentrant=False))(
                     blk.forward)
-        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+        opt = build_optimizer(model, TrainConfig(lr=1e-3, optimizer=optimizer), "cpu")
         x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
         tracker = MemTracker()
         tracker.track_external(model, opt, x)

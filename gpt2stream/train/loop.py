@@ -19,6 +19,7 @@ from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
+from gpt2stream.optim import group_lrs
 from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
@@ -131,7 +132,8 @@ class Trainer:
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
         mem = peak_memory_gb(parts.info.device)
         parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
-                                        parts.loader.epoch, mem))
+                                        parts.loader.epoch, mem),
+                          **{f"lr_{name}": lr for name, lr in group_lrs(parts.optimizer).items()})
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
             self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
 
@@ -166,11 +168,11 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = evaluate.val_loss(self.parts)
+        val = evaluate.validation(self.parts)
         if val is not None:
-            self.parts.metrics.log(step=self.step, val_loss=val)
-            self.parts.schedule.observe(val)
-            self.log(f"step {self.step:>6} | val loss {val:.4f}")
+            self.parts.metrics.log(step=self.step, **val)
+            self.parts.schedule.observe(val["val_loss"])
+            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
         self.plot()
 
     def score_hellaswag(self) -> None:

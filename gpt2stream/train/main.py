@@ -11,6 +11,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
+from gpt2stream.optim import describe
 from gpt2stream.run_config import RunConfig
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
@@ -80,7 +81,7 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -
     # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
         peak = peak_flops(dev, parts.amp or torch.float32)
-    for line in header(parts, out, peak, cfg.train.total_batch_size):
+    for line in header(parts, out, peak, cfg.train.total_batch_size) + describe(parts.optimizer):
         log(line)
     slow = emulated_bf16_warning(parts.amp, dev)
     if slow:
@@ -92,6 +93,8 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -
     open_trackers(parts, out)
     if resumed_from is not None:
         log(f"resumed from {resumed_from} at step {parts.progress.step}")
+    for note in parts.notes:
+        log(note)
     return Trainer(parts, out, log, stops, peak, resumed_from)
 
 

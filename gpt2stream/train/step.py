@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.optim import set_lr
 from gpt2stream.train.build import Parts
 
 
@@ -33,11 +34,6 @@ def autocast(amp: torch.dtype | None, device_type: str) -> contextlib.AbstractCo
     if amp is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=amp)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
@@ -74,9 +70,10 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
 
 
 def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
-    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP."""
+    """One optimizer step over ``batches`` (the micro-batches) at the schedule's learning rate ``lr`` (each parameter
+    group at its own multiple of it). Collective under DDP."""
     info = parts.info
-    set_lr(parts.optimizer, lr)
+    set_lr(parts.optimizer, lr, parts.cfg.train.lr)  # every parameter group scaled alike
     loss_sum = accumulate(parts, batches)
     D.all_reduce_sum(loss_sum, info)
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
