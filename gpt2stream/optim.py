@@ -22,6 +22,7 @@ matrices (as modded-nanogpt does), ``one`` as one (3C x C) matrix; docs/training
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +36,14 @@ Groups = list[dict[str, Any]]
 class SplitMuon(torch.optim.Muon):
     """``torch.optim.Muon`` where a group with ``split = k`` orthogonalises each of its weights as k equal blocks of
     rows (c_attn's q, k and v). The blocks are views of the weight, its gradient and its momentum buffer, handed to
-    torch's own update: the state is the full-size buffer, as for an unsplit weight."""
+    the update: the state is the full-size buffer, as for an unsplit weight.
+
+    ``fp32_ns``: torch runs the Newton-Schulz iteration in bf16, which a CPU without bf16 matmul kernels (AVX2 only)
+    emulates ~50x slower than fp32; there the same update runs in fp32 (``muon_update_fp32``). GPUs use torch's."""
+
+    def __init__(self, *args: Any, fp32_ns: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fp32_ns = fp32_ns
 
     def _init_group(self, group, params_with_grad, grads, muon_momentum_bufs):  # type: ignore[override]
         start = len(params_with_grad)
@@ -45,6 +53,47 @@ class SplitMuon(torch.optim.Muon):
             for lst in (params_with_grad, grads, muon_momentum_bufs):
                 lst[start:] = [block for t in lst[start:] for block in t.chunk(k, dim=0)]
         return has_complex
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        if not self.fp32_ns:
+            return super().step(closure)
+        for group in self.param_groups:
+            params: list[torch.Tensor] = []
+            grads: list[torch.Tensor] = []
+            bufs: list[torch.Tensor] = []
+            self._init_group(group, params, grads, bufs)
+            for p, g, buf in zip(params, grads, bufs, strict=True):
+                muon_update_fp32(p, g, buf, group)
+        return None
+
+
+def newton_schulz_fp32(g: torch.Tensor, coefficients: tuple[float, float, float], steps: int, eps: float
+                       ) -> torch.Tensor:
+    """torch.optim.Muon's quintic Newton-Schulz iteration (Keller Jordan's coefficients), in fp32."""
+    a, b, c = coefficients
+    x = g.float()
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)  # spectral norm <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+def muon_update_fp32(p: torch.Tensor, grad: torch.Tensor, buf: torch.Tensor, group: dict[str, Any]) -> None:
+    """One Muon update of ``p`` as torch.optim.Muon makes it (Nesterov momentum, orthogonalise, decoupled decay,
+    match_rms_adamw scaling), the orthogonalisation in fp32."""
+    m, lr = group["momentum"], group["lr"]
+    buf.lerp_(grad, 1 - m)
+    update = grad.lerp(buf, m) if group["nesterov"] else buf
+    ortho = newton_schulz_fp32(update, group["ns_coefficients"], group["ns_steps"], group["eps"])
+    scale = 0.2 * math.sqrt(max(p.shape)) if group["adjust_lr_fn"] == "match_rms_adamw" else \
+        math.sqrt(max(1.0, p.size(0) / p.size(1)))
+    p.mul_(1 - lr * group["weight_decay"])
+    p.add_(ortho.to(p.dtype), alpha=-lr * scale)
 
 
 class Chained:
@@ -126,7 +175,8 @@ def muon_groups(model: torch.nn.Module, t: TrainConfig) -> tuple[Groups, Groups]
 
 def build_muon(model: torch.nn.Module, t: TrainConfig, device_type: str) -> Chained:
     muon, adamw = muon_groups(model, t)
-    opt = SplitMuon(muon, lr=t.muon_lr, momentum=t.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw")
+    opt = SplitMuon(muon, lr=t.muon_lr, momentum=t.muon_momentum, nesterov=True, adjust_lr_fn="match_rms_adamw",
+                    fp32_ns=device_type != "cuda")
     return Chained(opt, _adamw(adamw, t, device_type))
 
 

@@ -71,11 +71,11 @@ def test_muon_takes_the_block_matrices_adamw_the_rest():
     assert len(opt.state) == len(every)
 
 
-def _muon_update(w: torch.Tensor, g: torch.Tensor, split: str) -> torch.Tensor:
+def _muon_update(w: torch.Tensor, g: torch.Tensor, split: str, fp32: bool = False) -> torch.Tensor:
     """The change one Muon step makes to a (3C x C) weight whose gradient is ``g``."""
     w = torch.nn.Parameter(w.clone())
-    muon = SplitMuon([{"params": [w], "split": 3 if split == "three" else 1}], lr=0.1, weight_decay=0.0,
-                     adjust_lr_fn="match_rms_adamw")
+    muon = SplitMuon([{"params": [w], "split": 3 if split == "three" else 1}], lr=0.1, weight_decay=0.1,
+                     adjust_lr_fn="match_rms_adamw", fp32_ns=fp32)
     w.grad = g
     before = w.detach().clone()
     muon.step()
@@ -91,6 +91,14 @@ def test_qkv_split_orthogonalises_each_third_as_its_own_matrix():
         rows = slice(i * C, (i + 1) * C)
         assert torch.allclose(three[rows], _muon_update(w[rows], g[rows], "one"), atol=1e-6)
     assert not torch.allclose(three, _muon_update(w, g, "one"), atol=1e-3)
+
+
+@pytest.mark.parametrize("split", ["one", "three"])
+def test_fp32_newton_schulz_is_torchs_update_up_to_bf16_rounding(split):
+    torch.manual_seed(2)
+    w, g = torch.randn(48, 16), torch.randn(48, 16)
+    ours, torchs = _muon_update(w, g, split, fp32=True), _muon_update(w, g, split)
+    assert (ours - torchs).norm() <= 0.02 * torchs.norm()
 
 
 def test_load_state_keeps_the_saved_moments_and_the_flags_hyperparameters():
