@@ -82,4 +82,5 @@ def test_extending_a_wsd_run_moves_the_decay_without_a_jump(muon_run):
     assert "max_steps 8 -> 12" in p.stdout and "decay now runs over steps 9-12" in p.stdout, p.stdout
     lrs = {r[0]: r[2] for r in train_lines(longer) if r[1] != "val"}
     peak = lrs[4]
-    assert all(lrs[s] == peak for s in range(5, 10)) and lrs[10] < peak and lrs[12] < lrs[11] < lrs[10]
+    # record s holds update s-1's lr: the decay starts with update 9 (at the peak), so record 11 is the first below
+    assert all(lrs[s] == peak for s in range(5, 11)) and lrs[12] < lrs[11] < peak
