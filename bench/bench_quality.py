@@ -48,7 +48,7 @@ SHAPES = {
 # (docs/training.md's sweep), AdamW's lr for the embeddings, LayerNorms and biases, and WSD (1-sqrt, last 20%).
 RECIPES = {
     "adamw": dict(optimizer="adamw", schedule="cosine", lr=3e-3, min_lr=3e-4),
-    "muon": dict(optimizer="muon", schedule="wsd", lr=3e-3, min_lr=3e-4, muon_lr=1.2e-2, decay_frac=0.2,
+    "muon": dict(optimizer="muon", schedule="wsd", lr=3e-3, min_lr=3e-4, muon_lr=8e-3, decay_frac=0.2,
                  decay_shape="1-sqrt"),
 }
 
