@@ -8,51 +8,47 @@
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
-Every config field is a flag (fields: gpt2stream/run_config.py; presets: config.py); --help lists them.
+Every config field is a flag (fields and the argv parse: gpt2stream/config.py; presets: config.py); --help lists
+them.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-import config
+from config import PRESETS
 from gpt2stream.cli import run_main
-
-
-@dataclass
-class Actions:
-    """This script's own switches; every other flag is a config field."""
-
-    help: bool = False  # list the flags with their values in the chosen preset and exit
-    print_config: bool = False  # print the resolved config as JSON and exit (memory estimate, param groups: stderr)
-    memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+from gpt2stream.config import Actions, RunConfig, parse_argv, preset_shapes, resolve_vocab
 
 
 def main(argv: list[str]) -> int:
     from gpt2stream import setup_signals
+    from gpt2stream.console import protect_std_streams
 
+    protect_std_streams()  # a closed terminal, tee or `| head` must never stop (or fake the end of) a run
     setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
     actions = Actions()
-    base, flags = config.parse_argv(["--help" if a == "-h" else a for a in argv], actions)
+    base, flags = parse_argv(["--help" if a == "-h" else a for a in argv], PRESETS, actions)
     if actions.help:
         from gpt2stream.cli import describe_flags
 
         print(__doc__)
-        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/run_config.py documents each field):")
+        print(f"Flags, with their values in --preset {base.preset} (gpt2stream/config.py documents each field):")
         print(describe_flags(base, Actions()))
         return 0
     if actions.memory_table:
         from gpt2stream.memory import table_report
 
-        print(table_report(config.preset_shapes()))
+        print(table_report(preset_shapes(PRESETS)))
         return 0
     # --resume continues with the checkpoint's config; flags given here override it
-    cfg = config.assemble_config(base, flags, warn=_warn0)
+    from gpt2stream.checkpoint import assemble_config
+
+    cfg = assemble_config(base, flags, warn=_warn0)
     if actions.print_config:
         from tokenizer import load_tokenizer
 
-        cfg = config.resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
+        cfg = resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
         sys.stdout.write(cfg.to_json())
         _print_memory(cfg)
         return 0
@@ -63,7 +59,7 @@ def main(argv: list[str]) -> int:
     exit_process(train(cfg))
 
 
-def _print_memory(cfg: config.RunConfig) -> None:
+def _print_memory(cfg: RunConfig) -> None:
     """The start-up memory estimate, on stderr so that stdout stays the config's JSON."""
     import torch
 
@@ -79,7 +75,7 @@ def _print_memory(cfg: config.RunConfig) -> None:
         print(line, file=sys.stderr)
 
 
-def _param_groups(cfg: config.RunConfig) -> list[str]:
+def _param_groups(cfg: RunConfig) -> list[str]:
     """The optimizer's parameter groups, from the model built on the meta device (no memory, no compute)."""
     import torch
 
@@ -99,4 +95,4 @@ def _warn0(msg: str) -> None:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, broken_pipe_ok=False)

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from gpt2stream.model import GPT, GPTConfig  # noqa: E402
+from gpt2stream.config import ModelConfig, TrainConfig  # noqa: E402
+from gpt2stream.model import GPT  # noqa: E402
 from gpt2stream.optim import build_optimizer, set_lr  # noqa: E402
-from gpt2stream.run_config import TrainConfig  # noqa: E402
 from gpt2stream.schedules import make_schedule  # noqa: E402
 
 DEMO = ROOT / "gpt2stream" / "assets" / "demo" / "shakespeare.parquet"
@@ -104,7 +104,7 @@ class Run:
 
     def __init__(self, shape: dict, t: TrainConfig, vocab: int) -> None:
         torch.manual_seed(0)  # the same initial weights for every recipe
-        self.model = GPT(GPTConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
+        self.model = GPT(ModelConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
                                    block_size=shape["T"], vocab_size=vocab))
         self.t, self.opt, self.schedule = t, build_optimizer(self.model, t, "cpu"), make_schedule(t)
         self.curve: list[tuple[int, float, float]] = []

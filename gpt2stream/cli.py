@@ -152,8 +152,11 @@ def apply_flags(values: dict[str, Any], table: dict[str, tuple[Any, dataclasses.
         setattr(obj, f.name, value)
 
 
-def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
-    """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback."""
+def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None,
+             broken_pipe_ok: bool = True) -> None:
+    """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback.
+    ``broken_pipe_ok``: a BrokenPipeError means ``| head`` has read enough, status 0 (never for training: its
+    output cannot break (gpt2stream.console), so a broken pipe there is a real failure)."""
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except USER_ERRORS as e:
@@ -163,6 +166,8 @@ def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = N
         print("interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
     except BrokenPipeError:  # `... | head` closed our stdout: not an error worth a traceback
+        if not broken_pipe_ok:
+            raise
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -8,10 +8,8 @@ finished job as failed (shared/TORCH-NOTES.md).
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
-import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -222,89 +220,3 @@ def exit_process(code: int) -> None:
         except Exception:  # noqa: BLE001 - a closed pipe must not change the exit code
             pass
     os._exit(code)
-
-
-# ---- graceful stop ------------------------------------------------------------------------------------------------
-
-STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 143}  # the signal -> the conventional exit status
-
-
-class WorkersGone(Exception):
-    """DataLoader workers died from the stop signal while the loop waited for their batches."""
-
-
-class StopSignals:
-    """SIGINT/SIGTERM set ``received``; the training loop polls it at step boundaries, saves and exits. A second
-    signal raises KeyboardInterrupt (stop at once)."""
-
-    def __init__(self, announce: bool = True) -> None:
-        self.received: int | None = None
-        self.in_setup = True  # until the first step completes: a signal exits at once (gpt2stream.setup_signals)
-        self.waiting_for_data = False  # set by the loop while it blocks on the data loader
-        self.announce = announce
-        self._old: dict = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.in_setup:
-            from gpt2stream.setup_signals import exit_now
-
-            exit_now(signum)
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-        if self.announce:
-            print(f"\n{signal.Signals(signum).name} received: saving a checkpoint at the end of this step "
-                  f"(send it again to stop at once)", file=sys.stderr, flush=True)
-
-    def install(self) -> None:
-        for sig in STOP_SIGNALS:
-            try:
-                self._old[sig] = signal.signal(sig, self._handler)
-            except ValueError:  # not the main thread (e.g. a notebook worker): no graceful stop
-                pass
-
-    def restore(self) -> None:
-        for sig, h in self._old.items():
-            signal.signal(sig, h)
-        self._old = {}
-
-    @contextlib.contextmanager
-    def ignored_by_children(self):
-        """Processes started inside inherit SIG_IGN for SIGINT/SIGTERM (Ctrl-C in a terminal signals the whole
-        process group): DataLoader workers then survive SIGINT. SIGTERM they re-handle themselves, hence
-        ``guard_worker_deaths``."""
-        old = {}
-        try:
-            for sig in STOP_SIGNALS:
-                try:
-                    old[sig] = signal.signal(sig, signal.SIG_IGN)
-                except ValueError:
-                    pass
-            yield
-        finally:
-            for sig, h in old.items():
-                signal.signal(sig, h)
-
-    def guard_worker_deaths(self) -> None:
-        """torch's SIGCHLD handler raises wherever the main process happens to be when a DataLoader worker dies.
-        torchrun (and ``kill`` of a process group) sends SIGTERM to the workers too, and they die from it (their C
-        handler only ignores their parent's SIGTERM). Once a stop signal was received that death is expected: ignore
-        it, unless the loop is waiting for a batch: then the wait is interrupted (WorkersGone) and the loop saves."""
-        try:
-            prev = signal.getsignal(signal.SIGCHLD)
-        except (AttributeError, ValueError):  # no SIGCHLD (Windows)
-            return
-        if not callable(prev):  # no DataLoader workers: nothing to guard
-            return
-
-        def on_sigchld(signum, frame):
-            if self.received is None:
-                prev(signum, frame)
-            elif self.waiting_for_data:
-                raise WorkersGone("DataLoader workers stopped by the signal")
-
-        try:
-            signal.signal(signal.SIGCHLD, on_sigchld)
-            self._old.setdefault(signal.SIGCHLD, prev)
-        except ValueError:
-            pass

@@ -39,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
-from gpt2stream.run_config import RunConfig
+from gpt2stream.config import RunConfig
 
 GiB = 2**30
 # Headroom the estimate cannot see: a fraction for allocator fragmentation plus a fixed part for the CUDA context
@@ -49,7 +49,7 @@ RESERVED_BYTES = 1 * GiB
 
 
 class ModelShape(Protocol):
-    """What the estimate needs of a model config (config.ModelConfig and model.GPTConfig both have it)."""
+    """What the estimate needs of a model shape (gpt2stream.config.ModelConfig has it)."""
 
     n_layer: int
     n_head: int

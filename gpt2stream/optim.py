@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from gpt2stream.run_config import TrainConfig
+from gpt2stream.config import TrainConfig
 
 Groups = list[dict[str, Any]]
 

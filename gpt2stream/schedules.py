@@ -14,7 +14,7 @@ import math
 from statistics import median
 from typing import Any, Protocol
 
-from gpt2stream.run_config import TrainConfig
+from gpt2stream.config import TrainConfig
 
 
 class LRSchedule(Protocol):

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
+from gpt2stream.config import RunConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import RunConfig
 
 _NON_FINITE = ("nan", "inf", "-inf")  # how metrics.jsonl writes non-finite floats (JSON has none)
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
 from gpt2stream.checkpoint import incompatible_fields
+from gpt2stream.config import ModelConfig, TrainConfig, load_config
 from gpt2stream.memory import estimate_memory
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 from gpt2stream.optim import (
     Chained,
     SplitMuon,
@@ -20,12 +21,11 @@ from gpt2stream.optim import (
     set_lr,
     state_bytes,
 )
-from gpt2stream.run_config import TrainConfig
 
 
 def tiny_model() -> GPT:
     torch.manual_seed(0)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=64))
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=64))
 
 
 def step(model: GPT, opt) -> None:
@@ -122,19 +122,19 @@ def test_state_bytes_is_what_the_optimizers_hold():
         held = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
                    if torch.is_tensor(v) and v.dim() > 0)
         assert held == state_bytes(name, model.num_params(), 2, 16), name
-    m = GPTConfig(n_layer=12, n_head=12, n_embd=768)
+    m = ModelConfig(n_layer=12, n_head=12, n_embd=768)
     adamw, muon = (estimate_memory(m, 50257, 8, 1024, optimizer=o).optimizer for o in ("adamw", "muon"))
     assert adamw - muon == 4 * 12 * 12 * 768 * 768  # Muon keeps one buffer per matrix parameter, not two
 
 
 def test_a_checkpoint_of_one_optimizer_refuses_the_other():
-    a = load_config(["--preset", "tiny", "--vocab-size", "50257"])
-    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--optimizer", "muon"])
+    a = load_config(["--preset", "tiny", "--vocab-size", "50257"], PRESETS)
+    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--optimizer", "muon"], PRESETS)
     assert incompatible_fields(a, b, "t", "t") == ["optimizer: checkpoint adamw, now muon"]
 
 
 def test_bad_optimizer_flags_are_refused_in_one_line():
     with pytest.raises(ValueError, match="train.optimizer='sgd' is invalid: adamw or muon"):
-        load_config(["--preset", "tiny", "--optimizer", "sgd"])
+        load_config(["--preset", "tiny", "--optimizer", "sgd"], PRESETS)
     with pytest.raises(ValueError, match="muon_qkv"):
-        load_config(["--preset", "tiny", "--muon-qkv", "two"])
+        load_config(["--preset", "tiny", "--muon-qkv", "two"], PRESETS)

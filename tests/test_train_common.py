@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
+from gpt2stream.config import load_config
 from gpt2stream.errors import UserError
 from gpt2stream.train import format_eta, grad_accum_steps, incompatible_fields
 
@@ -121,8 +122,8 @@ def test_grad_accum_steps():
 
 
 def test_incompatible_fields_names_each_field():
-    a = load_config(["--preset", "tiny", "--vocab-size", "50257"])
-    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--n-embd", "64", "--seq-len", "64"])
+    a = load_config(["--preset", "tiny", "--vocab-size", "50257"], PRESETS)
+    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--n-embd", "64", "--seq-len", "64"], PRESETS)
     diff = incompatible_fields(a, b, "tiktoken:r50k_base", "bpe:abc")
     assert diff == ["n_embd: checkpoint 128, now 64", "seq_len: checkpoint 128, now 64",
                     "tokenizer: checkpoint tiktoken:r50k_base, now bpe:abc"]

@@ -167,10 +167,12 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(four_steps, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, False), (signal.SIGTERM, 143, True),
-                                            (signal.SIGINT, 130, True)])
+                                            (signal.SIGINT, 130, True), (signal.SIGHUP, 129, True),
+                                            (signal.SIGUSR1, 138, False)])
 def test_signal_saves_then_exits(tmp_path, sig, code, group):
     """SIGTERM to the trainer (a scheduler's preemption), to its whole process group (torchrun's way: the DataLoader
-    worker dies from it too) or SIGINT to the group (Ctrl-C in a terminal): a checkpoint at the next step boundary,
+    worker dies from it too), SIGINT or SIGHUP to the group (Ctrl-C, a closed terminal) or SIGUSR1 (Slurm's early
+    warning): a checkpoint at the next step boundary,
     then a clean exit."""
     out = tmp_path / "run"
     args = _args(tmp_path, "--max-steps", "100000", "--save-every", "0", "--num-workers", "1", "--out-dir", str(out))

@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import SHARED_PARTS, assemble, choose_checkpoint, save_checkpoint
+from gpt2stream.config import load_config
 from gpt2stream.errors import UserError
 from gpt2stream.schedules import CosineSchedule, PlateauSchedule, make_schedule
 from gpt2stream.train.build import build_parts, restore
@@ -26,7 +27,7 @@ def _cfg(tmp_path, *extra: str):
     if not data.exists():
         make_jsonl(data, n_docs=200)
     return load_config([*TINY, "--data", str(data), "--num-workers", "0", "--out-dir", str(tmp_path / "run"),
-                        "--dropout", "0.1", "--schedule", "plateau", "--eval-every", "1", *extra])
+                        "--dropout", "0.1", "--schedule", "plateau", "--eval-every", "1", *extra], PRESETS)
 
 
 def _steps(parts, it, n: int) -> list:
@@ -129,7 +130,8 @@ def test_schedules_share_one_interface():
         plateau_factor, plateau_patience, plateau_threshold, plateau_cooldown, plateau_window = 0.5, 1, 0.0, 0, 1
 
     cos = make_schedule(T)
-    assert isinstance(cos, CosineSchedule) and cos.lr_at(4) == pytest.approx(0.55) and cos.state_dict() == {}
+    assert isinstance(cos, CosineSchedule) and cos.lr_at(4) == pytest.approx(0.55)
+    assert cos.state_dict() == {"max_steps": 6, "anchor": None}  # what a resume with a new --max-steps judges
     cos.observe(1.0)
     assert cos.lr_at(4) == pytest.approx(0.55)
     T.schedule = "plateau"

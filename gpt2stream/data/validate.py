@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 from tokenizer import Tokenizer
 
 

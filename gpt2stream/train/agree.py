@@ -9,8 +9,8 @@ from pathlib import Path
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import choose_checkpoint
+from gpt2stream.config import RunConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import RunConfig
 from gpt2stream.train.loop import Stop
 from gpt2stream.train.output import RunLog, error
 from gpt2stream.train.settings import Exit

@@ -20,12 +20,13 @@ from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.optim import group_lrs
-from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
+from gpt2stream.train.evaluate import hellaswag, sample, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import StepStats, train_step
+from gpt2stream.train.stops import STOP_SIGNALS, StopSignals, WorkerDied, describe_death
 
 
 class Stop(Exception):
@@ -43,7 +44,7 @@ def failure_of(err: BaseException | None) -> D.Failure:
 
 
 class Trainer:
-    def __init__(self, parts: Parts, out: Path, log: RunLog, stops: D.StopSignals, peak: Peak,
+    def __init__(self, parts: Parts, out: Path, log: RunLog, stops: StopSignals, peak: Peak,
                  resumed_from: Path | None) -> None:
         self.parts, self.out, self.log, self.stops, self.peak = parts, out, log, stops, peak
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
@@ -88,8 +89,14 @@ class Trainer:
         # the torch RNG: a resumed run must not take that draw out of the restored state (dropout on CPU uses it)
         with self.stops.ignored_by_children(), torch.random.fork_rng(devices=[]):
             it = iter(self.parts.loader)
-        self.stops.guard_worker_deaths()
+        self.stops.guard_worker_deaths(self.dead_workers)
         return it
+
+    def dead_workers(self) -> str | None:
+        from gpt2stream.data.dataset import dead_workers
+
+        dead = dead_workers(self.parts.loader)
+        return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
         """This rank's micro-batches of a step (an elastic loader's last one may be smaller)."""
@@ -102,11 +109,15 @@ class Trainer:
         self.step_docs: list = []
         self.stops.waiting_for_data = True
         try:
+            if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
+                raise WorkerDied(self.stops.worker_died)
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
         except Exception as e:  # noqa: BLE001 - decided collectively by the caller
-            return batches, e
+            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError: name the worker again
+            died = self.stops.worker_died or (self.dead_workers() if isinstance(e, RuntimeError) else None)
+            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         finally:
             self.stops.waiting_for_data = False
         return batches, None
@@ -160,7 +171,7 @@ class Trainer:
         if hs:
             self.score_hellaswag()
         if smp and info.master:
-            text = evaluate.sample(self.parts, self.step)
+            text = sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
             self.log(f"sample @ step {self.step}: {text!r}")
         if save:
@@ -168,7 +179,7 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = evaluate.validation(self.parts)
+        val = validation(self.parts)
         if val is not None:
             self.parts.metrics.log(step=self.step, **val)
             self.parts.schedule.observe(val["val_loss"])
@@ -176,7 +187,7 @@ class Trainer:
         self.plot()
 
     def score_hellaswag(self) -> None:
-        r = evaluate.hellaswag(self.parts)
+        r = hellaswag(self.parts)
         self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
                                hellaswag_n=r["n"])
         self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
@@ -229,10 +240,11 @@ class Trainer:
         self.plot()
         sig = signal.Signals(int(signum))
         self.log(f"stopped by {sig.name} after step {self.step}; checkpoint saved; {self.resume_hint()}")
-        return Stop(D.STOP_SIGNALS.get(sig, 1))
+        return Stop(STOP_SIGNALS.get(sig, 1))
 
     def stop_for_data(self, failed: D.Failure, err: BaseException | None) -> Stop:
-        if err is not None:
+        died = isinstance(err, WorkerDied)
+        if err is not None and not died:
             if isinstance(err, UserError):
                 error(f"[rank {self.parts.info.rank}] data: {err}")
             else:
@@ -240,7 +252,11 @@ class Trainer:
         self.save()  # the state after the last completed step: nothing is lost
         self.flush()
         self.plot()
-        self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; {self.resume_hint()}")
+        if died:  # one line, from the rank whose worker died
+            self.log.error(f"{err}; checkpoint saved at step {self.step}; {self.resume_hint()}")
+        else:
+            self.log(f"stopped at step {self.step} because the data stream failed; checkpoint saved; "
+                     f"{self.resume_hint()}")
         return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
 
     def not_finite(self, stats: StepStats) -> Stop:

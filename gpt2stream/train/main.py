@@ -10,14 +10,15 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
+from gpt2stream.config import RunConfig
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
 from gpt2stream.optim import describe
-from gpt2stream.run_config import RunConfig
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
 from gpt2stream.train.output import RunLog, error, header
 from gpt2stream.train.settings import Exit, collective_timeout, emulated_bf16_warning
+from gpt2stream.train.stops import StopSignals
 
 
 def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
@@ -61,7 +62,7 @@ def open_trackers(parts: Parts, out: Path) -> None:
     agree_errors(err, parts.info)
 
 
-def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: D.StopSignals) -> Trainer:
+def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> Trainer:
     resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
     try:
@@ -102,12 +103,12 @@ def train(cfg: RunConfig) -> int:
     """Run training as configured; return the process exit code (``Exit``).
 
     ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
-    config must be compatible with the checkpoint (``config.assemble_config`` builds one from the checkpoint's own).
+    config must be compatible with the checkpoint (``checkpoint.assemble_config`` builds one from the checkpoint's own).
     ``cfg`` is not changed: the build resolves a copy (vocab_size from the tokenizer, the loader's streams).
     Under torchrun the process group is set up here and torn down before returning.
     """
     info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))
-    log, stops = RunLog(info.master), D.StopSignals(announce=info.master)
+    log, stops = RunLog(info.master), StopSignals(announce=info.master)
     stops.install()
     code, clean, trainer = 1, True, None
     try:

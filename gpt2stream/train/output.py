@@ -33,6 +33,13 @@ class RunLog:
                 self.file.write(msg + "\n")
                 self.file.flush()
 
+    def error(self, msg: str) -> None:
+        """``error: msg`` on stderr (from any rank), and in train.log on rank 0."""
+        error(msg)
+        if self.file is not None:
+            self.file.write(f"error: {msg}\n")
+            self.file.flush()
+
     def warn(self, msg: str) -> None:
         if self.master:
             print(f"warning: {msg}", file=sys.stderr, flush=True)

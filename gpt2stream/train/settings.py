@@ -7,8 +7,8 @@ from enum import IntEnum
 
 import torch
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
-from gpt2stream.run_config import DataConfig
 
 
 class Exit(IntEnum):

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import DataStreamError
-from gpt2stream.run_config import DataConfig
 
 log = logging.getLogger("gpt2stream.hub")
 T = TypeVar("T")
