@@ -90,7 +90,7 @@ def test_bad_sizes_are_refused():
         estimate_memory(small(), 512, 0, 128)
 
 
-def _measured_peak(cfg: ModelConfig, batch: int, bf16: bool, ac: bool, optimizer: str = "adamw") -> int:
+def _measured_peak(cfg: ModelConfig, batch: int, bf16: bool, ac: bool) -> int:
     """Peak bytes PyTorch allocates over two optimizer steps of two micro-steps each, as the trainer runs them (the
     second step has AdamW's state; fake tensors: nothing is computed, every allocation is counted)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -103,7 +103,7 @@ def _measured_peak(cfg: ModelConfig, batch: int, bf16: bool, ac: bool, optimizer
             for blk in model.transformer.h:
                 blk.forward = (lambda f: lambda x, cache=None: checkpoint(f, x, cache, use_reentrant=False))(
                     blk.forward)
-        opt = build_optimizer(model, TrainConfig(lr=1e-3, optimizer=optimizer), "cpu")
+        opt = build_optimizer(model, TrainConfig(lr=1e-3), "cpu")
         x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
         tracker = MemTracker()
         tracker.track_external(model, opt, x)
