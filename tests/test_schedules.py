@@ -137,3 +137,13 @@ def test_shortening_a_cosine_run_lowers_the_lr_and_says_so():
 def test_decay_from_hand_table():
     assert [decay_from(s, 4, 0.8, 0.0, 8, "linear") for s in (3, 4, 6, 8, 9)] == pytest.approx([0.8, 0.8, 0.4, 0, 0])
     assert decay_from(6, 4, 0.8, 0.0, 8, "cosine") == pytest.approx(0.4)
+
+
+def test_docstring_examples_hold():
+    import doctest
+
+    from gpt2stream import plot, schedules
+
+    for mod in (schedules, plot):
+        result = doctest.testmod(mod)
+        assert result.attempted and not result.failed, mod.__name__
