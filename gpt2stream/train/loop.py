@@ -99,9 +99,8 @@ class Trainer:
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
-        """This rank's micro-batches of a step (an elastic loader's last one may be smaller)."""
-        p = self.parts
-        return p.accum if p.data_kind == "legacy" else len(p.loader.micro_sizes)
+        """This rank's micro-batches of a step (the last one may be smaller)."""
+        return len(self.parts.loader.micro_sizes)
 
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
