@@ -41,7 +41,7 @@ from gpt2stream.schedules import make_schedule  # noqa: E402
 
 DEMO = ROOT / "gpt2stream" / "assets" / "demo" / "shakespeare.parquet"
 SHAPES = {
-    "tiny": dict(n_layer=4, n_head=4, n_embd=128, vocab="gpt2", B=8, T=64),
+    "tiny": dict(n_layer=4, n_head=4, n_embd=128, vocab="gpt2", B=4, T=64),
     "wide8k": dict(n_layer=4, n_head=4, n_embd=192, vocab=8192, B=8, T=64),
 }
 # The recipes compared: AdamW as the tiny preset trains it (cosine to lr/10); Muon with the tuned --muon-lr
