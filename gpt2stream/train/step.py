@@ -14,6 +14,7 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.optim import set_lr
+from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
 
 
@@ -29,11 +30,6 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-def autocast(amp: torch.dtype | None, device_type: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``amp`` is set, else nothing (plain fp32)."""
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=amp)
 
 
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
