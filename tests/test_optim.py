@@ -138,3 +138,18 @@ def test_bad_optimizer_flags_are_refused_in_one_line():
         load_config(["--preset", "tiny", "--optimizer", "sgd"], PRESETS)
     with pytest.raises(ValueError, match="muon_qkv"):
         load_config(["--preset", "tiny", "--muon-qkv", "two"], PRESETS)
+
+
+def test_print_config_lists_the_parameter_groups():
+    import subprocess
+    import sys
+
+    from tests.test_train_common import RUN_TRAIN, env
+
+    p = subprocess.run([sys.executable, RUN_TRAIN, "--preset", "tiny", "--optimizer", "muon", "--print-config"],
+                       capture_output=True, text=True, env=env(), timeout=240)
+    assert p.returncode == 0, p.stderr
+    groups = [line for line in p.stderr.splitlines() if line.startswith("param group ")]
+    assert [g.split(":")[0] for g in groups] == ["param group muon", "param group muon_qkv", "param group embeddings",
+                                                 "param group no_decay"]
+    assert "lr 0.008" in groups[0] and "optimizer state" in p.stderr  # tiny's tuned --muon-lr; Muon's state counted
