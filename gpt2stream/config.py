@@ -135,10 +135,9 @@ class TrainConfig:
     weight_decay: float = 0.1  # AdamW decay on 2-D weights only
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay (0.95, not 0.999: steadier at large batch, as GPT-3)
-    # muon: peak lr of the blocks' matrices, on match_rms_adamw's scale (update RMS = 0.2 x lr, as AdamW's): nanochat's
-    # matrix_lr 0.02 under Keller Jordan's scale is an update RMS of 0.02 / sqrt(768) = 0.2 x 3.6e-3 at width 768
-    # (Moonlight's rule, AdamW's 6e-4, is more cautious; modded-nanogpt's 0.05 is ~9e-3). docs/training.md
-    muon_lr: float = 3.6e-3
+    # 3.6e-3: nanochat's matrix_lr 0.02 under Keller Jordan's scale is an update RMS of 0.02 / sqrt(768) = 0.2 x 3.6e-3
+    # at width 768 (Moonlight's rule, AdamW's 6e-4, is more cautious; modded-nanogpt's 0.05 is ~9e-3). docs/training.md
+    muon_lr: float = 3.6e-3  # muon: peak lr of the blocks' matrices, on match_rms_adamw's scale (AdamW's update RMS)
     muon_momentum: float = 0.95  # muon: momentum (Nesterov), as Keller Jordan's Muon and nanochat
     muon_weight_decay: float = 0.1  # muon: decoupled weight decay of the matrices (Moonlight: AdamW's 0.1)
     muon_qkv: str = "three"  # muon: orthogonalise c_attn as "three" matrices (q, k, v) or as "one"
