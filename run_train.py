@@ -5,6 +5,7 @@
     python run_train.py --preset gpt2-medium --wandb P   # GPT-2 355M, mirrored to the W&B project P
     torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
+    python run_train.py --resume auto                    # the same, or a new run if there is none (requeued jobs)
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
@@ -50,7 +51,7 @@ def main(argv: list[str]) -> int:
         print(table_report(config.preset_shapes()))
         return 0
     # --resume continues with the checkpoint's config; flags given here override it
-    cfg = config.assemble_config(base, flags, warn=_warn0)
+    cfg = config.assemble_config(base, flags, warn=_warn0, say=_say0)
     if actions.print_config:
         from tokenizer import load_tokenizer
 
@@ -77,6 +78,13 @@ def _print_memory(cfg: config.RunConfig) -> None:
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16
     for line in startup_lines(cfg, env_world()[2], bf16, visible_gpu(dev)):
         print(line, file=sys.stderr)
+
+
+def _say0(msg: str) -> None:
+    from gpt2stream.distributed import env_world
+
+    if env_world()[0] == 0:
+        print(msg, flush=True)
 
 
 def _warn0(msg: str) -> None:

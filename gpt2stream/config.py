@@ -115,7 +115,7 @@ class TrainConfig:
     compile: bool | None = None  # torch.compile the model; None = on for CUDA only
     activation_checkpointing: bool = False  # recompute each block in backward: less memory, one more forward
     deterministic: bool = False  # deterministic kernels (cuBLAS, embedding backward, no Inductor autotuning): slower
-    resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
+    resume: str = ""  # "" = new run, "latest" = newest valid checkpoint in out_dir, "auto" = it or a new run, or a file
 
     def __post_init__(self) -> None:
         _positive_ints(self, "train", "max_steps", "batch_size", "total_batch_size")
