@@ -44,7 +44,7 @@ def peak_rss_child(args) -> None:
 
     from hubserver import DEFAULT_REPO
 
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.loader_legacy import LegacyTrainLoader
     from tokenizer import load_tokenizer
@@ -77,7 +77,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     from hubserver import DEFAULT_REPO, build_fineweb_repo
 
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.dataset import TOKENIZE_BATCH, tokenizer_threads
     from gpt2stream.data.loader_legacy import LegacyTrainLoader

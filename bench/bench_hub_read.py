@@ -1,4 +1,4 @@
-"""Parquet reads through gpt2stream.hub.HubFile from the local Hub test server vs the same files on local disk.
+"""Parquet reads through HubFile (data/hub/file.py) from the local Hub test server vs the same files on local disk.
 
     python bench/bench_hub_read.py [--rows-per-group 400] [--row-groups 8] [--files 2] [--repeat 3]
 
@@ -21,7 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from gpt2stream.hub import HubFile, RetryPolicy, resolve_dataset  # noqa: E402
+from gpt2stream.data.hub.file import HubFile  # noqa: E402
+from gpt2stream.data.hub.resolve import resolve_dataset  # noqa: E402
+from gpt2stream.data.hub.retry import RetryPolicy  # noqa: E402
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo  # noqa: E402
 
 COLUMNS = ["text", "id"]

@@ -28,10 +28,10 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config import DataConfig  # noqa: E402
-from gpt2stream import hub  # noqa: E402
+from gpt2stream.config import DataConfig  # noqa: E402
+from gpt2stream.data.hub import signed  # noqa: E402
 from gpt2stream.data.job import open_data_for_job  # noqa: E402
-from gpt2stream.data.sources import open_source  # noqa: E402
+from gpt2stream.data.open import open_source  # noqa: E402
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo  # noqa: E402
 
 TINY = ["--preset", "tiny", "--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32",
@@ -81,11 +81,11 @@ def simulated(a, fx_root: Path, tmp: Path) -> dict[int, dict]:
         row = {}
         with HubServer({DEFAULT_REPO: fx_root}, redirect_data=True) as server:
             os.environ["HF_ENDPOINT"] = server.url
-            hub._TARGETS.clear()
+            signed.TARGETS.clear()
             src = open_data_for_job(cfg, SimpleNamespace(rank=0, ddp=False), tmp / f"sim-{ranks}")
             blob = pickle.dumps(src)
             for reader in range(1, ranks * 2):  # every other process of the job: ranks x 2 workers
-                hub._TARGETS.clear()  # a fresh process knows no signed URL but the ones shipped with the source
+                signed.TARGETS.clear()  # a fresh process knows no signed URL but the ones shipped with the source
                 other = pickle.loads(blob)
                 plan = other.plan(cfg.val_docs, ranks * 2)
                 other.read_unit(plan.units[reader % len(plan.units)])
@@ -94,7 +94,7 @@ def simulated(a, fx_root: Path, tmp: Path) -> dict[int, dict]:
             if ranks <= a.max_reference_ranks:
                 for reader in range(ranks):  # the per-rank reference: each rank opens it twice (train, validation)
                     for _ in range(2):
-                        hub._TARGETS.clear()
+                        signed.TARGETS.clear()
                         s = open_source(cfg)
                         plan = s.plan(cfg.val_docs, ranks * 2)
                         s.read_unit(plan.units[reader % len(plan.units)])

@@ -94,7 +94,7 @@ class ByteTokenizer:
 
 
 def data_cfg(data: Path, seq_len: int, **kw):
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
 
     base = dict(data=str(data), txt_docs="file", seq_len=seq_len, val_docs=40, num_workers=0,
                 shuffle_buffer=1000, block_buffer=1024)
@@ -120,8 +120,9 @@ def global_blocks(cfg, total_batch_size: int, steps: int, tokenizer, seed: int =
     import numpy as np
     import torch
 
+    from gpt2stream.data.open import open_source
     from gpt2stream.data.packing import Packer, doc_tokens
-    from gpt2stream.data.sources import open_source, usable
+    from gpt2stream.data.sources import usable
 
     source = open_source(cfg)
     plan = source.plan(cfg.val_docs, 1)
@@ -179,11 +180,12 @@ def train_loss(blocks: list, val: list, seed: int, shape: dict, lr: float = 3e-3
     """Train a tiny GPT on ``blocks`` (one step each), return the mean loss on ``val`` blocks."""
     import torch
 
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.config import ModelConfig
+    from gpt2stream.model import GPT
     from gpt2stream.schedules import cosine_lr
 
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=ByteTokenizer.n_vocab, vocab_multiple=1, **shape))
+    model = GPT(ModelConfig(vocab_size=ByteTokenizer.n_vocab, vocab_multiple=1, **shape))
     opt = model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
     for s, b in enumerate(blocks):
         for g in opt.param_groups:

@@ -104,7 +104,7 @@ _DATA_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".json", ".txt", ".md", ".csv
 
 def _looks_local(spec: str) -> bool:
     """A local path (even a missing one, which the data pipeline then reports) or a named source, not a Hub id."""
-    from gpt2stream.named_data import named_data_path
+    from gpt2stream.data.sources.named import named_data_path
 
     return (named_data_path(spec) is not None or os.path.exists(spec) or any(c in spec for c in "*?[")
             or spec.startswith((".", "/", "~")) or spec.lower().endswith(_DATA_SUFFIXES))

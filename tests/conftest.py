@@ -28,7 +28,7 @@ def demo_texts() -> list[str]:
     """The documents of the corpus shipped in the package (``--data demo``)."""
     import pyarrow.parquet as pq
 
-    from gpt2stream.named_data import named_data_path
+    from gpt2stream.data.sources.named import named_data_path
 
     return pq.read_table(named_data_path("demo"), columns=["text"]).column("text").to_pylist()
 

@@ -7,7 +7,7 @@ Usage (tests/ is a package; from bench/ scripts put the project root on sys.path
     fx = build_fineweb_repo(tmp_path / "repo")            # FineWeb-Edu-shaped dataset repo on disk
     fx.ids("sample-10BT")                                  # every document id of that config, in file/row order
     with HubServer({DEFAULT_REPO: fx.root}) as server:     # 127.0.0.1, ephemeral port, threaded
-        monkeypatch.setenv("HF_ENDPOINT", server.url)      # gpt2stream.hub reads HF_ENDPOINT at call time
+        monkeypatch.setenv("HF_ENDPOINT", server.url)      # gpt2stream.data.hub reads HF_ENDPOINT at call time
         ...
         server.bytes_served["sample/10BT/000_00000.parquet"]   # body bytes sent per repo file (thread-safe)
         server.reset_counters()

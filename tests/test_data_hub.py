@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, iter_documents, val_documents
 from gpt2stream.errors import UserError
 from tests.hubserver import DATA, DEFAULT_REPO, METADATA, Fault, FaultProxy, HubServer, build_fineweb_repo
@@ -119,9 +119,9 @@ def test_hub_every_document_once(hub_server, world, workers):
 
 def test_hub_readers_do_not_download_what_they_throw_away(tmp_path, monkeypatch):
     """One epoch read by 4 readers (2 ranks x 2 workers) costs about the bytes 1 reader needs, not 4x."""
-    import gpt2stream.data.sources as sources
+    import gpt2stream.data.hub.source as hubsource
 
-    monkeypatch.setattr(sources, "HUB_READAHEAD", 1 << 10)  # row groups here are ~10 KB
+    monkeypatch.setattr(hubsource, "HUB_READAHEAD", 1 << 10)  # row groups here are ~10 KB
     fx = build_fineweb_repo(tmp_path / "repo", n_files=4, row_groups=12, rows_per_group=10, dump_files=0,
                             paragraphs_per_doc=(2, 4))
     tok = TextIndexTokenizer(fx.texts("sample-10BT"))
@@ -151,10 +151,10 @@ def test_hub_readers_do_not_download_what_they_throw_away(tmp_path, monkeypatch)
 
 def test_hub_resume_bytes_are_bounded_by_the_window(tmp_path, monkeypatch):
     """Resuming late costs about what resuming early costs (one window's row groups), not the bytes read so far."""
-    import gpt2stream.data.sources as sources
+    import gpt2stream.data.hub.source as hubsource
     from tokenizer import load_tokenizer
 
-    monkeypatch.setattr(sources, "HUB_READAHEAD", 16 << 10)  # the fixture's files are small
+    monkeypatch.setattr(hubsource, "HUB_READAHEAD", 16 << 10)  # the fixture's files are small
     fx = _bigger_repo(tmp_path)
     tok = load_tokenizer("gpt2")
     # a resume re-packs the block buffer it stopped in: the windows its documents came from (here about one)
@@ -198,12 +198,12 @@ def _bigger_repo(tmp_path: Path):
 _FAULTY_RUN_SCRIPT = """
 import hashlib, json, sys
 sys.path.insert(0, {root!r})
-import gpt2stream.data.sources as sources
-from config import DataConfig
+import gpt2stream.data.hub.source as hubsource
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
-from gpt2stream.retry import RetryPolicy
+from gpt2stream.data.hub.retry import RetryPolicy
 from tokenizer import load_tokenizer
-sources.HUB_READAHEAD = 16 << 10
+hubsource.HUB_READAHEAD = 16 << 10
 # short backoff (DataConfig has no field for it; 1 s doubling made this test ~18 s): the retries are the same
 _from_config = RetryPolicy.from_config.__func__
 RetryPolicy.from_config = classmethod(lambda cls, c, **kw: _from_config(cls, c, **{{"backoff": 0.05, **kw}}))
@@ -218,10 +218,10 @@ loader.close()
 def test_hub_single_faults_lose_and_duplicate_nothing(tmp_path, monkeypatch):
     """One of each fault on metadata and on data requests: the batches are those of a fault-free run.
     The faulty run is a subprocess with an outer timeout, so a hang fails the test instead of freezing it."""
-    import gpt2stream.data.sources as sources
+    import gpt2stream.data.hub.source as hubsource
     from tokenizer import load_tokenizer
 
-    monkeypatch.setattr(sources, "HUB_READAHEAD", 16 << 10)  # more, smaller requests to hit
+    monkeypatch.setattr(hubsource, "HUB_READAHEAD", 16 << 10)  # more, smaller requests to hit
     tok = load_tokenizer("gpt2")
     c = hub_cfg(num_workers=2, request_timeout=2.0, seq_len=64)
     n = 120
@@ -247,10 +247,10 @@ def test_hub_single_faults_lose_and_duplicate_nothing(tmp_path, monkeypatch):
 _PERSISTENT_FAULT_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.errors import DataStreamError
-from gpt2stream.retry import RetryPolicy
+from gpt2stream.data.hub.retry import RetryPolicy
 from tokenizer import load_tokenizer
 _from_config = RetryPolicy.from_config.__func__  # short backoff: the same retries, ~3 s sooner
 RetryPolicy.from_config = classmethod(lambda cls, c, **kw: _from_config(cls, c, **{{"backoff": 0.05, **kw}}))
@@ -304,12 +304,12 @@ def test_hub_unknown_dataset_config_split(hub_server):
 _CLOSE_DURING_READ_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-import gpt2stream.data.sources as sources
-from config import DataConfig
+import gpt2stream.data.hub.source as hubsource
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.errors import DataStreamError
 from tokenizer import load_tokenizer
-sources.HUB_READAHEAD = 16 << 10
+hubsource.HUB_READAHEAD = 16 << 10
 loader = TrainLoader(DataConfig(**json.loads({cfg!r})), batch_size=2, tokenizer=load_tokenizer("gpt2"))
 it = iter(loader)
 next(it)

@@ -16,11 +16,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from config import PRESETS
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, val_batches
-from gpt2stream.data.base import Plan, Unit
 from gpt2stream.data.loader_legacy import LegacyTrainLoader
 from gpt2stream.data.sharding import num_readers, reader_index, readers_per_rank
+from gpt2stream.data.sources import Plan, Unit
 from gpt2stream.data.spec import FINGERPRINT, StreamSpec, changed_fields
 from gpt2stream.errors import UserError
 
@@ -211,8 +212,8 @@ def test_layout_arguments_are_checked_by_the_loaders(data):
 
 
 def test_training_and_validation_share_one_opened_source(tmp_path, monkeypatch):
-    from config import load_config
     from gpt2stream import distributed as D
+    from gpt2stream.config import load_config
     from gpt2stream.data import loader as loader_mod
     from gpt2stream.train.build import build_parts
     from tests.test_train_common import TINY, make_jsonl
@@ -222,7 +223,7 @@ def test_training_and_validation_share_one_opened_source(tmp_path, monkeypatch):
     monkeypatch.setattr(loader_mod, "open_source", lambda c: opened.append(c) or real(c))
     make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
     c = load_config([*TINY, "--data", str(tmp_path / "docs.jsonl"), "--num-workers", "0",
-                     "--out-dir", str(tmp_path / "run")])
+                     "--out-dir", str(tmp_path / "run")], PRESETS)
     cpu = D.DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="")
     parts = build_parts(c, cpu, None)
     assert len(opened) == 1 and parts.val and parts.loader.spec.num_units == len(parts.loader.plan.units)

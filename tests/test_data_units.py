@@ -18,7 +18,7 @@ from gpt2stream.data.sharding import (
     reader_units,
 )
 from gpt2stream.data.shuffle import NO_SHUFFLE_WINDOW, window_order, window_size
-from gpt2stream.data.text_source import iter_line_docs, iter_paragraph_docs
+from gpt2stream.data.sources.text import iter_line_docs, iter_paragraph_docs
 from gpt2stream.errors import UserError
 
 # ---------------------------------------------------------------------------------------------------------------

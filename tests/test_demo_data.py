@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from config import DataConfig
-from gpt2stream.data.parquet_source import ParquetSource
-from gpt2stream.data.sources import LocalFile, open_source
-from gpt2stream.named_data import NAMED, named_data_path
+from gpt2stream.config import DataConfig
+from gpt2stream.data.open import open_source
+from gpt2stream.data.sources import LocalFile, ParquetSource
+from gpt2stream.data.sources.named import NAMED, named_data_path
 
 
 def test_demo_is_a_local_parquet_source_with_provenance():

@@ -1,4 +1,4 @@
-"""gpt2stream.hub against the local Hub-compatible server: resolution, ranged reads, errors, and the test server."""
+"""gpt2stream.data.hub against the local Hub-compatible server: resolution, ranged reads, errors, the test server."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from gpt2stream import hub
+from gpt2stream.data.hub import client
+from gpt2stream.data.hub import file as hubfile
+from gpt2stream.data.hub.card import choose_config
+from gpt2stream.data.hub.file import HubFile
+from gpt2stream.data.hub.resolve import list_parquet_files, resolve_dataset
+from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.errors import DataStreamError, UserError
-from gpt2stream.hub import HubFile, RetryPolicy, glob_to_regex, parse_configs, resolve_dataset
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo, parse_range
 
 FAST = RetryPolicy(max_retries=2, timeout=5.0, backoff=0.01, max_backoff=0.02)
@@ -39,9 +43,9 @@ def test_default_config_and_dump_config(hub_server, hub_repo):
 
 
 def test_list_parquet_files_and_open_remote(hub_server, hub_repo):
-    files = hub.list_parquet_files(DEFAULT_REPO, "sample-10BT", "train", policy=FAST)
+    files = list_parquet_files(DEFAULT_REPO, "sample-10BT", "train", policy=FAST)
     assert [f.path for f in files] == hub_repo.files("sample-10BT")
-    with hub.open_remote(files[1], FAST) as f:
+    with hubfile.open_remote(files[1], FAST) as f:
         assert f.read() == (hub_repo.root / files[1].path).read_bytes()
 
 
@@ -112,35 +116,15 @@ def test_readme_without_configs_infers_splits(tmp_path, monkeypatch):
             "data/test-00000.parquet"]
 
 
-def test_glob_and_config_parsing():
-    rx = glob_to_regex("data/*/*")
-    assert rx.fullmatch("data/CC-MAIN-2013-20/000_00000.parquet") and not rx.fullmatch("data/a.parquet")
-    assert not rx.fullmatch("data/a/b/c.parquet")
-    assert glob_to_regex("data/**/*.parquet").fullmatch("data/a/b/c.parquet")
-    assert glob_to_regex("**/*.parquet").fullmatch("x.parquet")
-    assert glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00001.parquet")
-    assert not glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00002.parquet")
-    card = {"configs": [
-        {"config_name": "a", "data_files": "x/*"},
-        {"config_name": "b", "data_files": ["y/1", "y/2"], "default": True},
-        {"config_name": "c", "data_files": [{"split": "train", "path": "t/*"}, {"split": "test", "path": ["u/*"]}]},
-        {"config_name": "d", "data_files": {"train": "v/*", "validation": ["w/1", "w/2"]}},
-        {"config_name": "e", "data_dir": "sub", "data_files": "*.parquet"},
-    ]}
-    configs, default = parse_configs(card)
-    assert default == "b"
-    assert configs == {
-        "a": {"train": ["x/*"]}, "b": {"train": ["y/1", "y/2"]}, "c": {"train": ["t/*"], "test": ["u/*"]},
-        "d": {"train": ["v/*"], "validation": ["w/1", "w/2"]}, "e": {"train": ["sub/*.parquet"]},
-    }
+def test_several_configs_and_no_default_is_refused():
     with pytest.raises(UserError, match="several configs and no default.*a, c"):
-        hub.choose_config({"a": {}, "c": {}}, None, None, "x/y")
+        choose_config({"a": {}, "c": {}}, None, None, "x/y")
 
 
 def test_looks_like_repo_id(tmp_path):
-    assert hub.looks_like_repo_id("HuggingFaceFW/fineweb-edu") and hub.looks_like_repo_id("wikitext")
-    assert not hub.looks_like_repo_id(str(tmp_path)) and not hub.looks_like_repo_id("data/*.parquet")
-    assert not hub.looks_like_repo_id("../x")
+    assert client.looks_like_repo_id("HuggingFaceFW/fineweb-edu") and client.looks_like_repo_id("wikitext")
+    assert not client.looks_like_repo_id(str(tmp_path)) and not client.looks_like_repo_id("data/*.parquet")
+    assert not client.looks_like_repo_id("../x")
 
 
 # -- the seekable file object -----------------------------------------------------------------------------------
@@ -148,7 +132,7 @@ def test_looks_like_repo_id(tmp_path):
 def test_parquet_through_hubfile_equals_local_and_bytes_are_counted(hub_server, hub_repo):
     ds = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST)
     hub_server.reset_counters()
-    before = hub.bytes_fetched_total()
+    before = client.bytes_fetched_total()
     for rf in ds.files:
         local = pq.ParquetFile(hub_repo.root / rf.path)
         with HubFile.open(rf, FAST, readahead=4096) as f:
@@ -160,7 +144,7 @@ def test_parquet_through_hubfile_equals_local_and_bytes_are_counted(hub_server, 
             assert f.bytes_fetched == hub_server.bytes_served[rf.path] <= rf.size
             # read-ahead: pyarrow's small reads (footer, pages) do not each become a request
             assert f.requests <= 2 + 3 * 2 + rf.size // 4096
-    assert hub.bytes_fetched_total() - before == hub_server.total_bytes_served()
+    assert client.bytes_fetched_total() - before == hub_server.total_bytes_served()
     assert sum(pq.ParquetFile(hub_repo.root / r.path).metadata.num_rows for r in ds.files) == len(hub_repo.ids())
 
 
@@ -200,7 +184,7 @@ def test_overlapping_reads_fetch_each_byte_once(hub_server, hub_repo):
 
 
 def test_kept_blocks_are_bounded_least_recently_used_dropped(hub_server, hub_repo, monkeypatch):
-    monkeypatch.setattr(hub, "_MAX_KEEP", 10_000)
+    monkeypatch.setattr(hubfile, "_MAX_KEEP", 10_000)
     rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[0]
     data = (hub_repo.root / rf.path).read_bytes()
     with HubFile.open(rf, FAST, readahead=4000) as f:
@@ -339,7 +323,7 @@ def test_connection_failures_are_described_by_their_cause():
     def cause(url: str) -> str:
         with pytest.raises((requests.ConnectionError, requests.Timeout)) as info:
             requests.get(url, timeout=(0.5, 0.5))
-        text = hub.describe_connection_error(info.value, url, 0.5)
+        text = client.describe_connection_error(info.value, url, 0.5)
         assert len(text) < 200 and "\n" not in text
         return text
 

@@ -1,4 +1,4 @@
-"""Dataset-card resolution equals `datasets`': for each card shape, the files gpt2stream.hub resolves for a
+"""Dataset-card resolution equals `datasets`': for each card shape, the files gpt2stream.data.hub resolves for a
 (config, split) are the ones ``datasets.load_dataset_builder(...).config.data_files`` names, against the test server."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from gpt2stream.data.hub.card import resolve_data_files
+from gpt2stream.data.hub.resolve import resolve_dataset
+from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.errors import UserError
-from gpt2stream.hub import RetryPolicy, resolve_dataset
-from gpt2stream.hub_card import resolve_data_files
 from tests.hubserver import HubServer
 
 ROOT = Path(__file__).resolve().parent.parent

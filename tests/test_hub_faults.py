@@ -27,7 +27,9 @@ import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
 import pyarrow.parquet as pq
 from gpt2stream.errors import UserError
-from gpt2stream.hub import HubFile, RetryPolicy, resolve_dataset
+from gpt2stream.data.hub.file import HubFile
+from gpt2stream.data.hub.resolve import resolve_dataset
+from gpt2stream.data.hub.retry import RetryPolicy
 
 a = json.loads(sys.argv[1])
 policy = RetryPolicy(max_retries=a["max_retries"], timeout=a["timeout"], backoff=0.02, max_backoff=0.1)

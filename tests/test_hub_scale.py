@@ -12,12 +12,14 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from config import DataConfig
-from gpt2stream import hub
+from gpt2stream.config import DataConfig
+from gpt2stream.data.hub import signed
+from gpt2stream.data.hub.file import HubFile
+from gpt2stream.data.hub.manifest import load_manifest
+from gpt2stream.data.hub.resolve import resolve_dataset
+from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.data.job import open_data_for_job, pin_revision, write_manifest
-from gpt2stream.data.manifest import load_manifest
 from gpt2stream.errors import DataStreamError, UserError
-from gpt2stream.hub import HubFile, RetryPolicy, resolve_dataset
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo
 
 FAST = RetryPolicy(max_retries=2, timeout=10, backoff=0.01, max_backoff=0.05)
@@ -26,7 +28,7 @@ SOLO = SimpleNamespace(rank=0, ddp=False)  # a one-process "job" for open_data_f
 
 @pytest.fixture(autouse=True)
 def _fresh_targets(monkeypatch):
-    monkeypatch.setattr(hub, "_TARGETS", {})  # each test starts with no signed URL known to this process
+    monkeypatch.setattr(signed, "TARGETS", {})  # each test starts with no signed URL known to this process
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN"):
         monkeypatch.delenv(var, raising=False)
 
@@ -60,7 +62,7 @@ def test_signed_url_is_resolved_once_and_never_gets_the_token(hub_repo, monkeypa
 
 
 def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monkeypatch, caplog):
-    monkeypatch.setattr(hub, "TARGET_MARGIN", 0.0)  # use the URL to its last second, so the CDN sees it expired
+    monkeypatch.setattr(signed, "TARGET_MARGIN", 0.0)  # use the URL to its last second, so the CDN sees it expired
     with HubServer({DEFAULT_REPO: hub_repo.root}, redirect_data=True, url_ttl=4) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[1]
@@ -68,7 +70,7 @@ def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monke
         with caplog.at_level(logging.WARNING, "gpt2stream.hub"), \
                 HubFile.open(rf, RetryPolicy(max_retries=0), readahead=1024) as f:
             head = f.read(1000)
-            hub._TARGETS[rf.url] = (hub._TARGETS[rf.url][0], time.time() + 60)  # believe it is still valid
+            signed.TARGETS[rf.url] = (signed.TARGETS[rf.url][0], time.time() + 60)  # believe it is still valid
             time.sleep(4.2)  # ... it is not: the CDN answers 403 (the lifetime leaves a loaded machine time to open)
             rest = b"".join(iter(lambda: f.read(1024), b""))
         assert head + rest == want
@@ -82,7 +84,7 @@ def test_signed_urls_travel_with_the_source_to_other_processes(hub_repo, monkeyp
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         src = open_data_for_job(cfg(), SOLO, tmp_path / "run")
         server.reset_counters()
-        monkeypatch.setattr(hub, "_TARGETS", {})  # a DataLoader worker / another rank: nothing known yet
+        monkeypatch.setattr(signed, "TARGETS", {})  # a DataLoader worker / another rank: nothing known yet
         other = pickle.loads(pickle.dumps(src))
         plan = other.plan(5, 1)
         rows = other.read_unit(plan.units[0])
@@ -183,7 +185,7 @@ def test_job_requests_do_not_grow_with_ranks_or_workers(hub_repo, monkeypatch, t
         blob = pickle.dumps(src)
         for rank in range(1, 64):
             for _worker in range(2):
-                monkeypatch.setattr(hub, "_TARGETS", {})  # a fresh process
+                monkeypatch.setattr(signed, "TARGETS", {})  # a fresh process
                 other = pickle.loads(blob)
                 plan = other.plan(5, 128)
                 assert other.read_unit(plan.units[(2 * rank) % len(plan.units)])

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from gpt2stream.data.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, num_readers, reader_index, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
+from gpt2stream.data.sources.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer

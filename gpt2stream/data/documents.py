@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gpt2stream.config import DataConfig
-from gpt2stream.data.sources import open_source, usable
+from gpt2stream.data.open import open_source
+from gpt2stream.data.sources import usable
 
 
 class DocumentIterator:

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.config import DataConfig
-from gpt2stream.data import manifest as M
-from gpt2stream.data.sources import Source, open_source
+from gpt2stream.data.hub import manifest as M
+from gpt2stream.data.open import open_source
+from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
@@ -28,17 +29,19 @@ SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by t
 def _check_pinned_exists(data_cfg: DataConfig, sha: str, asked: str) -> None:
     """One API request: the revision this run is pinned to still exists, and ``asked`` (a resume's
     --data-revision, if any) names it."""
-    from gpt2stream import hub
+    from gpt2stream.data.hub.client import endpoint
+    from gpt2stream.data.hub.resolve import RevisionGone, revision_sha
+    from gpt2stream.data.hub.retry import RetryPolicy
 
-    policy = hub.RetryPolicy.from_config(data_cfg)
+    policy = RetryPolicy.from_config(data_cfg)
     try:
-        got = hub.revision_sha(str(data_cfg.data), asked or sha, policy)
-    except hub.RevisionGone:
+        got = revision_sha(str(data_cfg.data), asked or sha, policy)
+    except RevisionGone:
         if asked and asked != sha:
             raise UserError(f"dataset {data_cfg.data} has no revision {asked!r}; this run is pinned to {sha}: "
                             f"drop --data-revision to resume on it") from None
         raise UserError(f"dataset {data_cfg.data} no longer has revision {sha}, the one this run is pinned to (it "
-                        f"was rewritten or deleted on {hub.endpoint()}); the run cannot resume on the same data: "
+                        f"was rewritten or deleted on {endpoint()}); the run cannot resume on the same data: "
                         f"start a new run with another --out-dir (--data-revision chooses its revision)") from None
     if got != sha:
         raise UserError(f"this run is pinned to dataset revision {sha}, but --data-revision {asked} is {got}; a "

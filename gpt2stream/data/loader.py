@@ -14,8 +14,9 @@ from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
 from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
+from gpt2stream.data.open import open_source
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.sources import Plan, Source, open_source, usable
+from gpt2stream.data.sources import Plan, Source, usable
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
@@ -184,7 +185,7 @@ class TrainLoader:
         else:
             self._dl = torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=self.num_workers, timeout=stall_timeout(self.cfg),
-                prefetch_factor=2, persistent_workers=False, pin_memory=self.pin_memory,
+                prefetch_factor=2, persistent_workers=False,  # _fetch pins the micro-batches it cuts
             )
             self._it = iter(self._dl)
         return self
@@ -216,13 +217,13 @@ class TrainLoader:
             for c, s in st.items():
                 states[int(c)] = s
         ordered = torch.stack([rows[key] for key in self.order])
-        if self.pin_memory:
-            ordered = ordered.pin_memory()
         self._start, self._states = self._states, states
         self._cur, self._cur_docs, a = [], [], 0
         for size in self.micro_sizes:
             t = ordered[a : a + size]
-            self._cur.append((t[:, :-1].contiguous(), t[:, 1:].contiguous()))
+            x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()
+            # pinned after the contiguous copies: those are the tensors the step copies to the GPU
+            self._cur.append((x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y))
             self._cur_docs.append([d for key in self.order[a : a + size] for d in docs[key]])
             a += size
         self._micro, self._skip = self._skip, 0

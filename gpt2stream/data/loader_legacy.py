@@ -10,8 +10,9 @@ import torch
 
 from gpt2stream.config import DataConfig
 from gpt2stream.data.dataset import PackedDataset, WorkerError, stop_iterator
+from gpt2stream.data.open import open_source
 from gpt2stream.data.sharding import check_enough_units, num_readers, readers_per_rank
-from gpt2stream.data.sources import Plan, Source, open_source
+from gpt2stream.data.sources import Plan, Source
 from gpt2stream.data.spec import StreamSpec, changed_fields, source_identity
 from gpt2stream.data.validate import check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError

@@ -15,8 +15,8 @@ from typing import Any
 
 from gpt2stream.config import DataConfig
 from gpt2stream.data import streams as S
-from gpt2stream.data.base import Plan, Source
 from gpt2stream.data.shuffle import stream_block_buffer, stream_window
+from gpt2stream.data.sources.base import Plan, Source
 from gpt2stream.data.validate import tokenizer_identity
 from gpt2stream.errors import UserError
 from tokenizer import Tokenizer

@@ -17,7 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
 from gpt2stream.config import ModelConfig, RunConfig, resolve_vocab, with_streams
-from gpt2stream.data.base import Source
+from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
@@ -208,15 +208,34 @@ def restore(parts: Parts, state: dict) -> None:
         g["weight_decay"] = t.weight_decay if g["weight_decay"] else 0.0
 
 
+def _bf16_compress_gloo(state, bucket):
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import _compress_hook
+
+    return _compress_hook(torch.bfloat16, state, bucket)
+
+
+def bf16_hook(backend: str):
+    """DDP's bf16 compression hook. DDP accepts ``bf16_compress_hook`` itself only on NCCL; on gloo (CPU) the same
+    function body (torch's ``_compress_hook`` in bf16) under another name."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+    return bf16_compress_hook if backend == "nccl" else _bf16_compress_gloo
+
+
 def wrap_ddp(parts: Parts) -> None:
     """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
-    the graph at the gradient buckets and each bucket's all-reduce overlaps the rest of the backward; gradients are
-    views into the buckets (no copy). Evaluation keeps the plain compiled module (no collective in its forward)."""
+    the graph at the gradient buckets (``--bucket-mb``) and each bucket's all-reduce overlaps the rest of the
+    backward; gradients are views into the buckets (no copy; train/step.py zeroes them in place). ``--grad-reduce
+    bf16`` all-reduces the buckets in bf16 (half the bytes; the sum is cast back into the fp32 buckets).
+    Evaluation keeps the plain compiled module (no collective in its forward)."""
     if parts.info.ddp:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        dev = parts.info.device
-        ddp = DDP(parts.model, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True)
+        dev, t = parts.info.device, parts.cfg.train
+        ddp = DDP(parts.model, device_ids=[dev.index] if dev.type == "cuda" else None, gradient_as_bucket_view=True,
+                  bucket_cap_mb=t.bucket_mb)
+        if t.grad_reduce == "bf16":
+            ddp.register_comm_hook(None, bf16_hook(parts.info.backend))
         parts.ddp_model = torch.compile(ddp) if parts.compile else ddp
 
 

@@ -19,8 +19,8 @@ from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
-from gpt2stream.train import evaluate
 from gpt2stream.train.build import Parts
+from gpt2stream.train.evaluate import hellaswag, sample, val_loss
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -169,7 +169,7 @@ class Trainer:
         if hs:
             self.score_hellaswag()
         if smp and info.master:
-            text = evaluate.sample(self.parts, self.step)
+            text = sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
             self.log(f"sample @ step {self.step}: {text!r}")
         if save:
@@ -177,7 +177,7 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = evaluate.val_loss(self.parts)
+        val = val_loss(self.parts)
         if val is not None:
             self.parts.metrics.log(step=self.step, val_loss=val)
             self.parts.schedule.observe(val)
@@ -185,7 +185,7 @@ class Trainer:
         self.plot()
 
     def score_hellaswag(self) -> None:
-        r = evaluate.hellaswag(self.parts)
+        r = hellaswag(self.parts)
         self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
                                hellaswag_n=r["n"])
         self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "

@@ -16,17 +16,36 @@ import torch
 from gpt2stream.checkpoint import save_checkpoint
 
 
-def to_cpu(obj: Any) -> Any:
-    """A copy of ``obj`` with every tensor copied into CPU memory (containers rebuilt, other values shared)."""
+def to_cpu(obj: Any, memo: dict | None = None) -> Any:
+    """A copy of ``obj`` with every tensor copied into CPU memory (containers rebuilt, other values shared).
+
+    Tensors that share a storage (the tied embedding / LM head) share one copy, so ``torch.save`` writes that
+    storage once, and a model loaded from the file is still tied. A storage is copied whole, as torch.save would
+    write it whole anyway."""
+    memo = {} if memo is None else memo
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        return _cpu_view(obj.detach(), memo)
     if isinstance(obj, dict):
-        return {k: to_cpu(v) for k, v in obj.items()}
+        return {k: to_cpu(v, memo) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [to_cpu(v) for v in obj]
+        return [to_cpu(v, memo) for v in obj]
     if isinstance(obj, tuple):
-        return tuple(to_cpu(v) for v in obj)
+        return tuple(to_cpu(v, memo) for v in obj)
     return obj
+
+
+def _cpu_view(t: torch.Tensor, memo: dict) -> torch.Tensor:
+    """``t`` as a view of a CPU copy of its storage, the copy made once per (storage, dtype)."""
+    storage = t.untyped_storage()
+    if storage.nbytes() == 0 or storage.nbytes() % t.element_size() or t.is_quantized or t.layout != torch.strided:
+        return t.to("cpu", copy=True)
+    key = (storage.data_ptr(), t.device, t.dtype)
+    base = memo.get(key)
+    if base is None:
+        whole = torch.empty(0, dtype=t.dtype, device=t.device)
+        whole.set_(storage, 0, (storage.nbytes() // t.element_size(),), (1,))
+        base = memo[key] = whole.to("cpu", copy=True)
+    return base.as_strided(t.size(), t.stride(), t.storage_offset())
 
 
 class BackgroundSaver:

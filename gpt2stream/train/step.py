@@ -86,7 +86,9 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     applied = math.isfinite(loss) and math.isfinite(norm)
     if applied:
         parts.optimizer.step()
-    parts.optimizer.zero_grad(set_to_none=True)
+    # under DDP the gradients are views into its buckets (gradient_as_bucket_view): zero them in place, since new
+    # gradients (set_to_none) would be allocated by the no_sync micro-steps and copied into the buckets after
+    parts.optimizer.zero_grad(set_to_none=not info.ddp)
     if info.device_type == "cuda":
         torch.cuda.synchronize()
     return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)

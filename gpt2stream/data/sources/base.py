@@ -1,5 +1,6 @@
-"""The common types of the data sources: rows, units, files (local and Hub), the plan, open-file caches and the
-Source base class. The kinds (parquet_source.py, text_source.py) build on these; sources.py opens the right kind.
+"""The common types of the data sources: rows, units, files, the plan, open-file caches and the Source base class.
+The kinds (parquet.py, text.py) build on these; the package's KINDS table maps a file extension to its kind. A file
+may be local (LocalFile) or remote (data/hub's HubRef): a source reads either through ``FileRef.open()``.
 
 A source is split into *units*, the smallest pieces that can be read on their own without reading anything else:
 a parquet row group, a byte range of a jsonl/txt file (documents whose first byte lies in the range), or a whole txt
@@ -19,16 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
-
-PARQUET_EXT = (".parquet",)
-JSONL_EXT = (".jsonl", ".ndjson")
-TXT_EXT = (".txt", ".text", ".md")
-KNOWN_EXT = PARQUET_EXT + JSONL_EXT + TXT_EXT
-# Hub read-ahead. The footers are read once when planning and passed on, so the only reads left are row groups,
-# and pyarrow reads a row group's wanted column chunks (text, id: adjacent) in one call. A small read-ahead then
-# means each row group costs about its own bytes; a large one would fetch the other columns' bytes for nothing.
-HUB_READAHEAD = 64 << 10
 
 
 class Row(NamedTuple):
@@ -79,30 +72,6 @@ class LocalFile(FileRef):
 
     def __repr__(self) -> str:
         return f"LocalFile({self.path!r})"
-
-
-class HubRef(FileRef):
-    """A parquet file of a Hub dataset (gpt2stream.hub.RemoteFile), read by ranged GETs with retries and timeouts."""
-
-    def __init__(self, remote: Any, policy: Any, readahead: int, share_dir: str | None = None) -> None:
-        self.remote = remote
-        self.policy = policy
-        self.readahead = readahead
-        self.share_dir = share_dir  # where the job's processes share signed URLs (None: within this process)
-        self.name = remote.path
-        self.size = int(remote.size)
-
-    def open(self):
-        from gpt2stream import hub
-
-        return hub.open_remote(self.remote, self.policy, readahead=self.readahead, share_dir=self.share_dir)
-
-    def __getstate__(self) -> dict:
-        # ship the signed URL this process holds for the file, so a DataLoader worker need not resolve it again
-        return {**self.__dict__, "remote": self.remote.with_known_target()}
-
-    def __repr__(self) -> str:
-        return f"HubRef({self.name!r})"
 
 
 @dataclass(frozen=True)
@@ -175,6 +144,11 @@ class Source(abc.ABC):
         self.files = files
         self.text_column = text_column
         self.id_column = id_column
+
+    @classmethod
+    def from_files(cls, files: list[FileRef], data_cfg: DataConfig) -> Source:
+        """This kind over ``files``, configured from the run's data config: the one constructor KINDS is called by."""
+        return cls(files, data_cfg.text_column, data_cfg.id_column)
 
     # -- planning -------------------------------------------------------------------------------------------
     @abc.abstractmethod

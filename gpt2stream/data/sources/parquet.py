@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt2stream.data.base import HandleCache, Plan, Row, Source, Unit
+from gpt2stream.data.sources.base import HandleCache, Plan, Row, Source, Unit
 from gpt2stream.errors import UserError
 
 

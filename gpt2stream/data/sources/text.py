@@ -10,7 +10,8 @@ import json
 import math
 from collections.abc import Iterator
 
-from gpt2stream.data.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
+from gpt2stream.config import DataConfig
+from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
 from gpt2stream.errors import UserError
 
 TXT_MODES = ("file", "paragraph", "line")
@@ -182,3 +183,19 @@ class TextSource(Source):
         if self.whole_files:
             return [r for i in range(plan.val_file, len(self.files)) for r in self.read_unit(Unit(i, 0))]
         return self.read_unit(Unit(plan.val_file, 0, 0, plan.val_hi))
+
+    @classmethod
+    def from_files(cls, files: list[FileRef], data_cfg: DataConfig) -> TextSource:
+        return cls(files, data_cfg.text_column, data_cfg.id_column, cls.kind, data_cfg.txt_docs)
+
+
+class JsonlSource(TextSource):
+    """jsonl files: one JSON object per line."""
+
+    kind = "jsonl"
+
+
+class TxtSource(TextSource):
+    """Plain text files: a document is a file, a paragraph or a line (``txt_docs``)."""
+
+    kind = "txt"

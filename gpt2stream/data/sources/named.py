@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # gpt2stream/assets
 NAMED: dict[str, Path] = {
     "demo": ASSETS / "demo" / "shakespeare.parquet",  # 38 Shakespeare plays, public domain (see PROVENANCE.md)
 }

@@ -11,11 +11,15 @@ files chosen are the ones ``datasets.load_dataset_builder(...).config.data_files
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+
+from gpt2stream.errors import UserError
 
 PROTOCOL = "gpt2stream-listing"
 
@@ -83,8 +87,6 @@ def card_configs(card: dict) -> tuple[dict[str, dict], str | None]:
     """The card's YAML ``configs`` as datasets reads them: ({name: params}, default config name or None)."""
     from datasets.utils.metadata import MetadataConfigs
 
-    from gpt2stream.errors import UserError
-
     try:
         configs = MetadataConfigs.from_dataset_card_data(card)
     except ValueError as e:  # datasets refuses it too (e.g. data_files as a {split: paths} mapping)
@@ -124,3 +126,65 @@ def resolve_data_files(params: dict | None, lister: Callable[[str], list[tuple[s
     finally:
         with _LOCK:
             _LISTINGS.pop(key, None)
+
+
+def names_list(names: list[str], limit: int = 30) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def choose_config(configs: dict[str, Any], default: str | None, requested: str | None, repo_id: str) -> str:
+    """The config to use: the requested one, else the default, else the only one; UserError listing the rest."""
+    if requested:
+        if requested in configs:
+            return requested
+        raise UserError(f"dataset {repo_id} has no config {requested!r}; its configs are: "
+                        f"{names_list(sorted(configs))} (set --data-config)")
+    if default:
+        return default
+    if len(configs) == 1:
+        return next(iter(configs))
+    raise UserError(f"dataset {repo_id} has several configs and no default: pick one with --data-config "
+                    f"({names_list(sorted(configs))})")
+
+
+def front_matter(text: str) -> dict:
+    import yaml
+
+    m = re.match(r"^\ufeff?---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(\r?\n|$)", text, re.S)
+    if not m:
+        return {}
+    try:
+        card = yaml.safe_load(m.group(1))
+    except yaml.YAMLError as e:
+        raise UserError(f"the dataset card (README.md) has invalid YAML front matter: {e}".splitlines()[0]) from e
+    return card if isinstance(card, dict) else {}
+
+
+@dataclass(frozen=True)
+class CardSplits:
+    """What a dataset card chooses: the config, its ``data_files`` as written (for messages), {split: repo paths}."""
+
+    config: str
+    data_files: Any
+    splits: dict[str, list[str]]
+
+    def files(self, split: str, what: str) -> list[str]:
+        """The repo paths of ``split``; UserError listing the splits there are (``what``: "dataset X" or so)."""
+        if split not in self.splits:
+            raise UserError(f"config {self.config!r} of {what} has no split {split!r}; its splits are: "
+                            f"{names_list(sorted(self.splits))} (set --split)")
+        return self.splits[split]
+
+
+def card_splits(card: dict, requested: str | None, repo_id: str,
+                lister: Callable[[str], list[tuple[str, int]]]) -> CardSplits:
+    """The one card rule, online (lister = the Hub's tree listing) and offline (lister = a cached snapshot): the card's
+    configs as ``datasets`` reads them (none: its split-name patterns over the whole repo), the config chosen, and
+    its files per split."""
+    configs, default = card_configs(card)
+    if not configs:
+        configs, default = {"default": None}, "default"
+    name = choose_config(configs, default, requested, repo_id)
+    data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
+    return CardSplits(name, data_files, resolve_data_files(configs[name], lister))

@@ -19,29 +19,15 @@ from typing import Any
 from urllib.parse import quote
 
 from gpt2stream.config import DataConfig
-from gpt2stream.data.base import HUB_READAHEAD, FileRef, HubRef
-from gpt2stream.data.parquet_source import ParquetSource
+from gpt2stream.data.hub import client
+from gpt2stream.data.hub.file import RemoteFile
+from gpt2stream.data.hub.retry import RetryPolicy
+from gpt2stream.data.hub.source import HUB_READAHEAD, HubRef
+from gpt2stream.data.sources import FileRef, ParquetSource
 from gpt2stream.errors import UserError
 
 FORMAT = "gpt2stream.hub-manifest/1"
 FILENAME = "data-manifest.json"
-
-
-def open_hub_source(data_cfg: DataConfig, revision: str = "main", share_dir: str | None = None,
-                    readahead: int = HUB_READAHEAD) -> ParquetSource:
-    """Resolve (dataset, config, split) at ``revision`` and return its ParquetSource (footers not read yet)."""
-    from gpt2stream import hub
-    from gpt2stream.data.base import LocalFile
-    from gpt2stream.hub_cache import resolve_hub_files
-
-    policy = hub.RetryPolicy.from_config(data_cfg)
-    ds, snapshot = resolve_hub_files(data_cfg, policy, revision)  # the Hub, or its cached snapshot when offline
-    if snapshot is not None:  # local files: no manifest, no URLs to share (a resume finds the cache again)
-        return ParquetSource([LocalFile(p) for p in snapshot.files], data_cfg.text_column, data_cfg.id_column)
-    files: list[FileRef] = [HubRef(r, policy, readahead, share_dir) for r in ds.files]
-    src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)
-    src.revision = ds.sha
-    return src
 
 
 def _footer_bytes(md: Any) -> str:
@@ -91,15 +77,13 @@ def matches(manifest: dict, data_cfg: DataConfig) -> bool:
 
 def source_from_manifest(manifest: dict, data_cfg: DataConfig, share_dir: str | None = None) -> ParquetSource:
     """The ParquetSource a manifest describes, footers included: opening it sends no request."""
-    from gpt2stream import hub
-
-    policy = hub.RetryPolicy.from_config(data_cfg)
+    policy = RetryPolicy.from_config(data_cfg)
     repo, sha = manifest["repo"], manifest["revision"]
-    base = f"{hub.endpoint()}/datasets/{repo}/resolve/{sha}/"
+    base = f"{client.endpoint()}/datasets/{repo}/resolve/{sha}/"
     files: list[FileRef] = []
     metas = {}
     for i, f in enumerate(manifest["files"]):
-        remote = hub.RemoteFile(f["path"], int(f["size"]), base + quote(f["path"]))
+        remote = RemoteFile(f["path"], int(f["size"]), base + quote(f["path"]))
         files.append(HubRef(remote, policy, HUB_READAHEAD, share_dir))
         metas[i] = _footer(f["footer"])
     src = ParquetSource(files, data_cfg.text_column, data_cfg.id_column)

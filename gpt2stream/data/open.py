@@ -1,0 +1,21 @@
+"""Open the source ``DataConfig.data`` names: a named source (``demo``), local files (a path, directory or glob, read
+by the kind KINDS names for their extension), else a Hub dataset id. The one place that chooses between the local
+sources (gpt2stream.data.sources) and the Hub (gpt2stream.data.hub), so neither imports the other's caller.
+"""
+
+from __future__ import annotations
+
+from gpt2stream.config import DataConfig
+from gpt2stream.data.sources import Source, open_local
+from gpt2stream.data.sources.named import named_data_path
+
+
+def open_source(data_cfg: DataConfig) -> Source:
+    """The Source named by ``data_cfg.data``: a named source, local path / directory / glob, else a Hub dataset."""
+    spec = named_data_path(str(data_cfg.data)) or str(data_cfg.data)
+    src = open_local(spec, data_cfg)
+    if src is not None:
+        return src
+    from gpt2stream.data.hub.source import HUB_READAHEAD, open_hub_source  # requests & co only when needed
+
+    return open_hub_source(data_cfg, data_cfg.data_revision or "main", readahead=HUB_READAHEAD)
