@@ -91,10 +91,10 @@ class Trainer:
         self.stops.guard_worker_deaths(self.dead_workers)
         return it
 
-    def dead_workers(self) -> str | None:
+    def dead_workers(self, wait_s: float = 0.0) -> str | None:
         from gpt2stream.data.dataset import dead_workers
 
-        dead = dead_workers(self.parts.loader)
+        dead = dead_workers(self.parts.loader, wait_s)
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
@@ -106,19 +106,20 @@ class Trainer:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
         self.step_docs: list = []
-        self.stops.waiting_for_data = True
-        try:
+        try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
+            self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
                 raise WorkerDied(self.stops.worker_died)
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
-        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
-            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError: name the worker again
-            died = self.stops.worker_died or (self.dead_workers() if isinstance(e, RuntimeError) else None)
-            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
-        finally:
             self.stops.waiting_for_data = False
+        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
+            self.stops.waiting_for_data = False
+            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError, and a worker killed while
+            # handing a batch over resets the connection: whatever the error, a dead worker is the cause to name
+            died = self.stops.worker_died or self.dead_workers(2.0 if isinstance(e, (OSError, RuntimeError)) else 0.0)
+            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         return batches, None
 
     def next_batches(self, it) -> list:
