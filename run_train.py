@@ -66,7 +66,7 @@ def _print_memory(cfg: RunConfig) -> None:
 
     from gpt2stream.distributed import env_world, pick_device
     from gpt2stream.memory import startup_lines, visible_gpu
-    from gpt2stream.train import autocast_dtype
+    from gpt2stream.precision import autocast_dtype
 
     dev = pick_device(cfg.train.device)
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16

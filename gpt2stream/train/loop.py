@@ -20,7 +20,7 @@ from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import hellaswag, sample, val_loss
+from gpt2stream.train.evaluate import run_eval, sample, val_loss
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -98,9 +98,8 @@ class Trainer:
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
-        """This rank's micro-batches of a step (an elastic loader's last one may be smaller)."""
-        p = self.parts
-        return p.accum if p.data_kind == "legacy" else len(p.loader.micro_sizes)
+        """This rank's micro-batches of a step (the last one may be smaller)."""
+        return len(self.parts.loader.micro_sizes)
 
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
@@ -158,7 +157,7 @@ class Trainer:
 
     def after_step(self) -> None:
         ev, info = self.parts.cfg.eval, self.parts.info
-        val, hs = self.due(ev.eval_every), ev.hellaswag_every and self.due(ev.hellaswag_every)
+        val, hs = self.due(ev.eval_every), ev.evals_every and self.due(ev.evals_every)
         smp, save = ev.sample_every and self.due(ev.sample_every), self.due(ev.save_every)
         if not (val or hs or smp or save):
             return
@@ -168,7 +167,7 @@ class Trainer:
         if val:
             self.validate()
         if hs:
-            self.score_hellaswag()
+            self.score_evals()
         if smp and info.master:
             text = sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
@@ -185,12 +184,12 @@ class Trainer:
             self.log(f"step {self.step:>6} | val loss {val:.4f}")
         self.plot()
 
-    def score_hellaswag(self) -> None:
-        r = hellaswag(self.parts)
-        self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
-                               hellaswag_n=r["n"])
-        self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
-                 f"({r['n']} examples)")
+    def score_evals(self) -> None:
+        for name, examples in self.parts.evals.items():
+            r = run_eval(self.parts, name, examples)
+            self.parts.metrics.log(step=self.step, **{f"{name}_{k}": v for k, v in r.items()})
+            self.log(f"step {self.step:>6} | {name} acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
+                     f"({r['n']} examples)")
 
     # -- saving and stopping -------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -233,7 +232,7 @@ class Trainer:
             f" (under torchrun --nproc_per_node={info.world_size})" if info.ddp else "")
 
     def stop_for_signal(self, signum: int) -> Stop:
-        """Save at once (no evaluation, HellaSwag or sample first: a launcher's grace period is short)."""
+        """Save at once (no evaluation, eval task or sample first: a launcher's grace period is short)."""
         self.save()
         self.flush()
         self.plot()

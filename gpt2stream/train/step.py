@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
 
 
@@ -28,11 +29,6 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-def autocast(amp: torch.dtype | None, device_type: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``amp`` is set, else nothing (plain fp32)."""
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=amp)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -43,9 +39,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
     """(num, den) multiplying a micro-batch's mean loss of ``rows`` blocks: weighted by its tokens, so that summed
     over every rank's micro-steps and averaged over the ranks it is the mean over the step's blocks (see
-    data.streams.loss_scale); 1/accum for the legacy loader's equal micro-batches."""
-    if parts.data_kind == "legacy":
-        return 1, parts.accum
+    data.streams.loss_scale)."""
     from gpt2stream.data.streams import loss_scale
 
     return loss_scale(rows, parts.info.world_size, parts.loader.blocks)

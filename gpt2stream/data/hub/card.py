@@ -182,9 +182,8 @@ def card_splits(card: dict, requested: str | None, repo_id: str,
     """The one card rule, online (lister = the Hub's tree listing) and offline (lister = a cached snapshot): the card's
     configs as ``datasets`` reads them (none: its split-name patterns over the whole repo), the config chosen, and
     its files per split."""
-    configs, default = card_configs(card)
-    if not configs:
-        configs, default = {"default": None}, "default"
-    name = choose_config(configs, default, requested, repo_id)
+    found, default = card_configs(card)
+    configs: dict[str, dict | None] = dict(found) if found else {"default": None}  # None: the default patterns
+    name = choose_config(configs, default if found else "default", requested, repo_id)
     data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
     return CardSplits(name, data_files, resolve_data_files(configs[name], lister))

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
+from gpt2stream.cache_dirs import hf_home
 from gpt2stream.data.hub.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after, rate_limit_of
 from gpt2stream.errors import UserError
 
@@ -49,9 +50,7 @@ def hub_token() -> str | None:
     tok = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if tok and tok.strip():
         return tok.strip()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    path = Path(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))
+    path = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token")
     try:
         tok = path.read_text().strip()
     except OSError:
