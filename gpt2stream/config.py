@@ -274,6 +274,9 @@ class Actions:
     help: bool = False  # list the flags with their values in the chosen preset and exit
     print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+    plan: bool = False  # print what the run will read, ask the Hub, save and hold; no training (exit 2: can't work)
+    nproc: int = 1  # with --plan: processes (GPUs) per node to plan for
+    nnodes: int = 1  # with --plan: nodes to plan for
 
 
 def preset_config(name: str, presets: Presets) -> RunConfig:

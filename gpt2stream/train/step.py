@@ -15,6 +15,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
+from gpt2stream.train.timing import NO_TIMER, StepTimer
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,16 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
     return loss_sum
 
 
-def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
-    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP."""
-    info = parts.info
+def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
+    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP.
+    ``timer`` is marked after each phase (timing.DEVICE_PHASES); it adds no host sync."""
+    info, timer = parts.info, timer or NO_TIMER
     set_lr(parts.optimizer, lr)
+    timer.start()
     loss_sum = accumulate(parts, batches)
+    timer.mark("compute_ms")
     D.all_reduce_sum(loss_sum, info)
+    timer.mark("sync_ms")
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
     norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
     loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
@@ -83,6 +88,7 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     # under DDP the gradients are views into its buckets (gradient_as_bucket_view): zero them in place, since new
     # gradients (set_to_none) would be allocated by the no_sync micro-steps and copied into the buckets after
     parts.optimizer.zero_grad(set_to_none=not info.ddp)
+    timer.mark("optim_ms")
     if info.device_type == "cuda":
         torch.cuda.synchronize()
     return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)
