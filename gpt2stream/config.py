@@ -152,7 +152,7 @@ class TrainConfig:
     # fp32 gradients make 250 subgraphs at 25 MB (minutes of compilation) but 63 at 100; the price, the last
     # bucket's all-reduce not overlapping the backward, is ~4 ms at 400 Gb/s (docs/gpu.md)
     bucket_mb: int = 100  # DDP gradient bucket size in MB (--bucket-mb)
-    resume: str = ""  # "" = fresh run, "latest" = newest valid checkpoint in out_dir, or a checkpoint path
+    resume: str = ""  # "" = new run, "latest" = newest valid checkpoint in out_dir, "auto" = it or a new run, or a file
 
     def __post_init__(self) -> None:
         _positive_ints(self, "train", "max_steps", "batch_size", "total_batch_size")
@@ -291,6 +291,9 @@ class Actions:
     help: bool = False  # list the flags with their values in the chosen preset and exit
     print_config: bool = False  # print the resolved config as JSON and exit (memory estimate, param groups: stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+    plan: bool = False  # print what the run will read, ask the Hub, save and hold; no training (exit 2: can't work)
+    nproc: int = 1  # with --plan: processes (GPUs) per node to plan for
+    nnodes: int = 1  # with --plan: nodes to plan for
 
 
 def preset_config(name: str, presets: Presets) -> RunConfig:

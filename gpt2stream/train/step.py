@@ -16,6 +16,7 @@ from gpt2stream import distributed as D
 from gpt2stream.optim import set_lr
 from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
+from gpt2stream.train.timing import NO_TIMER, StepTimer
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,17 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
     return loss_sum
 
 
-def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
+def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
     """One optimizer step over ``batches`` (the micro-batches) at the schedule's learning rate ``lr`` (each parameter
-    group at its own multiple of it). Collective under DDP."""
-    info = parts.info
+    group at its own multiple of it). Collective under DDP. ``timer`` is marked after each phase
+    (timing.DEVICE_PHASES); it adds no host sync."""
+    info, timer = parts.info, timer or NO_TIMER
     set_lr(parts.optimizer, lr, parts.cfg.train.lr)  # every parameter group scaled alike
+    timer.start()
     loss_sum = accumulate(parts, batches)
+    timer.mark("compute_ms")
     D.all_reduce_sum(loss_sum, info)
+    timer.mark("sync_ms")
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
     norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
     loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
@@ -80,6 +85,7 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     # under DDP the gradients are views into its buckets (gradient_as_bucket_view): zero them in place, since new
     # gradients (set_to_none) would be allocated by the no_sync micro-steps and copied into the buckets after
     parts.optimizer.zero_grad(set_to_none=not info.ddp)
+    timer.mark("optim_ms")
     if info.device_type == "cuda":
         torch.cuda.synchronize()
     return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)
