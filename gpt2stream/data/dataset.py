@@ -57,11 +57,19 @@ def stop_iterator(it: Any) -> None:
         it.close()
 
 
-def dead_workers(loader: Any) -> list[tuple[int, int, int | None]]:
-    """A loader's DataLoader workers that are gone: [(worker index, pid, exit code; negative = killed by that
-    signal)]. Empty for an in-process loader."""
+def dead_workers(loader: Any, wait_s: float = 0.0) -> list[tuple[int, int, int | None]]:
+    """A loader's DataLoader workers that died: [(worker index, pid, exit code; negative = killed by that signal)].
+    Empty for an in-process loader. ``wait_s``: how long to wait for a dying worker (its sockets close, and the main
+    process sees the error, before its exit status is there)."""
+    import time
+
     workers = getattr(getattr(loader, "_it", None), "_workers", None) or []
-    return [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode not in (None, 0)]
+        if dead or not workers or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.05)
 
 
 class Background:

@@ -20,8 +20,9 @@ from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
+from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import run_eval, sample, val_loss
+from gpt2stream.train.evaluate import run_eval, sample, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -122,10 +123,10 @@ class Trainer:
         self.stops.guard_worker_deaths(self.dead_workers)
         return it
 
-    def dead_workers(self) -> str | None:
+    def dead_workers(self, wait_s: float = 0.0) -> str | None:
         from gpt2stream.data.dataset import dead_workers
 
-        dead = dead_workers(self.parts.loader)
+        dead = dead_workers(self.parts.loader, wait_s)
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
@@ -136,19 +137,20 @@ class Trainer:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
         self.step_docs: list = []
-        self.stops.waiting_for_data = True
-        try:
+        try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
+            self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
                 raise WorkerDied(self.stops.worker_died)
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
-        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
-            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError: name the worker again
-            died = self.stops.worker_died or (self.dead_workers() if isinstance(e, RuntimeError) else None)
-            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
-        finally:
             self.stops.waiting_for_data = False
+        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
+            self.stops.waiting_for_data = False
+            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError, and a worker killed while
+            # handing a batch over resets the connection: whatever the error, a dead worker is the cause to name
+            died = self.stops.worker_died or self.dead_workers(2.0 if isinstance(e, (OSError, RuntimeError)) else 0.0)
+            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         return batches, None
 
     def next_batches(self, it) -> list:
@@ -177,7 +179,8 @@ class Trainer:
         mem = peak_memory_gb(parts.info.device)
         rec = parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
                                               parts.loader.epoch, mem), **self.timer.finish(self.step),
-                                time=round(time.time(), 3))
+                                time=round(time.time(), 3),
+                                **{f"lr_{name}": lr for name, lr in group_lrs(parts.optimizer).items()})
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
             self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
                                data_share(rec)))
@@ -236,11 +239,11 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = val_loss(self.parts)
+        val = validation(self.parts)
         if val is not None:
-            self.parts.metrics.log(step=self.step, val_loss=val)
-            self.parts.schedule.observe(val)
-            self.log(f"step {self.step:>6} | val loss {val:.4f}")
+            self.parts.metrics.log(step=self.step, **val)
+            self.parts.schedule.observe(val["val_loss"])
+            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
         self.plot()
 
     def score_evals(self) -> None:
