@@ -62,4 +62,4 @@ def test_data_revision_on_local_data_is_an_error(tmp_path):
     line = one_error_line(run([*TINY, "--data", str(data), *SMALL, "--data-revision", "v1", "--out-dir",
                                str(tmp_path / "run")], check=False))
     assert "--data-revision 'v1'" in line and "local files" in line
-    assert not (tmp_path / "run").exists()
+    assert not list(tmp_path.glob("run/checkpoints/*"))  # (the run-directory lock may have made the directory)
