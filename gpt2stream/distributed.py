@@ -14,11 +14,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from gpt2stream.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,10 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
         if not dist.is_initialized():
             main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
-            kw = {} if main is None else {"timeout": main}
+            kw: dict[str, Any] = {} if main is None else {"timeout": main}
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
         if backend == "nccl":
-            control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+            control = dist.new_group(backend="gloo", timeout=long)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
                     control=control)
 
@@ -187,12 +190,12 @@ def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
     return tuple(int(v) for v in t.tolist())
 
 
-def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+def broadcast_object(obj: T, info: DistInfo, src: int = 0) -> T:
     """Rank ``src``'s ``obj`` on every rank (a small python object; control plane)."""
     if not info.ddp:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, group=info.control)
+    dist.broadcast_object_list(box, src=src, group=info.control)  # type: ignore[arg-type]
     return box[0]
 
 

@@ -194,8 +194,8 @@ def startup_lines(cfg: RunConfig, world_size: int, bf16: bool, gpu: tuple[str, i
     with a GPU, whether the micro-batch fits and the largest that would."""
     m, d, t = cfg.model, cfg.data, cfg.train
     vocab = m.vocab_size or 50257
-    kw = dict(bf16=bf16, activation_checkpointing=t.activation_checkpointing,
-              ddp=world_size > 1)  # the flag arrives with the model's --activation-checkpointing
+    kw: dict[str, Any] = dict(bf16=bf16, activation_checkpointing=t.activation_checkpointing,
+                              ddp=world_size > 1)  # the flag arrives with the model's --activation-checkpointing
     est = estimate_memory(m, vocab, t.batch_size, d.seq_len, **kw)
     ddp = "; DDP's buckets hold the gradients" if world_size > 1 else ""
     lines = [format_estimate(est, t.batch_size, d.seq_len) + f" ({'bf16' if bf16 else 'fp32'}, eager upper bound{ddp})"]

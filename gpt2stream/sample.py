@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
@@ -147,7 +147,7 @@ def apply_command(line: str, settings: SampleSettings) -> tuple[SampleSettings, 
     if not arg:
         return settings, f"{name} = {getattr(settings, name)} (give a value to change it: {cmd} VALUE)", False
     try:
-        value = _parse_setting(kind, arg)
+        value: Any = _parse_setting(kind, arg)
         new = dataclasses.replace(settings, **{name: value})  # __post_init__ normalises and validates
     except (ValueError, UserError) as e:
         reason = str(e) if isinstance(e, UserError) else f"{arg!r} is not a valid value"

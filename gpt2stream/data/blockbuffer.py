@@ -11,7 +11,7 @@ handful of ints), the buffer's index and how many of its blocks were emitted. A 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ class BufferedStream:
             buf.append(item)
         return buf, None
 
-    def blocks(self) -> Iterator[tuple[np.ndarray, Docs, dict[str, Any]]]:
+    def blocks(self) -> Generator[tuple[np.ndarray, Docs, dict[str, Any]], None, None]:
         st = self.state
         gen = self.make_reader(st["start"]).batches()
         try:

@@ -21,6 +21,7 @@ from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
+from gpt2stream.model import GPT
 from gpt2stream.precision import autocast_dtype
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
@@ -38,9 +39,9 @@ class Parts:
     info: D.DistInfo
     tok: Tokenizer
     tok_spec: str
-    model: torch.nn.Module
-    fwd_model: torch.nn.Module
-    ddp_model: torch.nn.Module
+    model: GPT
+    fwd_model: Any  # the model, or torch.compile's wrapper of it (what forward passes outside DDP call)
+    ddp_model: Any  # fwd_model, or under DDP its wrapper (compiled when fwd_model is): what training steps call
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     loader: Any
@@ -85,7 +86,7 @@ def check_settings(cfg: RunConfig, tok: Tokenizer) -> None:
                         "--eval-every > 0 (or use --schedule cosine)")
 
 
-def build_model(m: ModelConfig, seed: int) -> torch.nn.Module:
+def build_model(m: ModelConfig, seed: int) -> GPT:
     """The GPT of a ModelConfig, initialised from ``seed`` (identical on every rank)."""
     torch.manual_seed(seed)
     return gpt_from_config(m)
@@ -170,6 +171,7 @@ def restore(parts: Parts, state: dict) -> None:
     parts.progress.load_state_dict(state)
     parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
     if info.rank < len(ranks):
+        assert parts.rng is not None  # build_parts made it
         parts.rng.load_state_dict(ranks[info.rank]["rng"])
     else:
         torch.manual_seed(parts.cfg.train.seed + 1000 * info.rank + parts.progress.step)

@@ -104,7 +104,7 @@ class Trainer:
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
-        self.step_docs: list = []
+        self.step_docs = []
         self.stops.waiting_for_data = True
         try:
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
