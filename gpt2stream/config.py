@@ -86,7 +86,7 @@ class DataConfig:
     seq_len: int = 1024  # tokens per training sequence (T); blocks of T+1 give inputs and shifted targets
     shuffle_buffer: int = 10000  # documents per epoch-seeded shuffle window; 1 = keep order within a unit (row group)
     num_workers: int = 2  # DataLoader worker processes per rank; 0 = read in the training process
-    streams: int = 0  # canonical streams (a divisor of total_batch_size / seq_len); 0 = the largest divisor <= 16
+    streams: int = 0  # canonical streams (a divisor of total_batch_size / seq_len); 0 = the largest divisor <= 512
     block_buffer: int = 8192  # packed blocks mixed together, shared out among the streams; 1 = no block shuffle
     txt_docs: str = "file"  # how a local .txt file splits into documents: "file", "paragraph" or "line"
     val_docs: int = 10000  # documents held out for validation (never trained on)

@@ -112,14 +112,18 @@ class WindowReader:
     """Reads shuffle windows: ``size`` rows from a position (unit index, row offset) of a reader's unit list.
 
     Used from the reader's Background thread only, so its unit cache and open files (HandleCache: HTTP
-    connections reused between row groups) need no locks.
+    connections reused between row groups) need no locks. ``handles``: open files shared with the reader's other
+    streams (their owner closes them); ``spill``: keep the rest of a partly read unit on disk (unitspill.py).
     """
 
-    def __init__(self, source: Source, size: int) -> None:
+    def __init__(self, source: Source, size: int, handles: HandleCache | None = None, spill: Any = None,
+                 key: Any = 0) -> None:
         self.source = source
         self.size = size
-        self.handles = HandleCache()
-        self._cached: tuple[Unit, list[Row]] | None = None  # a window often ends inside a unit
+        self._own_handles = handles is None
+        self.handles = handles if handles is not None else HandleCache()
+        self.spill, self.key = spill, key
+        self._cached: tuple[Unit, Any] | None = None  # (unit, its rows): a window often ends inside a unit
         self.cancelled = False  # set from the consumer's thread: stop between units
 
     def read(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
@@ -129,8 +133,8 @@ class WindowReader:
             if self.cancelled:
                 raise Cancelled
             unit = mine[cursor]
-            if self._cached is None or self._cached[0] != unit:
-                self._cached = None  # drop the old rows before holding the new ones (peak memory)
+            if self._cached is None or self._cached[0] != unit or row < getattr(self._cached[1], "first", 0):
+                self._drop()  # drop the old rows before holding the new ones (peak memory)
                 self._cached = (unit, self.source.read_unit(unit, self.handles))
             rows = self._cached[1]
             take = rows[row : row + self.size - len(out)]
@@ -138,11 +142,21 @@ class WindowReader:
             row += len(take)
             if row >= len(rows):
                 cursor, row = cursor + 1, 0
+        if self.spill is not None and self._cached is not None and isinstance(self._cached[1], list):
+            unit, rows = self._cached
+            if cursor < len(mine) and mine[cursor] == unit and row < len(rows):  # the next window starts in it
+                self._cached = (unit, self.spill.spill(self.key, rows, row))
         return out, cursor, row
 
-    def close(self) -> None:
+    def _drop(self) -> None:
+        if self._cached is not None and hasattr(self._cached[1], "drop"):
+            self._cached[1].drop()
         self._cached = None
-        self.handles.close()
+
+    def close(self) -> None:
+        self._drop()
+        if self._own_handles:
+            self.handles.close()
 
 
 def fresh_state() -> dict[str, int]:
@@ -171,6 +185,8 @@ class ReaderStream:
         threads: int = 1,
         shared: tuple[Background, ThreadPoolExecutor] | None = None,
         window: int | None = None,
+        handles: HandleCache | None = None,
+        spill: Any = None,
     ) -> None:
         self.source = source
         self.units = units
@@ -190,7 +206,7 @@ class ReaderStream:
         self._shared = shared is not None
         self._tok_pool: ThreadPoolExecutor | None
         self._background, self._tok_pool = shared if shared is not None else (Background(), None)
-        self._windows = WindowReader(source, self.window)
+        self._windows = WindowReader(source, self.window, handles, spill, key=reader)
 
     def _mine(self, epoch: int) -> list[Unit]:
         """This reader's units for the epoch, in reading order."""

@@ -18,6 +18,7 @@ from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, usable
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
+from gpt2stream.data.unitspill import SPILL_ABOVE
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer
@@ -74,7 +75,7 @@ class TrainLoader:
         blocks = S.blocks_per_step(total, data_cfg.seq_len)  # checked before the source is opened
         self.source: Source = source if source is not None else open_source(data_cfg)
         # the cut of jsonl/txt files into pieces must not depend on the layout either
-        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.MAX_AUTO_STREAMS)
+        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.PLAN_READERS)
         self.spec = StreamSpec.build(data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=tokenizer,
                                      source=self.source, plan=self.plan)
         S.check_streams(self.streams, self.blocks, world_size)
@@ -181,7 +182,7 @@ class TrainLoader:
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> StepDataset:
         return StepDataset(self.source, self.plan.units, self.tokenizer, self.spec, readers=self.readers,
-                           states=list(self._states))
+                           states=list(self._states), spill=len(self.mine) > SPILL_ABOVE)
 
     def __iter__(self) -> TrainLoader:
         self.close()

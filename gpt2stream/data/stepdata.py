@@ -16,8 +16,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from gpt2stream.data.blockbuffer import BufferedStream
 from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
-from gpt2stream.data.sources import Source, Unit
+from gpt2stream.data.sources.base import HandleCache, Source, Unit
 from gpt2stream.data.spec import StreamSpec
+from gpt2stream.data.unitspill import UnitSpill
 from gpt2stream.errors import UserError
 from tokenizer import Tokenizer
 
@@ -27,7 +28,8 @@ class StepDataset(IterableDataset):
     ``states`` each canonical stream's state (None = fresh)."""
 
     def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, spec: StreamSpec, *,
-                 readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None) -> None:
+                 readers: list[list[int]], states: list[dict | None], threads_per_reader: int | None = None,
+                 spill: bool = False) -> None:
         super().__init__()
         self.source = source
         self.units = units
@@ -36,14 +38,16 @@ class StepDataset(IterableDataset):
         self.readers = readers
         self.states = states
         self.threads = threads_per_reader or tokenizer_threads(len(readers))
+        self.spill = spill  # keep partly read units on disk (the rank runs many streams: unitspill.py)
 
-    def _stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor]) -> BufferedStream:
+    def _stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor], handles: HandleCache,
+                spill: UnitSpill | None) -> BufferedStream:
         spec = self.spec
 
         def make_reader(doc_state: dict | None) -> ReaderStream:
             return ReaderStream(self.source, self.units, self.tokenizer, spec, rows=1, reader=c,
                                 num_readers=spec.streams, state=doc_state, threads=self.threads, shared=shared,
-                                window=spec.window)
+                                window=spec.window, handles=handles, spill=spill)
 
         return BufferedStream(make_reader, c, seed=spec.seed, buffer_blocks=spec.buffer_blocks, state=self.states[c])
 
@@ -52,7 +56,9 @@ class StepDataset(IterableDataset):
         mine = self.readers[info.id if info is not None else 0]
         background = Background()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
-        gens = [self._stream(c, (background, pool)).blocks() for c in mine]
+        # one read thread, one set of open files and one tokenizer pool for all of this reader's streams
+        handles, spill = HandleCache(), UnitSpill() if self.spill else None
+        gens = [self._stream(c, (background, pool), handles, spill).blocks() for c in mine]
         try:
             while True:
                 rows, keys, docs, states = [], [], [], {}
@@ -71,5 +77,5 @@ class StepDataset(IterableDataset):
         finally:
             for gen in gens:
                 gen.close()
-            background.stop()
+            background.stop(last=lambda: (handles.close(), spill and spill.close()))
             pool.shutdown(wait=False, cancel_futures=True)
