@@ -1,5 +1,6 @@
-"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, the eval tasks' accuracy (when
-evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate.
+"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss and bits per byte, the eval
+tasks' accuracy (when evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate of every
+parameter group.
 
 Regenerate a run's plot:  python -m gpt2stream.plot RUN_DIR
 """
@@ -30,6 +31,22 @@ def ema(values: list[float], alpha: float = 0.1) -> list[float]:
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def lr_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """{label: [(step, lr)]}: one curve per parameter group (``lr_<group>`` fields) when the groups' lrs differ,
+    else the one ``lr``.
+
+    >>> lr_curves([{"step": 1, "lr": 0.1, "lr_muon": 0.2, "lr_no_decay": 0.1}])
+    {'muon': [(1, 0.2)], 'no_decay': [(1, 0.1)]}
+    """
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        groups = {k[3:]: v for k, v in r.items() if k.startswith("lr_") and _finite(v)} or \
+            ({"lr": r["lr"]} if _finite(r.get("lr")) else {})
+        for name, v in groups.items():
+            out.setdefault(name, []).append((r["step"], v))
+    return out
 
 
 def eval_tasks(records: list[dict[str, Any]]) -> list[str]:
@@ -68,7 +85,8 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
 
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and _finite(r.get("loss"))]
     val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
-    lrs = [(r["step"], r["lr"]) for r in records if "loss" in r and _finite(r.get("lr"))]
+    lrs = lr_curves([r for r in records if "loss" in r])
+    bpb = [(r["step"], r["val_bpb"]) for r in records if _finite(r.get("val_bpb"))]
     tasks = eval_tasks(records)
     if tasks:  # a middle panel only for runs that score eval tasks
         fig, (ax, ax_ev, ax_lr) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1])
@@ -86,11 +104,19 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     if train or val:
-        ax.legend()
+        ax.legend(loc="upper left")
+    if bpb:  # bits per byte: comparable across tokenizers
+        ax_bpb = ax.twinx()
+        bs, bv = zip(*bpb, strict=True)
+        ax_bpb.plot(bs, bv, "s--", color="tab:brown", markersize=3, linewidth=1, label="val bits/byte")
+        ax_bpb.set_ylabel("val bits per byte")
+        ax_bpb.legend(loc="upper right")
     ax.set_title(title or "training")
-    if lrs:
-        ls, lv = zip(*lrs, strict=True)
-        ax_lr.plot(ls, lv, color="tab:green")
+    for name, curve in lrs.items():  # every parameter group's schedule
+        ls, lv = zip(*curve, strict=True)
+        ax_lr.plot(ls, lv, label=name)
+    if len(lrs) > 1:
+        ax_lr.legend(fontsize=8)
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)

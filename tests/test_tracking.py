@@ -102,7 +102,7 @@ def test_wandb_offline_gets_every_record_and_config_and_resume_continues_the_run
     # every metrics.jsonl record, in order, with the same values (the sample text too)
     assert a["history"] == resumed_run["metrics_first"]
     assert b["history"] == [r for r in resumed_run["metrics"] if r["step"] > 2]
-    assert any("sample" in r for r in b["history"]) and any("val_loss" in r for r in b["history"])
+    assert any("sample" in r for r in b["history"]) and any("val_bpb" in r for r in b["history"])
 
 
 @pytest.mark.slow
@@ -113,7 +113,7 @@ def test_tensorboard_event_files_hold_the_same_scalars_as_one_history(resumed_ru
     assert len(glob.glob(str(out / "events.out.tfevents.*"))) == 2
     acc = EventAccumulator(str(out), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
-    for key in ("loss", "lr", "grad_norm", "val_loss", "tokens"):
+    for key in ("loss", "lr", "grad_norm", "val_loss", "val_bpb", "tokens"):
         want = [(r["step"], r[key]) for r in metrics if key in r]
         got = [(ev.step, ev.value) for ev in acc.Scalars(key)]
         assert [s for s, _ in got] == [s for s, _ in want], key  # steps 3-4 of the first run were purged
@@ -204,3 +204,16 @@ def test_wandb_run_name_needs_a_project():
     with pytest.raises(ConfigError, match="WANDB_ENTITY"):
         load_config(["--wandb", "me/proj"], PRESETS)
     assert os.path.basename(load_config(["--wandb", "proj"], PRESETS).eval.wandb) == "proj"
+
+
+@pytest.mark.slow
+def test_report_counts_the_resume_and_spans_both_processes(resumed_run):
+    """python -m gpt2stream.report on the resumed run: two launches, one resume, both processes' wall time."""
+    out = resumed_run["out"]
+    p = subprocess.run([sys.executable, "-m", "gpt2stream.report", str(out)], capture_output=True, text=True,
+                       env=env(), cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "launches 2 (1 restarts, 1 resumed from a checkpoint)" in p.stdout
+    assert "over 2 process(es)" in p.stdout and "step 6/6" in p.stdout
+    starts = [r for r in resumed_run["metrics"] if r.get("event") == "start"]
+    assert [r["step"] for r in starts] == [1, 3] and starts[1]["resumed_from"].endswith("step_00000002.pt")

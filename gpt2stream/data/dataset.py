@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from gpt2stream.data import counters
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
@@ -55,11 +57,19 @@ def stop_iterator(it: Any) -> None:
         it.close()
 
 
-def dead_workers(loader: Any) -> list[tuple[int, int, int | None]]:
-    """A loader's DataLoader workers that are gone: [(worker index, pid, exit code; negative = killed by that
-    signal)]. Empty for an in-process loader."""
+def dead_workers(loader: Any, wait_s: float = 0.0) -> list[tuple[int, int, int | None]]:
+    """A loader's DataLoader workers that died: [(worker index, pid, exit code; negative = killed by that signal)].
+    Empty for an in-process loader. ``wait_s``: how long to wait for a dying worker (its sockets close, and the main
+    process sees the error, before its exit status is there)."""
+    import time
+
     workers = getattr(getattr(loader, "_it", None), "_workers", None) or []
-    return [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode not in (None, 0)]
+        if dead or not workers or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.05)
 
 
 class Background:
@@ -222,9 +232,12 @@ class ReaderStream:
         slice overlaps the encoding of the others. This pool is the batch encoder: encode_ordinary per document
         is what encode_ordinary_batch runs in its threads, minus a new pool and a future per document each call
         (~10% of the CPU time); tokenizers without encode_ordinary get encode_ordinary_batch."""
+        t0 = time.perf_counter()
         one = getattr(self.tok, "encode_ordinary", None)
         encoded = [one(t) for t in texts] if one is not None else self.tok.encode_ordinary_batch(texts, num_threads=1)
-        return [doc_tokens(ids, self.eot) for ids in encoded]
+        out = [doc_tokens(ids, self.eot) for ids in encoded]
+        counters.add_tokenized(len(out), sum(len(a) for a in out), time.perf_counter() - t0)
+        return out
 
     def _submit(self, texts: list[str]) -> list[Future]:
         if self._tok_pool is None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data import counters
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
@@ -94,6 +95,7 @@ class TrainLoader:
         self.last_blocks: list[tuple[int, int]] = []  # (i, stream) of the rows of the micro-batch handed out last
         self._it: Any = None  # the step iterator: the dataset's, or the DataLoader's over its workers
         self._dl: Any = None
+        self._workers = counters.WorkerTotals()
 
     # -- identity of the stream -----------------------------------------------------------------------------------
     @property
@@ -219,8 +221,9 @@ class TrainLoader:
         rows: dict[tuple[int, int], torch.Tensor] = {}
         docs: dict[tuple[int, int], Docs] = {}
         states = list(self._states)
-        for _ in self.readers:  # each reader yields one item per step
-            blocks, keys, block_docs, st = self._item()
+        for w in range(len(self.readers)):  # each reader yields one item per step, worker 0 first
+            blocks, keys, block_docs, st, added = self._item()
+            self._workers.update(w, added)
             for n, key in enumerate(keys):
                 rows[tuple(key)], docs[tuple(key)] = blocks[n], [tuple(d) for d in block_docs[n]]
             for c, s in st.items():
@@ -267,6 +270,11 @@ class TrainLoader:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
         it, self._it, self._dl = self._it, None, None
         stop_iterator(it)
+        self._workers.end()
+
+    def pipeline_counts(self) -> counters.Counts:
+        """This rank's pipeline and network totals: this process's and its DataLoader workers' (counters.py)."""
+        return counters.plus(counters.snapshot(), self._workers.total())
 
     def __del__(self) -> None:
         try:

@@ -1,7 +1,8 @@
 """The IterableDataset of one physical reader (a rank in-process, or one of its DataLoader workers): it runs the
 canonical streams it was given and yields, per optimizer step, their blocks of that step.
 
-Item per step: ``(blocks (n, seq_len+1) int64 tensor, [(i, c)] of each row, [docs of each row], {c: state})``.
+Item per step: ``(blocks (n, seq_len+1) int64 tensor, [(i, c)] of each row, [docs of each row], {c: state},
+counters)``: a worker's pipeline and network totals since it started (counters.py; None in-process).
 DataLoader hands items out worker 0, 1, ..., W-1, 0, ...; since every worker yields exactly one item per step,
 the rank's loader takes W consecutive items as one step.
 """
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from gpt2stream.data import counters
 from gpt2stream.data.blockbuffer import BufferedStream
 from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, tokenizer_threads
 from gpt2stream.data.sources.base import HandleCache, Source, Unit
@@ -54,6 +56,8 @@ class StepDataset(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         mine = self.readers[info.id if info is not None else 0]
+        counters.set_reader_threads(self.threads)
+        baseline = counters.snapshot() if info is not None else None  # a forked worker starts with our totals
         background = Background()
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
         # one read thread, one set of open files and one tokenizer pool for all of this reader's streams
@@ -69,7 +73,8 @@ class StepDataset(IterableDataset):
                         keys.append((i, c))
                         docs.append(d)
                         states[c] = st
-                yield torch.from_numpy(np.stack(rows)).long(), keys, docs, states
+                added = counters.since(baseline) if baseline is not None else None
+                yield torch.from_numpy(np.stack(rows)).long(), keys, docs, states, added
         except UserError as e:
             if info is None:
                 raise

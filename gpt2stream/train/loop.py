@@ -14,18 +14,21 @@ from pathlib import Path
 
 import torch
 
+import gpt2stream.train.datastats as datastats
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
+from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import run_eval, sample, val_loss
+from gpt2stream.train.evaluate import run_eval, sample, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import StepStats, train_step
 from gpt2stream.train.stops import STOP_SIGNALS, StopSignals, WorkerDied, describe_death
+from gpt2stream.train.timing import StepTimer, data_share
 
 
 class Stop(Exception):
@@ -49,6 +52,9 @@ class Trainer:
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
+        self.timer = StepTimer(parts.info.device)
+        self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
+        self.data_totals: dict | None = None
         self.step_docs: list = []
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
@@ -66,11 +72,16 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return Exit.OK
+        # for gpt2stream.report: when each process started (wall time) and on how many ranks; "step" is the first
+        # step it trains, so that trackers and resumes treat it as part of that step
+        start = {"resumed_from": str(self.resumed[1])} if self.resumed else {}
+        self.parts.metrics.log(step=self.step + 1, event="start", time=round(time.time(), 3),
+                               world_size=self.parts.info.world_size, **start)
         it = self.start_data()
         while self.step < t.max_steps:
             t0 = time.perf_counter()
             batches = self.next_batches(it)
-            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step))
+            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step), self.timer)
             if not stats.applied:
                 raise self.not_finite(stats)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
@@ -78,8 +89,11 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
+            if self.step % self.parts.cfg.eval.log_every == 0:
+                self.log_data_totals()
             self.after_step()
         self.flush()
+        self.data_summary()
         self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
         return Exit.OK
 
@@ -91,10 +105,10 @@ class Trainer:
         self.stops.guard_worker_deaths(self.dead_workers)
         return it
 
-    def dead_workers(self) -> str | None:
+    def dead_workers(self, wait_s: float = 0.0) -> str | None:
         from gpt2stream.data.dataset import dead_workers
 
-        dead = dead_workers(self.parts.loader)
+        dead = dead_workers(self.parts.loader, wait_s)
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
@@ -105,26 +119,31 @@ class Trainer:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
         self.step_docs = []
-        self.stops.waiting_for_data = True
-        try:
+        try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
+            self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
                 raise WorkerDied(self.stops.worker_died)
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
-        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
-            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError: name the worker again
-            died = self.stops.worker_died or (self.dead_workers() if isinstance(e, RuntimeError) else None)
-            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
-        finally:
             self.stops.waiting_for_data = False
+        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
+            self.stops.waiting_for_data = False
+            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError, and a worker killed while
+            # handing a batch over resets the connection: whatever the error, a dead worker is the cause to name
+            died = self.stops.worker_died or self.dead_workers(2.0 if isinstance(e, (OSError, RuntimeError)) else 0.0)
+            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         return batches, None
 
     def next_batches(self, it) -> list:
         """This step's micro-batches, once every rank has them (one agreement per step); a stop signal or a data
         failure on any rank saves the state after the last completed step and stops every rank."""
+        t0 = time.perf_counter()
         batches, err = ([], None) if self.stops.received else self.fetch(it)
+        t1 = time.perf_counter()
         failed, sig = D.agree_max(self.parts.info, failure_of(err), self.stops.received or 0)
+        self.timer.host("data_wait_ms", t1 - t0)
+        self.timer.host("sync_ms", time.perf_counter() - t1)
         if sig:  # the signal may also have hit the DataLoader workers while we waited for a batch
             raise self.stop_for_signal(sig)
         if failed:
@@ -140,10 +159,36 @@ class Trainer:
         tok_s = t.total_batch_size / dt
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
         mem = peak_memory_gb(parts.info.device)
-        parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
-                                        parts.loader.epoch, mem))
+        rec = parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
+                                              parts.loader.epoch, mem), **self.timer.finish(self.step),
+                                time=round(time.time(), 3),
+                                **{f"lr_{name}": lr for name, lr in group_lrs(parts.optimizer).items()})
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
-            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem))
+            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
+                               data_share(rec)))
+
+    def log_data_totals(self) -> None:
+        """Collective (control group): the job's pipeline and network totals into the metrics, on rank 0."""
+        totals = datastats.gather_totals(self.parts.loader, self.parts.info, self.data_base)
+        if totals is not None:
+            self.data_totals = totals
+            self.parts.metrics.log(**datastats.totals_record(self.step, totals))
+
+    def data_summary(self) -> None:
+        """Collective: the end-of-run line on the data and the network, and the likely cause of a data stall."""
+        if self.step % self.parts.cfg.eval.log_every:  # the totals of the last steps
+            self.log_data_totals()
+        share = datastats.stall_share(self.parts.metrics.records)
+        if self.data_totals is None:
+            return
+        self.log(datastats.summary_line(self.data_totals, share))
+        if share > datastats.STALL_WARN:
+            p, t = self.parts, self.parts.cfg.train
+            recent = sorted(self.step_times[1:] or self.step_times)
+            tok_s = t.total_batch_size / recent[len(recent) // 2] if recent else 0.0
+            readers = p.info.world_size * len(p.loader.readers)
+            self.log("warning: " + datastats.stall_cause(self.data_totals, share, tok_s, readers,
+                                                         p.cfg.data.num_workers))
 
     def close(self) -> None:
         if self.doclog is not None:
@@ -176,11 +221,11 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = val_loss(self.parts)
+        val = validation(self.parts)
         if val is not None:
-            self.parts.metrics.log(step=self.step, val_loss=val)
-            self.parts.schedule.observe(val)
-            self.log(f"step {self.step:>6} | val loss {val:.4f}")
+            self.parts.metrics.log(step=self.step, **val)
+            self.parts.schedule.observe(val["val_loss"])
+            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
         self.plot()
 
     def score_evals(self) -> None:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.optim import set_lr
 from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
+from gpt2stream.train.timing import NO_TIMER, StepTimer
 
 
 @dataclass(frozen=True)
@@ -29,11 +31,6 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
@@ -67,12 +64,17 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
     return loss_sum
 
 
-def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
-    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP."""
-    info = parts.info
-    set_lr(parts.optimizer, lr)
+def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
+    """One optimizer step over ``batches`` (the micro-batches) at the schedule's learning rate ``lr`` (each parameter
+    group at its own multiple of it). Collective under DDP. ``timer`` is marked after each phase
+    (timing.DEVICE_PHASES); it adds no host sync."""
+    info, timer = parts.info, timer or NO_TIMER
+    set_lr(parts.optimizer, lr, parts.cfg.train.lr)  # every parameter group scaled alike
+    timer.start()
     loss_sum = accumulate(parts, batches)
+    timer.mark("compute_ms")
     D.all_reduce_sum(loss_sum, info)
+    timer.mark("sync_ms")
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
     norm_t = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
     loss_sum_f, norm = torch.stack([loss_sum, norm_t.to(loss_sum.dtype)]).tolist()  # one host sync for both
@@ -83,6 +85,7 @@ def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
     # under DDP the gradients are views into its buckets (gradient_as_bucket_view): zero them in place, since new
     # gradients (set_to_none) would be allocated by the no_sync micro-steps and copied into the buckets after
     parts.optimizer.zero_grad(set_to_none=not info.ddp)
+    timer.mark("optim_ms")
     if info.device_type == "cuda":
         torch.cuda.synchronize()
     return StepStats(loss=loss, grad_norm=norm, lr=lr, applied=applied)

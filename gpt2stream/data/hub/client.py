@@ -20,7 +20,14 @@ import requests
 import urllib3
 
 from gpt2stream.cache_dirs import hf_home
-from gpt2stream.data.hub.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after, rate_limit_of
+from gpt2stream.data.hub.retry import (
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    event_counts,
+    parse_retry_after,
+    rate_limit_of,
+)
 from gpt2stream.errors import UserError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -82,6 +89,11 @@ def request_counts() -> dict[str, int]:
     """Requests this process sent, by the Hub's bucket: api (/api/...), resolver (/resolve/...), cdn (signed URLs)."""
     with _TOTAL_LOCK:
         return dict(_REQUESTS)
+
+
+def client_counts() -> dict[str, float]:
+    """This process's retries, seconds waited on rate limits and signed-URL refreshes (data/counters.py)."""
+    return event_counts()
 
 
 def _kind(url: str) -> str:
