@@ -81,13 +81,16 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the complete-looking checkpoint files, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
     found = []
-    for p in ckpt_dir.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+    try:
+        if not ckpt_dir.is_dir():
+            return []
+        for p in ckpt_dir.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+    except OSError:  # a path that cannot even be looked up (name too long) holds no checkpoint
+        return []
     return sorted(found)
 
 
@@ -335,5 +338,7 @@ def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str]
     else:
         path, state = resolve_checkpoint(target, warn=warn, mmap=True)
         out_dir = flags.get("out-dir", str(path.parent.parent))
-    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
-    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})
+    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored;
+    # accepting changed data is a decision of this resume only, never inherited from the checkpoint's config
+    once = {"accept-data-change": flags.get("accept-data-change", False)}
+    return with_flags(RunConfig.from_dict(state["config"]), {**flags, **once, "out-dir": out_dir, "resume": str(path)})

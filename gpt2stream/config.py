@@ -93,6 +93,7 @@ class DataConfig:
     max_retries: int = 10  # consecutive failed network requests before the stream gives up
     request_timeout: float = 60.0  # seconds before one network request counts as failed
     rate_limit_wait: float = 900.0  # seconds one request may wait out Hub rate limits (429) before the stream gives up
+    accept_data_change: bool = False  # --resume although local data files changed since the run started
 
     def __post_init__(self) -> None:
         _check(bool(self.data.strip()), "data", "data", self.data, "give a Hub dataset id or local path")

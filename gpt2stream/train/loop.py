@@ -18,7 +18,7 @@ import gpt2stream.train.datastats as datastats
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
-from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
 from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
@@ -56,6 +56,7 @@ class Trainer:
         self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
         self.data_totals: dict | None = None
         self.step_docs: list = []
+        self.skip_noted = False
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
             from gpt2stream.data.doclog import DocLog
@@ -89,13 +90,30 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
+            self.note_skipped()
             if self.step % self.parts.cfg.eval.log_every == 0:
                 self.log_data_totals()
             self.after_step()
         self.flush()
         self.data_summary()
-        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
+        skipped = sum(D.gather_objects(self.skipped(), self.parts.info))
+        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}" +
+                 (f"; {skipped:,} documents skipped (text empty or not a string) in {self.parts.cfg.data.data}"
+                  if skipped else ""))
         return Exit.OK
+
+    def skipped(self) -> int:
+        """Documents this rank's streams passed over for an empty or non-string text, since the run began."""
+        return int(getattr(self.parts.loader, "docs_skipped", 0))
+
+    def note_skipped(self) -> None:
+        """Say it once, at the first skipped document (the end-of-run summary gives the total): never silent."""
+        if self.skip_noted or not self.skipped():
+            return
+        self.skip_noted = True
+        rank = f"[rank {self.parts.info.rank}] " if self.parts.info.ddp else ""
+        self.log.warn_any(f"{rank}skipping documents of {self.parts.cfg.data.data} whose text is empty or not a "
+                          f"string ({self.skipped()} so far); they are counted, the total is in the summary at the end")
 
     def start_data(self):
         # DataLoader workers fork here: Ctrl-C must not kill them. The DataLoader draws its workers' base seed from
@@ -286,11 +304,19 @@ class Trainer:
 
     def stop_for_data(self, failed: D.Failure, err: BaseException | None) -> Stop:
         died = isinstance(err, WorkerDied)
+        never_trained = self.step == 0  # nothing to save, nothing to resume: the same command runs again
         if err is not None and not died:
             if isinstance(err, UserError):
-                error(f"[rank {self.parts.info.rank}] data: {err}")
+                msg = without_resume_advice(str(err)) if never_trained else str(err)
+                error(f"[rank {self.parts.info.rank}] data: {msg}")
             else:
                 traceback.print_exception(err)
+        if never_trained:
+            say = self.log.error if died else self.log
+            why = f"{without_resume_advice(str(err))}; " if died else ""
+            say(f"{why}stopped before the first step because of the data; nothing was trained or saved: fix it and "
+                f"run the same command again")
+            return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
         self.save()  # the state after the last completed step: nothing is lost
         self.flush()
         self.plot()
