@@ -187,6 +187,39 @@ def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
     return tuple(int(v) for v in t.tolist())
 
 
+class StepAgreement:
+    """The per-step agreement (stop signal, data failure), max-reduced over the ranks with ONE small all-reduce on
+    the training backend (NCCL on GPUs), not on the TCP gloo control group. On CUDA it does not wait for the device:
+    the codes go up and the result comes back with non-blocking copies through pinned memory, and ``result`` waits
+    only for an event recorded right after them, i.e. before this step's forward was queued: the queue of work is
+    never drained."""
+
+    def __init__(self, info: DistInfo, codes: tuple[int, ...]) -> None:
+        self._values, self._event, self._host = tuple(int(c) for c in codes), None, None
+        if not info.ddp:
+            return
+        cuda = info.device.type == "cuda" and info.backend == "nccl"
+        t = torch.tensor(self._values, dtype=torch.int64)
+        if cuda:
+            t = t.pin_memory().to(info.device, non_blocking=True)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if cuda:
+            self._host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self._host.copy_(t, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = t
+
+    def result(self) -> tuple[int, ...]:
+        """The codes max-reduced over the ranks (the same tuple on every rank)."""
+        if self._host is not None:
+            if self._event is not None:
+                self._event.synchronize()
+            self._values, self._host, self._event = tuple(int(v) for v in self._host.tolist()), None, None
+        return self._values
+
+
 def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
     """Rank ``src``'s ``obj`` on every rank (a small python object; control plane)."""
     if not info.ddp:
