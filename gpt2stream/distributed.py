@@ -135,15 +135,34 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
-        if not dist.is_initialized():
-            main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
-            kw = {} if main is None else {"timeout": main}
-            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
-        if backend == "nccl":
-            control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+        control = start_groups(backend, device, timeout_s, gpu_timeout_s)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
                     control=control)
+
+
+def start_groups(backend: str, device: torch.device, timeout_s: float | None, gpu_timeout_s: float) -> object:
+    """The default group (``backend``) and, on NCCL, the gloo control group (returned; None = the default group).
+    Gloo uses the interface that reaches MASTER_ADDR (gpt2stream.netif); a set-up that cannot connect within a
+    minute, or that gloo refuses, ends in one line naming GLOO_SOCKET_IFNAME and the address tried."""
+    from gpt2stream import netif
+
+    choice = netif.set_gloo_interface()
+    line = netif.failure_line(f"did not connect within {netif.CONNECT_TIMEOUT_S:.0f} s", choice, os.environ)
+    long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+    try:
+        with netif.connect_deadline(line):
+            if not dist.is_initialized():
+                main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
+                kw = {} if main is None else {"timeout": main}
+                dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
+            if backend == "nccl":
+                return dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+    except RuntimeError as e:
+        if "gloo" in str(e).lower() or "interface" in str(e).lower() or "GLOO_SOCKET_IFNAME" in os.environ:
+            why = f"could not start ({str(e).splitlines()[0].rsplit('] ', 1)[-1][:160]})"
+            raise UserError(netif.failure_line(why, choice, os.environ)) from None
+        raise
+    return None
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
