@@ -105,7 +105,8 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
 def zero_grad(parts: Parts) -> None:
     # under DDP the gradients are views into its buckets (gradient_as_bucket_view): zero them in place, since new
     # gradients (set_to_none) would be allocated by the no_sync micro-steps and copied into the buckets after
-    parts.optimizer.zero_grad(set_to_none=not parts.info.ddp)
+    wrapped = parts.ddp_model is not parts.fwd_model  # train/build.py wrap_ddp
+    parts.optimizer.zero_grad(set_to_none=not wrapped)
 
 
 def apply_step(parts: Parts, loss_sum: torch.Tensor, lr: float) -> PendingStep:
