@@ -1,42 +1,24 @@
-"""Run configuration: the presets, and the command line that turns a preset into the run's config.
+"""The presets: named sets of overrides on the run config's defaults. This is the file to read and edit.
 
 A run is configured by a preset (``--preset gpt2-124m``, the default; ``gpt2-medium``, ``gpt2-large``, ``gpt2-xl``
-or ``tiny``) plus overrides of any field (``--max-steps 100``). Edit ``PRESETS`` below to change or add a preset.
-The fields themselves, their defaults and what each means, are the dataclasses of gpt2stream/config.py,
-re-exported here; ``python run_train.py --help`` lists them with a preset's values. The resolved config is printed
-by ``--print-config`` and saved as ``config.json`` in the run directory and inside every checkpoint.
-
-The command line is parsed once (``parse_argv``); ``assemble_config`` then applies the flags on the preset, or,
-with ``--resume``, on the checkpoint's own saved config.
+or ``tiny``) plus overrides of any field (``--max-steps 100``). Edit ``PRESETS`` below to change or add a preset: a
+preset is ``{field: value}`` for any field of the dataclasses in gpt2stream/config.py, which define every field,
+its default and its meaning, and parse the command line (``parse_argv``, ``load_config``). ``python run_train.py
+--help`` lists the fields with a preset's values; ``--print-config`` prints the resolved config, which is also saved
+as ``config.json`` in the run directory and inside every checkpoint.
 
 Example:
-    >>> cfg = load_config(["--preset", "tiny", "--max-steps", "10"])
+    >>> from gpt2stream.config import load_config
+    >>> cfg = load_config(["--preset", "tiny", "--max-steps", "10"], PRESETS)
     >>> cfg.train.max_steps, cfg.model.n_layer
     (10, 4)
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from gpt2stream.cli import apply_flags, flag_table, parse_flags, take_option
-from gpt2stream.config import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    ModelConfig,
-    RunConfig,
-    TrainConfig,
-    resolve_vocab,
-)
-from gpt2stream.errors import UserError
-
-__all__ = ["PRESETS", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "RunConfig", "TrainConfig",
-           "assemble_config", "load_config", "parse_argv", "preset_config", "preset_shapes", "resolve_vocab",
-           "split_preset"]
+__all__ = ["PRESETS"]
 
 # Presets are overrides on top of the defaults, which are GPT-2 124M on FineWeb-Edu sample-10BT.
 #
@@ -73,85 +55,3 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-
-def preset_config(name: str) -> RunConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
-    cfg = RunConfig(preset=name)
-    table = flag_table(cfg)
-    apply_flags({k.replace("_", "-"): v for k, v in copy.deepcopy(PRESETS[name]).items()}, table)
-    cfg.validate()
-    return cfg
-
-
-def preset_shapes() -> dict[str, tuple[ModelConfig, int]]:
-    """{preset: (its model shape, its vocabulary size)}, for the memory table (gpt2stream/memory.py)."""
-    out = {}
-    for name in PRESETS:
-        m = preset_config(name).model
-        out[name] = (m, m.vocab_size or 50257)  # presets train GPT-2's tokenizer: 50257 tokens
-    return out
-
-
-def split_preset(argv: list[str]) -> tuple[str, list[str]]:
-    """(preset name, the other flags): presets apply before any other override, wherever --preset stands."""
-    preset, rest = take_option(argv, "preset", ": " + ", ".join(PRESETS))
-    return preset or "gpt2-124m", rest
-
-
-def parse_argv(argv: list[str], options: Any = None) -> tuple[RunConfig, dict[str, Any]]:
-    """The command line, parsed once: (the preset's config, {flag: typed value} for every other flag given).
-
-    ``options``, a dataclass of an entry point's own switches (``--print-config``), gets its flags set and they are
-    left out of the dict. A bad flag raises UserError before anything is read.
-    """
-    preset, rest = split_preset(argv)
-    base = preset_config(preset)
-    table = flag_table(base, *([options] if options is not None else []))
-    del table["preset"]
-    flags = parse_flags(rest, table, optional_value={"resume": "latest"})
-    own = {k: v for k, v in flags.items() if table[k][0] is options}
-    apply_flags(own, table)
-    return base, {k: v for k, v in flags.items() if k not in own}
-
-
-def with_flags(cfg: RunConfig, flags: dict[str, Any]) -> RunConfig:
-    """``cfg`` with the parsed ``flags`` applied, validated."""
-    apply_flags(flags, flag_table(cfg))
-    cfg.validate()
-    return cfg
-
-
-def load_config(argv: list[str]) -> RunConfig:
-    """The preset named by --preset (default gpt2-124m) with every other flag applied on top, validated.
-    ``--resume`` is only recorded here; ``assemble_config`` continues from the checkpoint's config."""
-    return with_flags(*parse_argv(argv))
-
-
-def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str], None] | None = None) -> RunConfig:
-    """The config a run starts with: ``flags`` (from ``parse_argv``) on the preset ``base``; with ``--resume``, on
-    the checkpoint's own config instead (so ``--resume --max-steps 5000`` extends a run and nothing else needs
-    repeating).
-
-    The checkpoint is the newest valid one in --out-dir (default: the preset's out_dir) for ``--resume``, or the one
-    named by ``--resume PATH``; then the run directory is --out-dir if given, else the checkpoint's. The returned
-    config names that exact checkpoint in ``train.resume``. Only the config is read (mmap: no tensor data).
-    """
-    target = flags.get("resume", "")
-    if not target:  # --resume "" means a fresh run
-        return with_flags(base, flags)
-    from gpt2stream.checkpoint import find_latest, resolve_checkpoint
-
-    if target == "latest":
-        out_dir = flags.get("out-dir", base.train.out_dir)
-        got = find_latest(out_dir, warn=warn, mmap=True)
-        if got is None:
-            raise UserError(f"--resume: no checkpoint in {Path(out_dir) / 'checkpoints'}; check --out-dir "
-                            f"(default for --preset {base.preset}: {base.train.out_dir}), or drop --resume to start "
-                            "anew")
-        path, state = got
-    else:
-        path, state = resolve_checkpoint(target, warn=warn, mmap=True)
-        out_dir = flags.get("out-dir", str(path.parent.parent))
-    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
-    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})

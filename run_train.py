@@ -8,25 +8,17 @@
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
 
-Every config field is a flag (fields: gpt2stream/config.py; presets: config.py); --help lists them.
+Every config field is a flag (fields and the argv parse: gpt2stream/config.py; presets: config.py); --help lists
+them.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
-import config
+from config import PRESETS
 from gpt2stream.cli import run_main
-
-
-@dataclass
-class Actions:
-    """This script's own switches; every other flag is a config field."""
-
-    help: bool = False  # list the flags with their values in the chosen preset and exit
-    print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
-    memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+from gpt2stream.config import Actions, RunConfig, parse_argv, preset_shapes, resolve_vocab
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +28,7 @@ def main(argv: list[str]) -> int:
     protect_std_streams()  # a closed terminal, tee or `| head` must never stop (or fake the end of) a run
     setup_signals.install()  # before the heavy imports: until the first step a stop signal exits at once
     actions = Actions()
-    base, flags = config.parse_argv(["--help" if a == "-h" else a for a in argv], actions)
+    base, flags = parse_argv(["--help" if a == "-h" else a for a in argv], PRESETS, actions)
     if actions.help:
         from gpt2stream.cli import describe_flags
 
@@ -47,14 +39,16 @@ def main(argv: list[str]) -> int:
     if actions.memory_table:
         from gpt2stream.memory import table_report
 
-        print(table_report(config.preset_shapes()))
+        print(table_report(preset_shapes(PRESETS)))
         return 0
     # --resume continues with the checkpoint's config; flags given here override it
-    cfg = config.assemble_config(base, flags, warn=_warn0)
+    from gpt2stream.checkpoint import assemble_config
+
+    cfg = assemble_config(base, flags, warn=_warn0)
     if actions.print_config:
         from tokenizer import load_tokenizer
 
-        cfg = config.resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
+        cfg = resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
         sys.stdout.write(cfg.to_json())
         _print_memory(cfg)
         return 0
@@ -65,7 +59,7 @@ def main(argv: list[str]) -> int:
     exit_process(train(cfg))
 
 
-def _print_memory(cfg: config.RunConfig) -> None:
+def _print_memory(cfg: RunConfig) -> None:
     """The start-up memory estimate, on stderr so that stdout stays the config's JSON."""
     import torch
 

@@ -5,9 +5,9 @@
    in wall-clock time and in CPU time of this process (the server runs in its own process; CPU time is the steadier
    figure on a shared machine).
 2. RSS over a long stream (several epochs): RSS at 100% of the run / RSS at 10% (target <= 1.2).
-3. The cost of canonical streams + block mixing: the same reader against the loader of before (LegacyTrainLoader:
-   one stream per reader, no block buffer), throughput ratio in the same rounds and peak RSS ratio, each measured
-   in its own child process over the same epochs (target: within 10%).
+
+(The comparison against the round-robin loader of before canonical streams went with that loader; its last
+figures are in docs/data-pipeline.md.)
 
 Throughput is the steady state: from the first batch over two turnovers of the block buffer (the time to the first
 batch, which fills the buffer, is printed on its own).
@@ -38,28 +38,6 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def peak_rss_child(args) -> None:
-    """Read ``args.batches`` batches with one loader kind from the server at HF_ENDPOINT; print the peak RSS (MB)."""
-    import resource
-
-    from hubserver import DEFAULT_REPO
-
-    from config import DataConfig
-    from gpt2stream.data import TrainLoader
-    from gpt2stream.data.loader_legacy import LegacyTrainLoader
-    from tokenizer import load_tokenizer
-
-    kind = {"TrainLoader": TrainLoader, "LegacyTrainLoader": LegacyTrainLoader}[args.peak_rss_child]
-    cfg = DataConfig(data=DEFAULT_REPO, data_config="sample-10BT", seq_len=1024, num_workers=0, val_docs=0,
-                     shuffle_buffer=args.shuffle_buffer)
-    loader = kind(cfg, batch_size=8, tokenizer=load_tokenizer("gpt2"), seed=1)
-    it = iter(loader)
-    for _ in range(args.batches):
-        next(it)
-    loader.close()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=4)
@@ -68,19 +46,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--shuffle-buffer", type=int, default=1000, help="documents per window (epoch = 3840 docs)")
-    ap.add_argument("--peak-rss-child", default="", help=argparse.SUPPRESS)
-    ap.add_argument("--batches", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.peak_rss_child:
-        return peak_rss_child(args)
 
     import pyarrow.parquet as pq
     from hubserver import DEFAULT_REPO, build_fineweb_repo
 
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.dataset import TOKENIZE_BATCH, tokenizer_threads
-    from gpt2stream.data.loader_legacy import LegacyTrainLoader
     from tokenizer import load_tokenizer
 
     corpus = ROOT.parent / "shared" / "corpus"
@@ -138,21 +111,15 @@ def main() -> None:
             return n / wall, n / cpu, batches, first
 
         def batches_per_epoch() -> int:
-            loader = LegacyTrainLoader(cfg, batch_size=8, tokenizer=tok, seed=0)
-            it, count = iter(loader), 0
-            while loader.epoch == 0:
-                next(it)
-                count += 1
-            loader.close()
-            return count
+            tokens = sum(len(ids) + 1 for ids in enc.encode_ordinary_batch(texts, num_threads=threads))
+            return max(1, tokens // (8 * 1024))
 
         rounds = []
         for _ in range(args.repeats):  # interleaved rounds: the machine is shared and noisy
             same = raw_reference(TOKENIZE_BATCH, threads)  # the calls the pipeline makes, minus the pipeline
             one_call = raw_reference(len(texts), threads)
-            before = pipeline_rate(LegacyTrainLoader)
             pipe = pipeline_rate()
-            rounds.append((same, one_call, pipe, before))
+            rounds.append((same, one_call, pipe))
         per_epoch = batches_per_epoch()
         med = statistics.median
         same_w, one_w, pipe_w = (max(r[k][0] for r in rounds) for k in range(3))
@@ -160,28 +127,11 @@ def main() -> None:
               f"{same_w / 1e6:.2f} M tokens/s; all docs in one call: {one_w / 1e6:.2f} M tokens/s (best of rounds)")
         print(f"one reader, Hub test server -> tokenize -> pack: {pipe_w / 1e6:.2f} M tokens/s over {window} batches "
               f"of 8 x 1025 after the first (best of rounds); first batch after "
-              f"{statistics.median(r[2][3] for r in rounds):.2f} s (filling the {cfg.block_buffer}-block buffer), "
-              f"{statistics.median(r[3][3] for r in rounds):.2f} s for the loader before")
+              f"{statistics.median(r[2][3] for r in rounds):.2f} s (filling the {cfg.block_buffer}-block buffer)")
         wall = med([r[2][0] / max(r[0][0], r[1][0]) for r in rounds])
         cpu = med([r[2][1] / max(r[0][1], r[1][1]) for r in rounds])
         print(f"THROUGHPUT RATIO pipeline / raw tiktoken: wall {wall:.2f}, CPU {cpu:.2f} "
               f"(median of {args.repeats} rounds, reference = the faster raw variant; target >= 0.8)")
-        vs_w = med([r[2][0] / r[3][0] for r in rounds])
-        vs_c = med([r[2][1] / r[3][1] for r in rounds])
-        print(f"THROUGHPUT RATIO canonical streams + block buffer / loader before: wall {vs_w:.2f}, CPU {vs_c:.2f} "
-              f"(median of {args.repeats} rounds; target >= 0.9)")
-        peak = {}
-        for kind in ("TrainLoader", "LegacyTrainLoader"):
-            child = subprocess.run([sys.executable, __file__, "--peak-rss-child", kind, "--epochs", str(args.epochs),
-                                    "--shuffle-buffer", str(args.shuffle_buffer), "--batches",
-                                    str(per_epoch * args.epochs)], capture_output=True, text=True,
-                                   env=dict(os.environ), check=True)
-            peak[kind] = float(child.stdout.split()[-1])
-        print(f"peak RSS of one reader over {args.epochs} epochs: {peak['TrainLoader']:.0f} MB (canonical streams), "
-              f"{peak['LegacyTrainLoader']:.0f} MB (before)")
-        print(f"PEAK RSS RATIO canonical streams / before = {peak['TrainLoader'] / peak['LegacyTrainLoader']:.3f}  "
-              f"(target <= 1.1)")
-
         # memory over a long stream
         loader = TrainLoader(cfg, batch_size=8, tokenizer=tok, seed=1)
         it = iter(loader)

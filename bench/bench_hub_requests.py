@@ -28,7 +28,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from config import DataConfig  # noqa: E402
+from gpt2stream.config import DataConfig  # noqa: E402
 from gpt2stream.data.hub import signed  # noqa: E402
 from gpt2stream.data.job import open_data_for_job  # noqa: E402
 from gpt2stream.data.open import open_source  # noqa: E402

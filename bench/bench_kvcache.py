@@ -19,8 +19,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpt2stream.config import ModelConfig  # noqa: E402
 from gpt2stream.generate import generate_stream  # noqa: E402
-from gpt2stream.model import GPT, GPTConfig  # noqa: E402
+from gpt2stream.model import GPT  # noqa: E402
 
 
 def timed_generate(model: GPT, idx: torch.Tensor, new_tokens: int, use_cache: bool) -> tuple[float, list[int]]:
@@ -37,7 +38,8 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig()).to(args.device).eval()  # GPT-2 small: 12 layers, 12 heads, width 768, context 1024
+    # GPT-2 small: 12 layers, 12 heads, width 768, context 1024
+    model = GPT(ModelConfig(vocab_size=50257)).to(args.device).eval()
     idx = torch.randint(0, 50257, (1, args.prompt_tokens), device=args.device)
     print(f"GPT-2 small shape ({model.num_params() / 1e6:.0f}M params), prompt {args.prompt_tokens} tokens, "
           f"{args.new_tokens} new tokens, greedy, {args.device}, {torch.get_num_threads()} threads", flush=True)

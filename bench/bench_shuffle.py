@@ -1,9 +1,9 @@
 """Block-level mixing on data where a few documents are much longer than the rest, against references measured in
 the same run.
 
-The data: ~1000 short text files (a few KB each, cut from the shared corpus) plus two whole novels (2.0 MB and
-0.8 MB), one document per file (--txt-docs file): the long ones hold about half of all tokens, like the log files
-of issue 16.
+The data: ~1000 short text files (a few KB each, cut from ../shared/corpus, else from the package's demo plays)
+plus two long texts (novels of 2.0 MB and 0.8 MB, or that many whole plays), one document per file (--txt-docs
+file): the long ones hold about half of all tokens, like the log files of issue 16.
 
 1. Mixing: the largest share of any one document among the tokens of a window of consecutive steps, over the
    first steps of the run, for: the pipeline with the preset's defaults (canonical streams + block buffer); the
@@ -32,14 +32,42 @@ LONG = ("anna_karenina.txt", "dracula.txt")
 SHORT_SOURCES = ("fineweb_edu_sample.txt", "frankenstein.txt", "dorian_gray.txt", "call_of_the_wild.txt")
 
 
+def demo_texts() -> tuple[str, list[str]]:
+    """(text to cut short documents from, [two long texts of ~2.0 MB and ~0.8 MB]) from the corpus shipped in the
+    package (``--data demo``: Shakespeare's plays, ~5 MB): whole plays joined into the long ones, the rest cut."""
+    import pyarrow.parquet as pq
+
+    from gpt2stream.data.sources.named import named_data_path
+
+    docs = pq.read_table(named_data_path("demo"), columns=["text"]).column("text").to_pylist()
+    longs, cur, sizes = [], [], [2_000_000, 800_000]
+    for i, doc in enumerate(docs):
+        cur.append(doc)
+        if sum(map(len, cur)) >= sizes[len(longs)]:
+            longs.append("\n\n".join(cur))
+            cur = []
+            if len(longs) == len(sizes):
+                return "\n".join(docs[i + 1:]), longs
+    raise RuntimeError("the demo corpus is smaller than expected")
+
+
+def corpus_texts(corpus_dir: Path | None) -> tuple[str, list[str]]:
+    """(text to cut short documents from, [long novels]): from ``corpus_dir`` (../shared/corpus) when given, else
+    from the demo corpus shipped in the package, so that the data builds on a fresh clone too."""
+    if corpus_dir is None:
+        return demo_texts()
+    text = "\n".join((corpus_dir / n).read_text() for n in SHORT_SOURCES)
+    return text, [(corpus_dir / n).read_text() for n in LONG]
+
+
 def build_data(root: Path, short_docs: int = 1000, short_chars: tuple[int, int] = (1500, 4500),
-               long_files: tuple[str, ...] = LONG, val_docs: int = 40) -> Path:
+               corpus_dir: Path | None = None, val_docs: int = 40) -> Path:
     """A directory of .txt files: short documents cut from the corpus, the long novels whole. Files sort so that
     the held-out validation documents (the last ``val_docs`` files) are short ones."""
     import random
 
     rng = random.Random(0)
-    text = "\n".join((CORPUS / n).read_text() for n in SHORT_SOURCES)
+    text, longs = corpus_texts(corpus_dir)
     d = root / "docs"
     d.mkdir(parents=True)
     pos = 0
@@ -49,8 +77,8 @@ def build_data(root: Path, short_docs: int = 1000, short_chars: tuple[int, int] 
             pos = 0
         (d / f"s{i:05d}.txt").write_text(text[pos : pos + n])
         pos += n
-    for name in long_files:
-        (d / f"l-{name}").write_text((CORPUS / name).read_text())
+    for k, long_text in enumerate(longs):
+        (d / f"l-{k}.txt").write_text(long_text)
     # validation = the last files in sorted order: rename val_docs short ones to sort last
     for k, p in enumerate(sorted(d.glob("s*.txt"))[-val_docs:]):
         p.rename(d / f"z-val{k:03d}.txt")
@@ -94,7 +122,7 @@ class ByteTokenizer:
 
 
 def data_cfg(data: Path, seq_len: int, **kw):
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
 
     base = dict(data=str(data), txt_docs="file", seq_len=seq_len, val_docs=40, num_workers=0,
                 shuffle_buffer=1000, block_buffer=1024)
@@ -156,7 +184,7 @@ def max_share(steps: list, window: int) -> float:
     return float(worst)
 
 
-def long_share(steps: list, tokenizer, names=LONG) -> float:
+def long_share(steps: list, tokenizer) -> float:
     """Share of the long documents' tokens among all tokens of these steps."""
     long_ids = {i for t, i in tokenizer.index.items() if len(t) > 500_000}
     c = Counter(v for t in steps for v in t[:, :-1].flatten().tolist() if v)
@@ -180,11 +208,12 @@ def train_loss(blocks: list, val: list, seed: int, shape: dict, lr: float = 3e-3
     """Train a tiny GPT on ``blocks`` (one step each), return the mean loss on ``val`` blocks."""
     import torch
 
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.config import ModelConfig
+    from gpt2stream.model import GPT
     from gpt2stream.schedules import cosine_lr
 
     torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=ByteTokenizer.n_vocab, vocab_multiple=1, **shape))
+    model = GPT(ModelConfig(vocab_size=ByteTokenizer.n_vocab, vocab_multiple=1, **shape))
     opt = model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
     for s, b in enumerate(blocks):
         for g in opt.param_groups:
@@ -231,7 +260,7 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = build_data(Path(tmp))
+        data = build_data(Path(tmp), corpus_dir=CORPUS if CORPUS.is_dir() else None)
         res = mixing(data, args.steps, args.window)
         ref = res["random global block order"][0]
         print(f"largest share of one document in {args.window} consecutive steps (first {args.steps} steps of "

@@ -39,7 +39,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from gpt2stream.model import GPT, GPTConfig  # noqa: E402
+from config import PRESETS  # noqa: E402
+from gpt2stream.config import ModelConfig  # noqa: E402
+from gpt2stream.model import GPT  # noqa: E402
 from gpt2stream.peakmem import peak_bytes  # noqa: E402
 
 VOCAB = 50257
@@ -141,9 +143,9 @@ def initial_state(shape: dict) -> dict[str, torch.Tensor]:
     return GPT(our_config(shape)).state_dict()
 
 
-def our_config(shape: dict) -> GPTConfig:
-    return GPTConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
-                     block_size=shape["T"], vocab_size=VOCAB)
+def our_config(shape: dict) -> ModelConfig:
+    return ModelConfig(n_layer=shape["n_layer"], n_head=shape["n_head"], n_embd=shape["n_embd"],
+                       block_size=shape["T"], vocab_size=VOCAB)
 
 
 def build(side: str, shape: dict, init: dict[str, torch.Tensor], ref_vocab: int) -> tuple[nn.Module,
@@ -248,14 +250,14 @@ def time_trainer(tokens_file: Path, steps: int, warmup: int, dtype: str, compile
     worker, accumulation, clipping, schedule, metrics.jsonl), read from its metrics.jsonl."""
     import tempfile
 
-    from config import load_config
+    from gpt2stream.config import load_config
     from gpt2stream.train import train
 
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config(["--preset", "tiny", "--data", str(tokens_file), "--out-dir", f"{d}/run",
                            "--max-steps", str(steps), "--dtype", dtype, "--compile" if compiled else "--no-compile",
                            "--eval-every", "0", "--save-every", "0", "--sample-every", "0", "--val-docs", "10",
-                           "--eval-tokens", "128", "--log-every", "1000", "--device", "cpu"])
+                           "--eval-tokens", "128", "--log-every", "1000", "--device", "cpu"], PRESETS)
         with open(f"{d}/stdout.txt", "w") as log, contextlib.redirect_stdout(log):  # its log lines
             code = train(cfg)
         if code != 0:

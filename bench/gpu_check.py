@@ -166,12 +166,13 @@ def plain_figures(data: Path, ours: dict) -> dict:
 def kvcache_figures(new_tokens: int = 256) -> dict:
     import torch
 
+    from gpt2stream.config import ModelConfig
     from gpt2stream.generate import generate_stream
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.model import GPT
 
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    model = GPT(GPTConfig()).to(dev).eval()
+    model = GPT(ModelConfig(vocab_size=50257)).to(dev).eval()
     idx = torch.randint(0, 50257, (1, 16), device=dev)
 
     def timed(use_cache: bool) -> tuple[float, list[int]]:

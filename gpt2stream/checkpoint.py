@@ -1,5 +1,6 @@
 """Checkpoints: the file format and key names, atomic save, keep-last-K, the choice of the file to resume (newest
-valid one, with fallback) and the one compatibility check. gpt2stream/loading.py turns one into a model.
+valid one, with fallback), the one compatibility check, and the config a resumed run starts with (``assemble_config``:
+the checkpoint's saved config with the command line's flags on top). gpt2stream/loading.py turns one into a model.
 
 Layout (inside the run directory)::
 
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from gpt2stream.config import RunConfig
+from gpt2stream.config import RunConfig, with_flags
 from gpt2stream.errors import UserError
 
 FORMAT = "gpt2stream-checkpoint"
@@ -283,3 +284,30 @@ def check_compatible(path: Path, state: dict[str, Any], cfg: RunConfig, tok_iden
     if diff:
         raise UserError(f"cannot resume from {path}: the run's settings differ ({'; '.join(diff)}); "
                         f"resume with the checkpoint's settings or start a new run with another --out-dir")
+
+
+def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str], None] | None = None) -> RunConfig:
+    """The config a run starts with: ``flags`` (from ``config.parse_argv``) on the preset ``base``; with ``--resume``,
+    on the checkpoint's own config instead (so ``--resume --max-steps 5000`` extends a run and nothing else needs
+    repeating).
+
+    The checkpoint is the newest valid one in --out-dir (default: the preset's out_dir) for ``--resume``, or the one
+    named by ``--resume PATH``; then the run directory is --out-dir if given, else the checkpoint's. The returned
+    config names that exact checkpoint in ``train.resume``. Only the config is read (mmap: no tensor data).
+    """
+    target = flags.get("resume", "")
+    if not target:  # --resume "" means a fresh run
+        return with_flags(base, flags)
+    if target == "latest":
+        out_dir = flags.get("out-dir", base.train.out_dir)
+        got = find_latest(out_dir, warn=warn, mmap=True)
+        if got is None:
+            raise UserError(f"--resume: no checkpoint in {Path(out_dir) / CKPT_DIR}; check --out-dir "
+                            f"(default for --preset {base.preset}: {base.train.out_dir}), or drop --resume to start "
+                            "anew")
+        path, state = got
+    else:
+        path, state = resolve_checkpoint(target, warn=warn, mmap=True)
+        out_dir = flags.get("out-dir", str(path.parent.parent))
+    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
+    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})

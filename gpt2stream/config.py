@@ -1,17 +1,32 @@
-"""The run's config schema: documented, validated dataclasses, one per section, and the saved form.
+"""The run's config: the schema (documented, validated dataclasses, one per section, and the saved form), and the
+one command-line parse that turns a preset plus flags into it.
 
-Every field is a command-line flag (``--max-steps 100``; gpt2stream/cli.py). The presets and the command line that
-fill these in live in the top-level ``config.py``; the package takes the typed dataclasses from here.
+Every field is a command-line flag (``--max-steps 100``; the flag plumbing is gpt2stream/cli.py). The presets are
+data the entry script passes in (``PRESETS`` of the top-level ``config.py``, the file users edit); nothing here reads
+a checkpoint (``--resume`` continues from the checkpoint's config: gpt2stream/checkpoint.py, ``assemble_config``).
+
+Example:
+    >>> PRESETS = {"gpt2-124m": {}, "small": {"n_layer": 4, "max_steps": 50}}
+    >>> cfg = load_config(["--preset", "small", "--max-steps", "10"], PRESETS)
+    >>> cfg.train.max_steps, cfg.model.n_layer
+    (10, 4)
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpt2stream.cli import apply_flags, flag_table, parse_flags, take_option
 from gpt2stream.errors import UserError
+
+# {preset name: {field: value}}, overrides on top of the dataclass defaults (the top-level config.py's PRESETS)
+Presets = Mapping[str, Mapping[str, Any]]
+DEFAULT_PRESET = "gpt2-124m"
 
 
 class ConfigError(UserError, ValueError):
@@ -31,7 +46,7 @@ def _positive_ints(obj: Any, section: str, *names: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """The GPT-2 network's shape."""
+    """The GPT-2 network's shape (gpt2stream/model.py builds it); the defaults are GPT-2 small (124M)."""
 
     n_layer: int = 12  # transformer blocks
     n_head: int = 12  # attention heads per block; must divide n_embd
@@ -47,6 +62,14 @@ class ModelConfig:
         if self.vocab_size is not None:
             _positive_ints(self, "model", "vocab_size")
         _check(0.0 <= self.dropout < 1.0, "model", "dropout", self.dropout, "must be in [0, 1)")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """The embedding's rows: vocab_size rounded up to vocab_multiple (50257 -> 50304)."""
+        if self.vocab_size is None:
+            raise ValueError("model.vocab_size is unset: take it from the tokenizer first (resolve_vocab)")
+        m = self.vocab_multiple
+        return (self.vocab_size + m - 1) // m * m
 
 
 @dataclass
@@ -235,3 +258,66 @@ def with_streams(cfg: RunConfig, streams: int) -> RunConfig:
     """``cfg`` recording the canonical streams the loader chose (``data.streams`` 0 means "automatic"). A new
     config; ``cfg`` is not changed."""
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, streams=streams))
+
+
+@dataclass
+class Actions:
+    """run_train.py's own switches; every other flag is a config field."""
+
+    help: bool = False  # list the flags with their values in the chosen preset and exit
+    print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
+    memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+
+
+def preset_config(name: str, presets: Presets) -> RunConfig:
+    """The preset ``name``'s overrides applied on the defaults, validated."""
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}: choose one of {', '.join(presets)}")
+    cfg = RunConfig(preset=name)
+    apply_flags({k.replace("_", "-"): v for k, v in copy.deepcopy(dict(presets[name])).items()}, flag_table(cfg))
+    cfg.validate()
+    return cfg
+
+
+def preset_shapes(presets: Presets) -> dict[str, tuple[ModelConfig, int]]:
+    """{preset: (its model shape, its vocabulary size)}, for the memory table (gpt2stream/memory.py)."""
+    out = {}
+    for name in presets:
+        m = preset_config(name, presets).model
+        out[name] = (m, m.vocab_size or 50257)  # presets train GPT-2's tokenizer: 50257 tokens
+    return out
+
+
+def split_preset(argv: list[str], presets: Presets) -> tuple[str, list[str]]:
+    """(preset name, the other flags): presets apply before any other override, wherever --preset stands."""
+    preset, rest = take_option(argv, "preset", ": " + ", ".join(presets))
+    return preset or DEFAULT_PRESET, rest
+
+
+def parse_argv(argv: list[str], presets: Presets, options: Any = None) -> tuple[RunConfig, dict[str, Any]]:
+    """The command line, parsed once: (the preset's config, {flag: typed value} for every other flag given).
+
+    ``options``, a dataclass of an entry point's own switches (``Actions``), gets its flags set and they are left
+    out of the dict. A bad flag raises UserError before anything is read.
+    """
+    preset, rest = split_preset(argv, presets)
+    base = preset_config(preset, presets)
+    table = flag_table(base, *([options] if options is not None else []))
+    del table["preset"]
+    flags = parse_flags(rest, table, optional_value={"resume": "latest"})
+    own = {k: v for k, v in flags.items() if table[k][0] is options}
+    apply_flags(own, table)
+    return base, {k: v for k, v in flags.items() if k not in own}
+
+
+def with_flags(cfg: RunConfig, flags: dict[str, Any]) -> RunConfig:
+    """``cfg`` with the parsed ``flags`` applied, validated."""
+    apply_flags(flags, flag_table(cfg))
+    cfg.validate()
+    return cfg
+
+
+def load_config(argv: list[str], presets: Presets) -> RunConfig:
+    """The preset named by --preset (default gpt2-124m) with every other flag applied on top, validated.
+    ``--resume`` is only recorded here; ``checkpoint.assemble_config`` continues from the checkpoint's config."""
+    return with_flags(*parse_argv(argv, presets))

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch.nn import functional as F
 
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.config import ModelConfig
+from gpt2stream.model import GPT
 
 
 class KVCache:
@@ -22,7 +23,7 @@ class KVCache:
     bf16, so attention reads the cache without a cast), otherwise the model's dtype.
     """
 
-    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device):
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device):
         hs = config.n_embd // config.n_head
         self.shape = (config.n_layer, 2, batch_size, config.n_head, config.block_size, hs)
         self.device = device

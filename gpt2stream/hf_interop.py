@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
+from gpt2stream.config import ModelConfig
 from gpt2stream.errors import UserError
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 
 # Conv1D weights: (in, out) in HF, (out, in) in nn.Linear
 _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -55,15 +56,15 @@ def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} has no model.safetensors or pytorch_model.bin: not a GPT-2 weight directory")
 
 
-def config_from_hf(hf: dict, vocab_multiple: int = 64) -> GPTConfig:
-    """Our GPTConfig from a transformers GPT2Config dict."""
+def config_from_hf(hf: dict, vocab_multiple: int = 64) -> ModelConfig:
+    """Our ModelConfig from a transformers GPT2Config dict."""
     if hf.get("model_type") not in (None, "gpt2"):
         raise UserError(f"config.json has model_type={hf.get('model_type')!r}; only GPT-2 weights can be imported")
     act = hf.get("activation_function", "gelu_new")
     if act not in ("gelu_new", "gelu_pytorch_tanh"):
         raise UserError(f"config.json activation_function={act!r}: GPT-2 uses gelu_new (tanh GELU)")
-    return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
-                     block_size=hf["n_positions"], vocab_size=hf["vocab_size"], vocab_multiple=vocab_multiple)
+    return ModelConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"],
+                       block_size=hf["n_positions"], vocab_size=hf["vocab_size"], vocab_multiple=vocab_multiple)
 
 
 def load_hf_gpt2(name_or_dir: str, vocab_multiple: int = 64) -> GPT:
@@ -100,7 +101,7 @@ def load_hf_gpt2(name_or_dir: str, vocab_multiple: int = 64) -> GPT:
     return model
 
 
-def hf_config_dict(config: GPTConfig, eot_id: int | None = None) -> dict:
+def hf_config_dict(config: ModelConfig, eot_id: int | None = None) -> dict:
     """A transformers GPT2Config as a dict for config.json."""
     eot = config.vocab_size - 1 if eot_id is None else eot_id
     return {

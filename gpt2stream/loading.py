@@ -12,15 +12,14 @@ import torch
 
 from gpt2stream.config import ModelConfig, RunConfig, TrainConfig
 from gpt2stream.errors import UserError
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 
 
 def gpt_from_config(m: ModelConfig) -> GPT:
     """The GPT network of a ModelConfig (weights freshly initialised from the current torch seed)."""
     if m.vocab_size is None:
         raise UserError("the model config has no vocab_size (a checkpoint written by an incompatible version)")
-    return GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                         vocab_size=m.vocab_size, vocab_multiple=m.vocab_multiple, dropout=m.dropout))
+    return GPT(m)
 
 
 def model_from_state(state: dict[str, Any], device: str | torch.device = "cpu") -> tuple[GPT, RunConfig]:

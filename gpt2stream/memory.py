@@ -46,7 +46,7 @@ RESERVED_BYTES = 1 * GiB
 
 
 class ModelShape(Protocol):
-    """What the estimate needs of a model config (config.ModelConfig and model.GPTConfig both have it)."""
+    """What the estimate needs of a model shape (gpt2stream.config.ModelConfig has it)."""
 
     n_layer: int
     n_head: int

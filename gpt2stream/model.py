@@ -12,7 +12,6 @@ view of the real ``vocab_size`` columns. The loss (cross_entropy.py) keeps one (
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -20,35 +19,8 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from gpt2stream.config import ModelConfig
 from gpt2stream.cross_entropy import cross_entropy
-
-
-@dataclass
-class GPTConfig:
-    """Shape of the network. The defaults are GPT-2 small (124M)."""
-
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024  # context length: the number of learned position embeddings
-    vocab_size: int = 50257  # real vocabulary; ids >= vocab_size are never predicted
-    vocab_multiple: int = 64  # pad the embedding rows to a multiple of this (1 = no padding)
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "vocab_multiple"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name}={value!r}: must be a positive integer")
-        if self.n_embd % self.n_head:
-            raise ValueError(f"GPTConfig: n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"GPTConfig.dropout={self.dropout}: must be in [0, 1)")
-
-    @property
-    def padded_vocab_size(self) -> int:
-        m = self.vocab_multiple
-        return (self.vocab_size + m - 1) // m * m
 
 
 class Cache(Protocol):
@@ -60,7 +32,7 @@ class Cache(Protocol):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config: GPTConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.n_head = config.n_head
         self.layer = layer
@@ -94,7 +66,7 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, config: GPTConfig):
+    def __init__(self, config: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation
@@ -107,7 +79,7 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig, layer: int):
+    def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.n_embd)
         self.attn = CausalSelfAttention(config, layer)
@@ -121,7 +93,7 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, config: GPTConfig, activation_checkpointing: bool = False):
+    def __init__(self, config: ModelConfig, activation_checkpointing: bool = False):
         super().__init__()
         self.config = config
         # recompute each block's activations in backward instead of keeping them: less memory, one more forward

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.config import ModelConfig
+from gpt2stream.model import GPT
 from gpt2stream.peakmem import peak_bytes
 from tests.test_train_common import TINY, make_jsonl, run, train_lines
 
@@ -24,7 +25,7 @@ def _step(model: GPT, idx: torch.Tensor) -> tuple[float, dict[str, torch.Tensor]
 @pytest.mark.parametrize("dropout", [0.0, 0.1])
 def test_losses_and_gradients_equal_without_it_in_fp32(dropout):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=32, block_size=32, vocab_size=101, dropout=dropout))
+    model = GPT(ModelConfig(n_layer=3, n_head=2, n_embd=32, block_size=32, vocab_size=101, dropout=dropout))
     idx = torch.randint(0, 101, (4, 33))
     loss, grads = _step(model, idx)
     model.activation_checkpointing = True
@@ -36,7 +37,7 @@ def test_losses_and_gradients_equal_without_it_in_fp32(dropout):
 
 def test_peak_memory_is_lower():
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=256))
+    model = GPT(ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=256, vocab_size=256))
     idx = torch.randint(0, 256, (4, 257))
     peaks = {}
     for ac in (False, True):

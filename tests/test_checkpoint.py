@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
 from gpt2stream.checkpoint import (
     atomic_torch_save,
     find_latest,
@@ -17,14 +17,15 @@ from gpt2stream.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from gpt2stream.config import ModelConfig, load_config
 from gpt2stream.errors import UserError
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 
 
 def _state(step: int, model: GPT | None = None, vocab: int = 100) -> dict:
     cfg = load_config(["--preset", "tiny", "--n-layer", "1", "--n-embd", "16", "--n-head", "2", "--block-size", "16",
-                       "--vocab-size", str(vocab), "--seq-len", "16", "--total-batch-size", "128"])
-    model = model or GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
+                       "--vocab-size", str(vocab), "--seq-len", "16", "--total-batch-size", "128"], PRESETS)
+    model = model or GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
     return {"step": step, "tokens_seen": step * 128, "model": model.state_dict(), "optimizer": {},
             "config": cfg.to_dict(), "ranks": [{"loader": {}, "rng": {}}], "tokenizer_spec": "gpt2",
             "world_size": 1, "metrics": [{"step": step, "loss": 1.0}]}
@@ -99,7 +100,7 @@ def test_weights_only_refuses_pickled_code(tmp_path):
 
 def test_load_model_from_run_dir_and_file(tmp_path):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
     path = save_checkpoint(_state(7, model, vocab=50257), tmp_path, keep_last=3)
     from gpt2stream.loading import load_source
 

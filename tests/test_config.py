@@ -8,14 +8,15 @@ import sys
 
 import pytest
 
-import config
-from config import ConfigError, RunConfig, load_config
+from config import PRESETS
+from gpt2stream import config
+from gpt2stream.config import ConfigError, RunConfig, load_config
 from gpt2stream.errors import UserError
 from tests.conftest import ROOT
 
 
 def test_default_preset_is_gpt2_124m_recipe():
-    cfg = load_config([])
+    cfg = load_config([], PRESETS)
     m, t = cfg.model, cfg.train
     assert (m.n_layer, m.n_head, m.n_embd, m.block_size, m.vocab_multiple) == (12, 12, 768, 1024, 64)
     assert (cfg.data.data, cfg.data.data_config) == ("HuggingFaceFW/fineweb-edu", "sample-10BT")
@@ -28,22 +29,22 @@ def test_default_preset_is_gpt2_124m_recipe():
     [["--max-steps", "7"], ["--max_steps", "7"], ["--max-steps=7"], ["--max_steps=7"], ["--max-steps", "7e0"]],
 )
 def test_override_spellings(argv):
-    assert load_config(argv).train.max_steps == 7
+    assert load_config(argv, PRESETS).train.max_steps == 7
 
 
 def test_preset_applies_before_overrides_wherever_it_stands():
-    cfg = load_config(["--max-steps", "3", "--preset=tiny", "--n-embd", "64"])
+    cfg = load_config(["--max-steps", "3", "--preset=tiny", "--n-embd", "64"], PRESETS)
     assert (cfg.preset, cfg.train.max_steps, cfg.model.n_embd, cfg.model.n_layer) == ("tiny", 3, 64, 4)
 
 
 def test_booleans_optional_values_and_none():
-    assert load_config(["--compile"]).train.compile is True
-    assert load_config(["--no-compile"]).train.compile is False
-    assert load_config(["--compile=false"]).train.compile is False
-    assert load_config(["--compile", "auto"]).train.compile is None
-    assert load_config(["--resume"]).train.resume == "latest"
-    assert load_config(["--resume", "runs/x/ckpt", "--seed", "3"]).train.resume == "runs/x/ckpt"
-    assert load_config(["--vocab-size", "none"]).model.vocab_size is None
+    assert load_config(["--compile"], PRESETS).train.compile is True
+    assert load_config(["--no-compile"], PRESETS).train.compile is False
+    assert load_config(["--compile=false"], PRESETS).train.compile is False
+    assert load_config(["--compile", "auto"], PRESETS).train.compile is None
+    assert load_config(["--resume"], PRESETS).train.resume == "latest"
+    assert load_config(["--resume", "runs/x/ckpt", "--seed", "3"], PRESETS).train.resume == "runs/x/ckpt"
+    assert load_config(["--vocab-size", "none"], PRESETS).model.vocab_size is None
 
 
 @pytest.mark.parametrize(
@@ -63,7 +64,7 @@ def test_booleans_optional_values_and_none():
 )
 def test_bad_values_name_the_problem(argv, words):
     with pytest.raises(UserError) as e:
-        load_config(argv)
+        load_config(argv, PRESETS)
     for w in words:
         assert w in str(e.value)
 
@@ -74,7 +75,7 @@ def test_config_errors_are_value_errors_too():
 
 
 def test_json_round_trip_and_incompatible_dict():
-    cfg = load_config(["--preset", "tiny", "--seed", "5"])
+    cfg = load_config(["--preset", "tiny", "--seed", "5"], PRESETS)
     again = RunConfig.from_dict(json.loads(cfg.to_json()))
     assert again == cfg
     d = cfg.to_dict()
@@ -118,7 +119,7 @@ def test_bad_flags_exit_nonzero_with_one_line_and_no_traceback(args):
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     assert "Traceback" not in out.stderr
     with pytest.raises(ConfigError):
-        load_config(list(args))
+        load_config(list(args), PRESETS)
 
 
 def test_help_lists_every_flag_with_its_value_and_meaning():

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-import config
-import run_train
-from config import assemble_config, load_config, parse_argv, resolve_vocab
-from gpt2stream.checkpoint import save_checkpoint
+from config import PRESETS
+from gpt2stream import config
+from gpt2stream.checkpoint import assemble_config, save_checkpoint
+from gpt2stream.config import Actions, load_config, parse_argv, resolve_vocab
 from gpt2stream.errors import UserError
 from tests.conftest import ROOT, demo_texts
 
@@ -22,11 +22,12 @@ SMALL = ["--preset", "tiny", "--n-layer", "1", "--n-embd", "16", "--n-head", "2"
 
 def _run_dir(tmp_path):
     """A run directory with one checkpoint at step 3 of a small model (its config has max_steps 7)."""
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.config import ModelConfig
+    from gpt2stream.model import GPT
 
     run = tmp_path / "run"
-    cfg = load_config([*SMALL, "--max-steps", "7", "--out-dir", str(run)])
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
+    cfg = load_config([*SMALL, "--max-steps", "7", "--out-dir", str(run)], PRESETS)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
     state = {"step": 3, "tokens_seen": 3 * 128, "model": model.state_dict(), "optimizer": {},
              "config": cfg.to_dict(), "ranks": [{"loader": {}, "rng": {}}], "tokenizer_spec": "gpt2",
              "world_size": 1, "metrics": []}
@@ -53,7 +54,7 @@ def _counting_parse(monkeypatch) -> list[int]:
 def test_resume_parses_argv_once_and_continues_the_checkpoints_config(tmp_path, monkeypatch):
     run, path = _run_dir(tmp_path)
     calls = _counting_parse(monkeypatch)
-    cfg = assemble_config(*parse_argv(["--resume", "--out-dir", str(run), "--max-steps", "9"]))
+    cfg = assemble_config(*parse_argv(["--resume", "--out-dir", str(run), "--max-steps", "9"], PRESETS))
     assert len(calls) == 1
     # the checkpoint's shape (not the default preset's), this command line's max_steps, the exact file named
     assert (cfg.model.n_embd, cfg.model.vocab_size, cfg.data.seq_len, cfg.preset) == (16, 100, 16, "tiny")
@@ -62,13 +63,13 @@ def test_resume_parses_argv_once_and_continues_the_checkpoints_config(tmp_path, 
 
 def test_resume_path_takes_the_run_directory_of_the_checkpoint(tmp_path):
     run, path = _run_dir(tmp_path)
-    cfg = assemble_config(*parse_argv(["--resume", str(path)]))
+    cfg = assemble_config(*parse_argv(["--resume", str(path)], PRESETS))
     assert (cfg.train.out_dir, cfg.train.resume, cfg.train.max_steps) == (str(run), str(path), 7)
 
 
 def test_no_resume_applies_the_flags_on_the_preset(tmp_path, monkeypatch):
     calls = _counting_parse(monkeypatch)
-    base, flags = parse_argv(["--max-steps", "3", "--preset", "tiny", "--resume", ""])
+    base, flags = parse_argv(["--max-steps", "3", "--preset", "tiny", "--resume", ""], PRESETS)
     assert flags == {"max-steps": 3, "resume": ""} and base.train.max_steps == 200  # the preset is left as it is
     cfg = assemble_config(base, flags)
     assert (cfg.preset, cfg.train.max_steps, cfg.train.resume) == ("tiny", 3, "")
@@ -76,18 +77,18 @@ def test_no_resume_applies_the_flags_on_the_preset(tmp_path, monkeypatch):
 
 
 def test_the_entry_points_switches_are_part_of_the_one_parse():
-    actions = run_train.Actions()
-    base, flags = parse_argv(["--print-config", "--preset", "tiny", "--lr", "1e-3"], actions)
-    assert actions == run_train.Actions(print_config=True)
+    actions = Actions()
+    base, flags = parse_argv(["--print-config", "--preset", "tiny", "--lr", "1e-3"], PRESETS, actions)
+    assert actions == Actions(print_config=True)
     assert flags == {"lr": 1e-3} and base.preset == "tiny"
     with pytest.raises(UserError, match="did you mean --print-config"):
-        parse_argv(["--print-confg"], run_train.Actions())
+        parse_argv(["--print-confg"], PRESETS, Actions())
     with pytest.raises(UserError, match="unknown option --print-config"):  # config alone has no such flag
-        load_config(["--print-config"])
+        load_config(["--print-config"], PRESETS)
 
 
 def test_resolve_vocab_fills_in_a_copy():
-    cfg = load_config(["--preset", "tiny"])
+    cfg = load_config(["--preset", "tiny"], PRESETS)
     got = resolve_vocab(cfg, 300)
     assert got.model.vocab_size == 300 and cfg.model.vocab_size is None  # the caller's config is unchanged
     assert got.train == cfg.train and got.data == cfg.data

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, iter_documents
 from gpt2stream.errors import UserError
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, iter_documents, val_documents
 from gpt2stream.errors import UserError
 from tests.hubserver import DATA, DEFAULT_REPO, METADATA, Fault, FaultProxy, HubServer, build_fineweb_repo
@@ -199,7 +199,7 @@ _FAULTY_RUN_SCRIPT = """
 import hashlib, json, sys
 sys.path.insert(0, {root!r})
 import gpt2stream.data.hub.source as hubsource
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.data.hub.retry import RetryPolicy
 from tokenizer import load_tokenizer
@@ -247,7 +247,7 @@ def test_hub_single_faults_lose_and_duplicate_nothing(tmp_path, monkeypatch):
 _PERSISTENT_FAULT_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.errors import DataStreamError
 from gpt2stream.data.hub.retry import RetryPolicy
@@ -305,7 +305,7 @@ _CLOSE_DURING_READ_SCRIPT = """
 import json, sys
 sys.path.insert(0, {root!r})
 import gpt2stream.data.hub.source as hubsource
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from gpt2stream.errors import DataStreamError
 from tokenizer import load_tokenizer

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, iter_documents, val_batches, val_documents
 from gpt2stream.errors import UserError
 
@@ -283,7 +283,7 @@ def test_resume_in_a_new_process(tmp_path):
     script = f"""
 import hashlib, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from tokenizer import load_tokenizer
 c = DataConfig(**{json.dumps(c.__dict__)})

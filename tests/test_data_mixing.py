@@ -18,7 +18,10 @@ from bench_shuffle import build_data, mixing, training  # noqa: E402
 
 @pytest.fixture(scope="module")
 def long_docs_data(tmp_path_factory):
-    return build_data(tmp_path_factory.mktemp("mixing"))
+    """From ../shared/corpus where it is present, else from the demo corpus shipped in the package."""
+    from tests.conftest import SHARED_CORPUS
+
+    return build_data(tmp_path_factory.mktemp("mixing"), corpus_dir=SHARED_CORPUS)
 
 
 @pytest.mark.slow

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from config import DataConfig
+from config import PRESETS
+from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader, val_batches
-from gpt2stream.data.loader_legacy import LegacyTrainLoader
 from gpt2stream.data.sharding import num_readers, reader_index, readers_per_rank
 from gpt2stream.data.sources import Plan, Unit
 from gpt2stream.data.spec import FINGERPRINT, StreamSpec, changed_fields
@@ -102,32 +102,6 @@ def test_a_state_saved_before_the_spec_resumes_exactly(data):
     loader.close()
 
 
-def test_legacy_state_saved_before_the_spec_resumes_exactly(data):
-    c = cfg(data["pq"], num_workers=2, val_docs=2)
-
-    def make():
-        return LegacyTrainLoader(c, batch_size=2, tokenizer=IdTokenizer(), rank=1, world_size=2, seed=3)
-
-    fresh = make()
-    whole = [x.tolist() for _, (x, _y) in zip(range(5), fresh, strict=False)]
-    fresh.close()
-    assert whole[:3] == [[[29], [32]], [[37], [36]], [[31], [33]]]  # what the loader before StreamSpec yielded
-    fp = {"data": str(data["pq"]), "data_config": "sample-10BT", "split": "train", "text_column": "text",
-          "txt_docs": "paragraph", "seq_len": 1, "batch_size": 2, "shuffle_buffer": 5, "val_docs": 2, "seed": 3,
-          "tokenizer": "test:ids", "world_size": 2, "num_workers": 2, "rank": 1, "num_units": 6}
-    saved = {"format": "gpt2stream.data.TrainLoader/1", "fingerprint": fp, "next_worker": 1,
-             "workers": [{"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 3, "tok": 2, "docs": 4, "skipped": 0},
-                         {"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 1, "tok": 2, "docs": 2, "skipped": 0}]}
-    loader = make()
-    assert loader.state_dict()["fingerprint"] == fp and list(loader.state_dict()["fingerprint"]) == list(fp)
-    loader.load_state_dict(saved)
-    assert [x.tolist() for _, (x, _y) in zip(range(2), loader, strict=False)] == whole[3:]
-    loader.close()
-    other = LegacyTrainLoader(c, batch_size=2, tokenizer=IdTokenizer(), rank=0, world_size=2, seed=3)
-    with pytest.raises(UserError, match=r"cannot resume the data stream exactly.*\(rank: saved 1, now 0\)"):
-        other.load_state_dict(saved)
-
-
 def _spec(**kw) -> StreamSpec:
     base = dict(data="d", data_config="c", split="train", text_column="text", txt_docs="file", seq_len=8,
                 shuffle_buffer=100, block_buffer=64, val_docs=0, seed=1, tokenizer="gpt2", num_units=10,
@@ -205,14 +179,14 @@ def test_layout_arguments_are_checked_by_the_loaders(data):
     for kw, message in [(dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
                         (dict(batch_size=1, world_size=0), "world_size must be an integer >= 1, got 0"),
                         (dict(batch_size=1, rank=2, world_size=2), r"rank must be in \[0, 2\), got 2")]:
-        for make in (TrainLoader, LegacyTrainLoader, val_batches):
+        for make in (TrainLoader, val_batches):
             with pytest.raises(UserError, match=message):
                 make(c, tokenizer=IdTokenizer(), **kw)
 
 
 def test_training_and_validation_share_one_opened_source(tmp_path, monkeypatch):
-    from config import load_config
     from gpt2stream import distributed as D
+    from gpt2stream.config import load_config
     from gpt2stream.data import loader as loader_mod
     from gpt2stream.train.build import build_parts
     from tests.test_train_common import TINY, make_jsonl
@@ -222,7 +196,7 @@ def test_training_and_validation_share_one_opened_source(tmp_path, monkeypatch):
     monkeypatch.setattr(loader_mod, "open_source", lambda c: opened.append(c) or real(c))
     make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
     c = load_config([*TINY, "--data", str(tmp_path / "docs.jsonl"), "--num-workers", "0",
-                     "--out-dir", str(tmp_path / "run")])
+                     "--out-dir", str(tmp_path / "run")], PRESETS)
     cpu = D.DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="")
     parts = build_parts(c, cpu, None)
     assert len(opened) == 1 and parts.val and parts.loader.spec.num_units == len(parts.loader.plan.units)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data.open import open_source
 from gpt2stream.data.sources import LocalFile, ParquetSource
 from gpt2stream.data.sources.named import NAMED, named_data_path

@@ -9,7 +9,8 @@ import sys
 import torch
 
 from gpt2stream.checkpoint import save_checkpoint
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.config import ModelConfig
+from gpt2stream.model import GPT
 from tests.test_checkpoint import _state
 from tests.test_train_common import ROOT, env
 
@@ -34,7 +35,7 @@ def test_export_checkpoint_loads_in_transformers(tmp_path, tiktoken_r50k):
     from transformers import AutoTokenizer, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
     run = _run_dir(tmp_path / "run", model, 50257)
     out = tmp_path / "hf"
     p = _export(run, out)
@@ -63,7 +64,7 @@ def test_export_trained_tokenizer_loads_in_transformers(tmp_path):
     bpe = train_bpe(["the cat sat on the mat, the dog sat on the log. " * 20, "a bird in the hand"], vocab_size=300)
     bpe.save(tmp_path / "tok.json")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=bpe.n_vocab))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=bpe.n_vocab))
     run = _run_dir(tmp_path / "run", model, bpe.n_vocab, tokenizer_spec=str(tmp_path / "tok.json"))
     p = _export(run, tmp_path / "hf")
     assert p.returncode == 0, p.stderr
@@ -74,7 +75,7 @@ def test_export_trained_tokenizer_loads_in_transformers(tmp_path):
 
 
 def test_export_refuses_to_write_over_a_run(tmp_path):
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=100))
     run = _run_dir(tmp_path / "run", model, 100)
     copy = tmp_path / "copy"  # another run's files (config.json with our sections only)
     copy.mkdir()

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
+from gpt2stream.config import ModelConfig
 from gpt2stream.errors import UserError
 from gpt2stream.hf_interop import export_hf, load_hf_gpt2
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 
 transformers = pytest.importorskip("transformers")  # a dev extra; CI installs it, so this never skips there
 
@@ -41,7 +42,7 @@ def test_import_matches_transformers_logits(tmp_path, safe):
 
 def test_export_loads_in_transformers_with_same_logits(tmp_path):
     torch.manual_seed(0)
-    ours = GPT(GPTConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=301)).eval()
+    ours = GPT(ModelConfig(n_layer=2, n_head=4, n_embd=64, block_size=32, vocab_size=301)).eval()
     import os
 
     old = os.umask(0o022)

@@ -13,7 +13,7 @@ import requests
 
 from gpt2stream.data.hub import client
 from gpt2stream.data.hub import file as hubfile
-from gpt2stream.data.hub.card import choose_config, glob_to_regex, parse_configs
+from gpt2stream.data.hub.card import choose_config
 from gpt2stream.data.hub.file import HubFile
 from gpt2stream.data.hub.resolve import list_parquet_files, resolve_dataset
 from gpt2stream.data.hub.retry import RetryPolicy
@@ -116,27 +116,7 @@ def test_readme_without_configs_infers_splits(tmp_path, monkeypatch):
             "data/test-00000.parquet"]
 
 
-def test_glob_and_config_parsing():
-    rx = glob_to_regex("data/*/*")
-    assert rx.fullmatch("data/CC-MAIN-2013-20/000_00000.parquet") and not rx.fullmatch("data/a.parquet")
-    assert not rx.fullmatch("data/a/b/c.parquet")
-    assert glob_to_regex("data/**/*.parquet").fullmatch("data/a/b/c.parquet")
-    assert glob_to_regex("**/*.parquet").fullmatch("x.parquet")
-    assert glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00001.parquet")
-    assert not glob_to_regex("train-0000[0-1].parquet").fullmatch("train-00002.parquet")
-    card = {"configs": [
-        {"config_name": "a", "data_files": "x/*"},
-        {"config_name": "b", "data_files": ["y/1", "y/2"], "default": True},
-        {"config_name": "c", "data_files": [{"split": "train", "path": "t/*"}, {"split": "test", "path": ["u/*"]}]},
-        {"config_name": "d", "data_files": {"train": "v/*", "validation": ["w/1", "w/2"]}},
-        {"config_name": "e", "data_dir": "sub", "data_files": "*.parquet"},
-    ]}
-    configs, default = parse_configs(card)
-    assert default == "b"
-    assert configs == {
-        "a": {"train": ["x/*"]}, "b": {"train": ["y/1", "y/2"]}, "c": {"train": ["t/*"], "test": ["u/*"]},
-        "d": {"train": ["v/*"], "validation": ["w/1", "w/2"]}, "e": {"train": ["sub/*.parquet"]},
-    }
+def test_several_configs_and_no_default_is_refused():
     with pytest.raises(UserError, match="several configs and no default.*a, c"):
         choose_config({"a": {}, "c": {}}, None, None, "x/y")
 

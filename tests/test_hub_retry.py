@@ -92,7 +92,7 @@ def test_policy_validation_names_the_field(field, value):
 
 
 def test_policy_from_data_config():
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
 
     p = RetryPolicy.from_config(DataConfig(max_retries=7, request_timeout=12.5), backoff=0.1)
     assert (p.max_retries, p.timeout, p.backoff) == (7, 12.5, 0.1)
@@ -103,8 +103,8 @@ def test_policy_from_data_config():
 def test_docstring_examples():
     import doctest
 
-    from gpt2stream.data.hub import card, retry, signed
+    from gpt2stream.data.hub import retry, signed
 
-    for mod in (retry, card, signed):
+    for mod in (retry, signed):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from config import DataConfig
+from gpt2stream.config import DataConfig
 from gpt2stream.data.hub import signed
 from gpt2stream.data.hub.file import HubFile
 from gpt2stream.data.hub.manifest import load_manifest

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from config import PRESETS, preset_config
+from config import PRESETS
+from gpt2stream.config import ModelConfig, preset_config
 from gpt2stream.memory import (
     GiB,
     estimate_memory,
@@ -21,20 +22,20 @@ from gpt2stream.memory import (
     table_markdown,
     usable_bytes,
 )
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 from tests.conftest import ROOT
 
 
-def small(**kw) -> GPTConfig:
+def small(**kw) -> ModelConfig:
     base = dict(n_layer=3, n_head=4, n_embd=128, block_size=128, vocab_size=512, vocab_multiple=64)
     base.update(kw)
-    return GPTConfig(**base)
+    return ModelConfig(**base)
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_param_count_equals_the_model_for_every_preset(preset):
-    m = preset_config(preset).model
-    cfg = GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size, vocab_size=50257)
+    m = preset_config(preset, PRESETS).model
+    cfg = ModelConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size, vocab_size=50257)
     with torch.device("meta"):
         model = GPT(cfg)
     assert param_count(m.n_layer, m.n_embd, m.block_size, cfg.padded_vocab_size) == model.num_params()
@@ -43,7 +44,7 @@ def test_param_count_equals_the_model_for_every_preset(preset):
 
 
 def test_each_term_by_hand_for_gpt2_124m():
-    m = preset_config("gpt2-124m").model
+    m = preset_config("gpt2-124m", PRESETS).model
     n = 124_439_808 + 47 * 768  # padded to 50304 rows
     e = estimate_memory(m, 50257, 16, 1024, bf16=True, ddp=True, gradient_as_bucket_view=False)
     assert (e.weights, e.gradients, e.optimizer, e.ddp_buckets) == (4 * n, 4 * n, 8 * n, 4 * n)
@@ -61,7 +62,7 @@ def test_each_term_by_hand_for_gpt2_124m():
 
 
 def test_activation_checkpointing_keeps_block_inputs_only():
-    m = preset_config("gpt2-xl").model
+    m = preset_config("gpt2-xl", PRESETS).model
     plain = estimate_memory(m, 50257, 8, 1024)
     ac = estimate_memory(m, 50257, 8, 1024, activation_checkpointing=True)
     tokens, C = 8 * 1024, 1600
@@ -71,12 +72,12 @@ def test_activation_checkpointing_keeps_block_inputs_only():
 
 
 def test_largest_micro_batch_is_the_boundary():
-    m = preset_config("gpt2-medium").model
+    m = preset_config("gpt2-medium", PRESETS).model
     for gpu in (24, 40, 80):
         b = largest_micro_batch(m, 50257, 1024, gpu * GiB)
         assert estimate_memory(m, 50257, b, 1024).total <= usable_bytes(gpu * GiB)
         assert estimate_memory(m, 50257, b + 1, 1024).total > usable_bytes(gpu * GiB)
-    xl = preset_config("gpt2-xl").model
+    xl = preset_config("gpt2-xl", PRESETS).model
     assert largest_micro_batch(xl, 50257, 1024, 24 * GiB) == 0  # weights + gradients + AdamW state do not fit
     assert largest_micro_batch(xl, 50257, 1024, 40 * GiB, activation_checkpointing=True) > 2 * max(
         1, largest_micro_batch(xl, 50257, 1024, 40 * GiB))
@@ -88,7 +89,7 @@ def test_bad_sizes_are_refused():
         estimate_memory(small(), 512, 0, 128)
 
 
-def _measured_peak(cfg: GPTConfig, batch: int, bf16: bool, ac: bool) -> int:
+def _measured_peak(cfg: ModelConfig, batch: int, bf16: bool, ac: bool) -> int:
     """Peak bytes PyTorch allocates over two optimizer steps of two micro-steps each, as the trainer runs them (the
     second step has AdamW's state; fake tensors: nothing is computed, every allocation is counted)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -134,7 +135,7 @@ def test_table_cli_prints_every_preset_computed_by_the_function():
     assert r.returncode == 0, r.stderr
     rows = {ln.split("|")[1].strip(): ln for ln in r.stdout.splitlines() if ln.startswith("| ")}
     assert set(PRESETS) <= set(rows)
-    m = preset_config("gpt2-xl").model
+    m = preset_config("gpt2-xl", PRESETS).model
     cell = [c.strip() for c in rows["gpt2-xl"].split("|")[5:8]]  # 24, 40, 80 GB
     want = [f"{largest_micro_batch(m, 50257, 1024, g * GiB) or '-'} / "
             f"{largest_micro_batch(m, 50257, 1024, g * GiB, activation_checkpointing=True) or '-'}"
@@ -152,7 +153,7 @@ def test_print_config_shows_the_estimate_on_stderr_and_keeps_stdout_json():
                         "--batch-size", "4", "--print-config"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"]["n_layer"] == 36
-    m = preset_config("gpt2-large").model
+    m = preset_config("gpt2-large", PRESETS).model
     total = estimate_memory(m, 50257, 4, 1024, bf16=True).total
     assert "memory estimate per process at micro-batch 4 x 1024" in r.stderr
     assert f"= {total / GiB:.2f} GiB (bf16" in r.stderr

@@ -5,22 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gpt2stream.config import ModelConfig
 from gpt2stream.generate import KVCache, generate, sample_next
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 
 
-def tiny(**kw) -> GPTConfig:
+def tiny(**kw) -> ModelConfig:
     base = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=101, vocab_multiple=64)
     base.update(kw)
-    return GPTConfig(**base)
+    return ModelConfig(**base)
 
 
 def test_gpt2_small_has_exactly_124_439_808_parameters():
     with torch.device("meta"):  # no memory, no init cost
-        model = GPT(GPTConfig(vocab_multiple=1))
+        model = GPT(ModelConfig(vocab_size=50257, vocab_multiple=1))
     assert model.num_params() == 124_439_808
     with torch.device("meta"):
-        padded = GPT(GPTConfig())
+        padded = GPT(ModelConfig(vocab_size=50257))
     assert padded.config.padded_vocab_size == 50304
     assert padded.num_params() == 124_439_808 + (50304 - 50257) * 768
 

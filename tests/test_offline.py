@@ -46,10 +46,10 @@ def train(tmp_path: Path, args: list[str], timeout: float = 300, **extra: str) -
                           capture_output=True, text=True, timeout=timeout)
 
 
-def populate_cache(server: HubServer, cache: Path, tmp_path: Path, *patterns: str) -> str:
+def populate_cache(server: HubServer, cache: Path, tmp_path: Path, *patterns: str, repo_id: str = DEFAULT_REPO) -> str:
     """Really run huggingface_hub's snapshot_download against the test server; returns the snapshot path."""
     code = ("import sys; from huggingface_hub import snapshot_download; "
-            f"print(snapshot_download({DEFAULT_REPO!r}, repo_type='dataset', cache_dir={str(cache)!r}, "
+            f"print(snapshot_download({repo_id!r}, repo_type='dataset', cache_dir={str(cache)!r}, "
             f"allow_patterns={list(patterns) or None!r}))")
     p = subprocess.run([sys.executable, "-c", code], env=env(tmp_path, HF_ENDPOINT=server.url), capture_output=True,
                        text=True, timeout=120)
@@ -74,7 +74,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
         sha = server.sha()
     assert snapshot.name == sha
     # the same files as the Hub resolution chooses for the default config
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data.hub.cache import cached_snapshot
 
     snap = cached_snapshot(DataConfig(), cache_dir=str(cache))
@@ -99,7 +99,7 @@ def test_cached_snapshot_trains_offline_and_when_the_hub_is_down(hub_repo, tmp_p
 
 def test_snapshot_without_its_card_uses_the_files_downloaded(hub_repo, tmp_path):
     """`hf download ... --include "sample/10BT/*"` leaves no README.md: the files asked for are the data."""
-    from config import DataConfig
+    from gpt2stream.config import DataConfig
     from gpt2stream.data.hub.cache import cached_snapshot
 
     cache = tmp_path / "hub-cache"
@@ -108,6 +108,43 @@ def test_snapshot_without_its_card_uses_the_files_downloaded(hub_repo, tmp_path)
     snap = cached_snapshot(DataConfig(), cache_dir=str(cache))
     assert [Path(f).name for f in snap.files] == [Path(f).name for f in hub_repo.files("sample-10BT")]
     assert cached_snapshot(DataConfig(data="someone/else"), cache_dir=str(cache)) is None
+
+
+def repo_whose_card_has_no_configs(hub_repo, root: Path) -> Path:
+    """A dataset repo laid out by split name (data/train-*, data/test-*) with a card that has YAML but no `configs:`:
+    `datasets` then takes its split-name patterns."""
+    files = hub_repo.files("sample-10BT")
+    (root / "data").mkdir(parents=True)
+    for i, name in enumerate(["train-00000-of-00002", "train-00001-of-00002", "test-00000-of-00001"]):
+        (root / "data" / f"{name}.parquet").write_bytes((hub_repo.root / files[i % len(files)]).read_bytes())
+    (root / "README.md").write_text("---\nlicense: odc-by\nlanguage:\n- en\n---\n# A card with no configs\n")
+    return root
+
+
+@pytest.mark.slow
+def test_cached_dataset_whose_card_has_no_configs_trains_offline(hub_repo, tmp_path, monkeypatch):
+    """The one card rule (datasets') chooses the same {split: files} online and from the cache, and run_train.py
+    trains from the cache with HF_HUB_OFFLINE=1 (this used to end in an AttributeError traceback)."""
+    from gpt2stream.config import DataConfig
+    from gpt2stream.data.hub.cache import cached_snapshot
+    from gpt2stream.data.hub.resolve import resolve_dataset
+    from gpt2stream.data.hub.retry import RetryPolicy
+
+    repo, cache, fast = "me/plain", tmp_path / "hub-cache", RetryPolicy(max_retries=1, timeout=10, backoff=0.01)
+    with HubServer({repo: repo_whose_card_has_no_configs(hub_repo, tmp_path / "plain")}) as server:
+        snapshot = Path(populate_cache(server, cache, tmp_path, repo_id=repo))
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        online = {s: [f.path for f in resolve_dataset(repo, None, s, policy=fast).files] for s in ("train", "test")}
+    cached = {s: [Path(f).relative_to(snapshot).as_posix() for f in cached_snapshot(
+        DataConfig(data=repo, data_config="default", split=s), cache_dir=str(cache)).files] for s in ("train", "test")}
+    assert cached == online == {"train": ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"],
+                                "test": ["data/test-00000-of-00001.parquet"]}
+    run = tmp_path / "run"
+    p = train(tmp_path, ["--data", repo, "--data-config", "default", "--max-steps", "2", "--out-dir", str(run)],
+              HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_ENDPOINT=dead_endpoint())
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert f"snapshot {snapshot.name}" in p.stderr and "config default, 2 parquet files" in p.stderr, p.stderr[-3000:]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) >= 2
 
 
 @pytest.mark.parametrize("case", ["refused", "dns", "offline-nothing-cached"])

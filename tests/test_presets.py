@@ -11,9 +11,10 @@ import sys
 import pytest
 import torch
 
-from config import PRESETS, preset_config
+from config import PRESETS
+from gpt2stream.config import ModelConfig, preset_config
 from gpt2stream.memory import GiB, estimate_memory, param_count, usable_bytes
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 from tests.conftest import ROOT
 
 transformers = pytest.importorskip("transformers")  # a dev extra; CI installs it, so this never skips there
@@ -47,30 +48,31 @@ def openai_config(name: str, **shrink) -> dict:
 @pytest.mark.parametrize("preset", list(OPENAI))
 def test_preset_shapes_are_openais(preset):
     _, n_layer, n_embd, n_head, _ = OPENAI[preset]
-    m = preset_config(preset).model
+    m = preset_config(preset, PRESETS).model
     assert (m.n_layer, m.n_embd, m.n_head, m.block_size, m.vocab_multiple) == (n_layer, n_embd, n_head, 1024, 64)
-    assert preset_config(preset).data.seq_len == 1024
+    assert preset_config(preset, PRESETS).data.seq_len == 1024
 
 
 @pytest.mark.parametrize("preset", list(GPT3))
 def test_preset_training_defaults_follow_gpt3_table_2_1(preset):
-    t = preset_config(preset).train
+    t = preset_config(preset, PRESETS).train
     lr, batch = GPT3[preset]
     assert (t.lr, t.total_batch_size) == (lr, batch)
     assert t.min_lr == pytest.approx(lr / 10)  # cosine to 10% of the peak
     assert t.warmup_steps == round(375e6 / batch)
     assert t.max_steps == 10**10 // batch  # one pass over sample-10BT
-    assert preset_config(preset).train.out_dir == f"runs/{preset}"
+    assert preset_config(preset, PRESETS).train.out_dir == f"runs/{preset}"
 
 
 @pytest.mark.parametrize("preset", list(OPENAI))
 def test_parameter_counts_equal_openais_checkpoint_shapes(preset):
     hf_name, n_layer, n_embd, n_head, count = OPENAI[preset]
-    m = preset_config(preset).model
+    m = preset_config(preset, PRESETS).model
     with torch.device("meta"):  # no memory, no init cost
-        ours = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
-                             vocab_size=50257, vocab_multiple=1))
-        padded = GPT(GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size))
+        ours = GPT(ModelConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                               vocab_size=50257, vocab_multiple=1))
+        padded = GPT(ModelConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, block_size=m.block_size,
+                                 vocab_size=50257))
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**openai_config(hf_name)))
     assert ours.num_params() == count == sum(p.numel() for p in hf.transformer.parameters())
     assert padded.num_params() == count + (50304 - 50257) * n_embd
@@ -87,7 +89,7 @@ def test_parameter_counts_equal_openais_checkpoint_shapes(preset):
 
 @pytest.mark.parametrize("preset", ["gpt2-medium", "gpt2-large", "gpt2-xl"])
 def test_preset_micro_batch_fits_an_80gb_gpu_by_the_estimate(preset):
-    cfg = preset_config(preset)
+    cfg = preset_config(preset, PRESETS)
     need = estimate_memory(cfg.model, 50257, cfg.train.batch_size, cfg.data.seq_len, bf16=True, ddp=True).total
     assert need <= usable_bytes(80 * GiB)
     assert cfg.train.total_batch_size % (cfg.train.batch_size * cfg.data.seq_len * 8) == 0  # 8 GPUs divide it

@@ -61,6 +61,21 @@ def test_importing_everything_does_no_work(tmp_path):
     assert list(tmp_path.iterdir()) == [], "importing created files in the working directory"
 
 
+def test_install_puts_no_generic_top_level_names_in_site_packages():
+    """Only the packages gpt2stream and tokenizer (with every subpackage) are installed; ``config``, ``run_train`` and
+    the other scripts stay in the repository, run from its root."""
+    import tomllib
+    from setuptools import find_packages
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert "py-modules" not in tool and "packages" in tool, "list the packages with [tool.setuptools.packages.find]"
+    found = set(find_packages(str(ROOT), include=tool["packages"]["find"]["include"]))
+    assert {p.split(".")[0] for p in found} == {"gpt2stream", "tokenizer"}
+    every = {".".join(p.parent.relative_to(ROOT).parts) for pkg in ("gpt2stream", "tokenizer")
+             for p in (ROOT / pkg).rglob("__init__.py")}
+    assert every == found
+
+
 def test_ruff_clean():
     ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
     if not os.path.exists(ruff):

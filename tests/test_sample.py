@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from gpt2stream.config import ModelConfig
 from gpt2stream.errors import UserError
 from gpt2stream.generate import generate
 from gpt2stream.hf_interop import export_hf, load_hf_gpt2
-from gpt2stream.model import GPT, GPTConfig
+from gpt2stream.model import GPT
 from gpt2stream.sample import SampleSettings, StreamDecoder, apply_command, prepare_prompt, stream_tokens
 from tokenizer import load_tokenizer
 
@@ -28,7 +29,7 @@ RUN_SAMPLE = str(ROOT / "run_sample.py")
 def tiny_hf(tmp_path_factory) -> Path:
     """A small random GPT-2 with GPT-2's vocabulary, saved in the Hugging Face layout (config.json + safetensors)."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50257))
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=50257))
     return export_hf(model, tmp_path_factory.mktemp("tiny_hf"), eot_id=50256)
 
 
@@ -404,7 +405,7 @@ def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
     tok = train_bpe(["the cat sat on the mat, the dog sat on the log. " * 20, "Once upon a time there was"], 300,
                     workers=1)
     torch.manual_seed(0)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=tok.n_vocab))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=64, vocab_size=tok.n_vocab))
     d = export_hf(model, tmp_path / "exported", eot_id=tok.eot_id)
     tok.save(d / "tokenizer.json")
     r = _run(["--init", str(d), "--prompt", "the cat", "--max-new-tokens", "12", "--temperature", "0",

@@ -124,11 +124,11 @@ def test_tensorboard_event_files_hold_the_same_scalars_as_one_history(resumed_ru
 
 @pytest.mark.slow
 def test_start_up_prints_the_memory_estimate(resumed_run):
+    from gpt2stream.config import ModelConfig
     from gpt2stream.memory import GiB, estimate_memory
-    from gpt2stream.model import GPTConfig
 
     line = next(ln for ln in resumed_run["first"].stdout.splitlines() if ln.startswith("memory estimate"))
-    est = estimate_memory(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32), 50257, 4, 32, bf16=False)
+    est = estimate_memory(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32), 50257, 4, 32, bf16=False)
     assert line == ("memory estimate per process at micro-batch 4 x 32: " +
                     " + ".join(f"{n} {b / GiB:.2f}" for n, b in est.rows() if b) +
                     f" = {est.total / GiB:.2f} GiB (fp32, eager upper bound)")
@@ -196,10 +196,11 @@ def test_scalars_and_a_failing_tracker_never_stop_training(capsys):
 
 
 def test_wandb_run_name_needs_a_project():
-    from config import ConfigError, load_config
+    from config import PRESETS
+    from gpt2stream.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match="needs --wandb PROJECT"):
-        load_config(["--wandb-run-name", "x"])
+        load_config(["--wandb-run-name", "x"], PRESETS)
     with pytest.raises(ConfigError, match="WANDB_ENTITY"):
-        load_config(["--wandb", "me/proj"])
-    assert os.path.basename(load_config(["--wandb", "proj"]).eval.wandb) == "proj"
+        load_config(["--wandb", "me/proj"], PRESETS)
+    assert os.path.basename(load_config(["--wandb", "proj"], PRESETS).eval.wandb) == "proj"

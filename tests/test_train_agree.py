@@ -29,8 +29,9 @@ def _worker(rank: int, init_file: str, run_dir: str, out: str) -> None:
     import torch.distributed as dist
 
     import gpt2stream.checkpoint as C
-    from config import load_config
+    from config import PRESETS
     from gpt2stream import distributed as D
+    from gpt2stream.config import load_config
     from gpt2stream.errors import UserError
     from gpt2stream.train.agree import choose_agreed
     from gpt2stream.train.output import RunLog
@@ -44,7 +45,7 @@ def _worker(rank: int, init_file: str, run_dir: str, out: str) -> None:
             C.list_checkpoints = lambda d: [x for x in real_list(d) if x[0] != 4]
         if rank == 1 and scenario == "other content":  # the same name holds another file on this node
             C._load = lambda path, mmap: {**real_load(path, mmap), "step": 2}
-        cfg = load_config(["--preset", "tiny", "--out-dir", run_dir, "--resume"])
+        cfg = load_config(["--preset", "tiny", "--out-dir", run_dir, "--resume"], PRESETS)
         stderr, sys.stderr = sys.stderr, io.StringIO()
         try:
             got = choose_agreed(cfg, info, RunLog(info.master))
@@ -98,12 +99,13 @@ def test_disagreement_names_the_first_rank_that_differs():
 
 
 def test_the_config_digest_ignores_only_the_resume_target():
-    from config import load_config
+    from config import PRESETS
+    from gpt2stream.config import load_config
     from gpt2stream.train.agree import checkpoint_view
 
-    a = load_config(["--preset", "tiny", "--resume", "x/step_00000004.pt"])
-    b = load_config(["--preset", "tiny", "--resume", "x/step_00000002.pt"])
-    c = load_config(["--preset", "tiny", "--max-steps", "7"])
+    a = load_config(["--preset", "tiny", "--resume", "x/step_00000004.pt"], PRESETS)
+    b = load_config(["--preset", "tiny", "--resume", "x/step_00000002.pt"], PRESETS)
+    c = load_config(["--preset", "tiny", "--max-steps", "7"], PRESETS)
     assert checkpoint_view(None, a) == checkpoint_view(None, b) != checkpoint_view(None, c)
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
+from gpt2stream.config import load_config
 from gpt2stream.errors import UserError
 from gpt2stream.train import format_eta, grad_accum_steps, incompatible_fields
 
@@ -121,8 +122,8 @@ def test_grad_accum_steps():
 
 
 def test_incompatible_fields_names_each_field():
-    a = load_config(["--preset", "tiny", "--vocab-size", "50257"])
-    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--n-embd", "64", "--seq-len", "64"])
+    a = load_config(["--preset", "tiny", "--vocab-size", "50257"], PRESETS)
+    b = load_config(["--preset", "tiny", "--vocab-size", "50257", "--n-embd", "64", "--seq-len", "64"], PRESETS)
     diff = incompatible_fields(a, b, "tiktoken:r50k_base", "bpe:abc")
     assert diff == ["n_embd: checkpoint 128, now 64", "seq_len: checkpoint 128, now 64",
                     "tokenizer: checkpoint tiktoken:r50k_base, now bpe:abc"]
@@ -137,9 +138,10 @@ def test_format_eta():
 
 def test_configure_optimizers_is_fused_on_cpu():
     # the trainer uses this optimizer as is: the model is the one place that decides about the fused kernel
-    from gpt2stream.model import GPT, GPTConfig
+    from gpt2stream.config import ModelConfig
+    from gpt2stream.model import GPT
 
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
     opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     assert opt.defaults["fused"] is True and opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["lr"] == 1e-3
     assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]

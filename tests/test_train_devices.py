@@ -157,12 +157,13 @@ def test_reduce_dtype_has_no_float64_on_mps():
 
 
 def test_collective_timeout_outlasts_the_data_retry_budget():
-    from config import load_config
+    from config import PRESETS
+    from gpt2stream.config import load_config
     from gpt2stream.data.loader import stall_timeout
     from gpt2stream.train import collective_timeout
 
     for argv in ([], ["--max-retries", "30", "--request-timeout", "120"]):
-        data = load_config(argv).data
+        data = load_config(argv, PRESETS).data
         budget = data.max_retries * data.request_timeout  # what the retry layer may spend before giving up
         assert collective_timeout(data) > stall_timeout(data) >= budget
         assert collective_timeout(data) > 600  # NCCL's default, which killed the waiting ranks first

@@ -114,33 +114,25 @@ def test_resume_across_layouts_after_kill_9(uninterrupted, tmp_path):
     _epoch_checks(cut, data)
 
 
-# Runs the trainer as before canonical streams (the round-robin loader of state format /1), to write the kind of
-# checkpoint earlier versions wrote.
-AS_BEFORE = "import gpt2stream.train.build as B\nB.NEW_RUN_KIND = 'legacy'\n"
-
-
 @pytest.mark.slow
-def test_checkpoint_from_before_resumes_on_its_own_layout_only(tmp_path):
-    import subprocess
-    import sys
+def test_checkpoint_from_before_canonical_streams_is_refused_in_one_line(tmp_path):
+    """A checkpoint whose data state is the round-robin loader's (format /1, before canonical streams) is refused by
+    run_train.py --resume in one line, before anything is built, and the checkpoint is left as it was."""
+    import torch
 
-    from tests.test_train_common import ROOT, env
-
-    def run_as_before(args):
-        script = f"import sys\n{AS_BEFORE}\nimport run_train\nsys.exit(run_train.main(sys.argv[1:]))\n"
-        p = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, env=env(),
-                           cwd=ROOT, timeout=240)
-        assert p.returncode == 0, p.stderr[-3000:]
-
-    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=200)
-    common = [*TINY, "--data", str(data), "--num-workers", "2", "--eval-every", "0", "--save-every", "3",
-              "--min-lr", "3e-3"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    run_as_before([*common, "--max-steps", "6", "--out-dir", str(full)])
-    run_as_before([*common, "--max-steps", "3", "--out-dir", str(cut)])
-    bad = run(["--out-dir", str(cut), "--resume", "--num-workers", "1", "--max-steps", "6"], check=False)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "written before elastic resume: it continues only on its own layout (1 process(es) x --num-workers 2" \
-        in bad.stderr, bad.stderr
-    run(["--out-dir", str(cut), "--resume", "--max-steps", "6"])  # its own layout: as before, bit for bit
-    assert steps_only(train_lines(cut)) == steps_only(train_lines(full))
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=60)
+    out = tmp_path / "run"
+    run([*TINY, "--data", str(data), "--num-workers", "0", "--eval-every", "0", "--max-steps", "2",
+         "--out-dir", str(out)])
+    ckpt = sorted((out / "checkpoints").glob("step_*.pt"))[-1]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    for r in state["ranks"]:  # what the loader before canonical streams saved
+        r["loader"] = {"format": "gpt2stream.data.TrainLoader/1", "fingerprint": {"world_size": 1, "num_workers": 0},
+                       "next_worker": 0, "workers": [{"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 3}]}
+    torch.save(state, ckpt)
+    before = ckpt.read_bytes()
+    p = run(["--out-dir", str(out), "--resume", "--max-steps", "4"], check=False)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert p.returncode == 2 and "Traceback" not in p.stderr and len(errors) == 1, p.stderr[-3000:]
+    assert "written before canonical streams" in errors[0] and "start a new run" in errors[0], errors[0]
+    assert ckpt.read_bytes() == before and sorted((out / "checkpoints").glob("step_*.pt"))[-1] == ckpt

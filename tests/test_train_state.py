@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from config import load_config
+from config import PRESETS
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import SHARED_PARTS, assemble, choose_checkpoint, save_checkpoint
+from gpt2stream.config import load_config
 from gpt2stream.errors import UserError
 from gpt2stream.schedules import CosineSchedule, PlateauSchedule, make_schedule
 from gpt2stream.train.build import build_parts, restore
@@ -24,7 +25,7 @@ def _cfg(tmp_path, *extra: str):
     if not data.exists():
         make_jsonl(data, n_docs=200)
     return load_config([*TINY, "--data", str(data), "--num-workers", "0", "--out-dir", str(tmp_path / "run"),
-                        "--dropout", "0.1", "--schedule", "plateau", "--eval-every", "1", *extra])
+                        "--dropout", "0.1", "--schedule", "plateau", "--eval-every", "1", *extra], PRESETS)
 
 
 def _steps(parts, it, n: int) -> list:

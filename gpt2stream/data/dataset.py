@@ -1,4 +1,4 @@
-"""One reader's stream (units -> shuffled documents -> tokens -> packed batches) and the IterableDataset around it.
+"""One reader's stream (units -> shuffled documents -> tokens -> packed batches); stepdata.StepDataset runs it.
 
 A reader's state after each batch is a handful of ints (see ``fresh_state``): the epoch, where the current shuffle
 window starts (index into the reader's unit list for the epoch + row offset in that unit), the window's index, the
@@ -20,11 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import IterableDataset, get_worker_info
 
 from gpt2stream.data.packing import Packer, doc_tokens
-from gpt2stream.data.sharding import epoch_order, num_readers, reader_index, reader_units, readers_per_rank
+from gpt2stream.data.sharding import epoch_order, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.data.sources.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.spec import StreamSpec
@@ -312,46 +310,3 @@ class WorkerError:
     def reraise(self):
         cls = DataStreamError if self.kind == "DataStreamError" else UserError
         raise cls(self.message)
-
-
-class PackedDataset(IterableDataset):
-    """Yields ``(x, y, (logical_worker, state))`` whole batches of ``rows`` rows; use with DataLoader(batch_size=None).
-
-    Physical worker p plays logical worker (p + offset) % W and starts from ``states[logical]`` (None = fresh), so
-    a restored loader continues the round-robin exactly where the saved one stopped.
-    """
-
-    def __init__(self, source: Source, units: tuple[Unit, ...], tokenizer: Tokenizer, spec: StreamSpec, *, rows: int,
-                 rank: int, world_size: int, num_workers: int, states: list[dict | None] | None = None,
-                 offset: int = 0) -> None:
-        super().__init__()
-        self.source = source
-        self.units = units
-        self.tokenizer = tokenizer
-        self.spec = spec
-        self.rows = rows
-        self.rank = rank
-        self.world_size = world_size
-        self.num_workers = num_workers
-        self.slots = readers_per_rank(num_workers)
-        self.states = states or [None] * self.slots
-        self.offset = offset
-
-    def __iter__(self):
-        info = get_worker_info()
-        physical = info.id if info is not None else 0
-        logical = (physical + self.offset) % self.slots
-        stream = ReaderStream(
-            self.source, self.units, self.tokenizer, self.spec, rows=self.rows,
-            reader=reader_index(self.rank, logical, self.num_workers),
-            num_readers=num_readers(self.world_size, self.num_workers), state=self.states[logical],
-            threads=tokenizer_threads(self.slots),
-        )
-        try:
-            for block, st, _docs in stream.batches():
-                t = torch.from_numpy(block).long()
-                yield t[:, :-1].contiguous(), t[:, 1:].contiguous(), (logical, st)
-        except UserError as e:
-            if info is None:
-                raise
-            yield WorkerError(type(e).__name__, str(e))

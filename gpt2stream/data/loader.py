@@ -13,7 +13,6 @@ from gpt2stream.config import DataConfig
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
-from gpt2stream.data.loader_legacy import STATE_FORMAT as LEGACY_FORMAT
 from gpt2stream.data.open import open_source
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, usable
@@ -23,11 +22,25 @@ from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer
 
-__all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "LEGACY_FORMAT"]
+__all__ = ["TrainLoader", "StepBatch", "stall_timeout", "val_batches", "val_documents", "check_resumable"]
 
 STATE_FORMAT = "gpt2stream.data.TrainLoader/2"
 # A saved state resumes when its fingerprint equals the loader's StreamSpec's (spec.FINGERPRINT). The world size,
 # the DataLoader workers and the micro-batch are not in it: they only decide who computes which block.
+BEFORE_STREAMS = "gpt2stream.data.TrainLoader/1"  # the round-robin loader's state, before canonical streams
+
+
+def check_resumable(path: Any, rank_states: list[Any]) -> None:
+    """UserError (one line) when a checkpoint's data state is one this version cannot continue: written before
+    canonical streams, or by no loader of ours. Checked before anything large is built."""
+    formats = {s.get("format") if isinstance(s, dict) else None for s in rank_states}
+    if BEFORE_STREAMS in formats:
+        raise UserError(f"cannot resume from {path}: it was written before canonical streams (data state "
+                        f"{BEFORE_STREAMS}), which this version no longer continues; resume it with the gpt2stream "
+                        f"version that wrote it, or start a new run with another --out-dir")
+    if formats != {STATE_FORMAT}:
+        raise UserError(f"cannot resume from {path}: its data-loader state is not from this version of gpt2stream; "
+                        f"start a new run with another --out-dir, or resume with the version that wrote it")
 
 
 class StepBatch(NamedTuple):
@@ -125,12 +138,7 @@ class TrainLoader:
         """Continue from a state: this loader's, or one merged from every rank's (merge_states), on any layout."""
         if self._it is not None:
             raise RuntimeError("load_state_dict must be called before iterating the TrainLoader")
-        if isinstance(sd, dict) and sd.get("format") == LEGACY_FORMAT:
-            raise UserError("the checkpoint's data-loader state was written before canonical streams; it resumes "
-                            "only with LegacyTrainLoader on the layout that wrote it")
-        if not isinstance(sd, dict) or sd.get("format") != STATE_FORMAT:
-            raise UserError("the checkpoint's data-loader state is not from this version of gpt2stream; "
-                            "start a new run or resume with the version that wrote it")
+        check_resumable("this checkpoint", [sd])
         diff = self.spec.changes(sd["fingerprint"])
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +

@@ -23,7 +23,7 @@ from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
-from gpt2stream.train.settings import autocast_dtype, grad_accum_steps
+from gpt2stream.train.settings import autocast_dtype
 from gpt2stream.train.state import LoaderPosition, Progress, RNGState
 from tokenizer import Tokenizer
 
@@ -49,7 +49,6 @@ class Parts:
     accum: int  # micro-steps every rank runs per step (the busiest rank's; others pad with weight-0 ones)
     amp: torch.dtype | None
     compile: bool
-    data_kind: str = "elastic"  # "legacy": a checkpoint from before canonical streams (its own layout only)
     progress: Progress = field(default_factory=Progress)
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(None))
     rng: RNGState | None = None
@@ -109,33 +108,11 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     inductor_config.deterministic = True
 
 
-# The loader kind of a new run ("legacy" writes checkpoints as versions before canonical streams did).
-NEW_RUN_KIND = "elastic"
-
-
-def data_kind(path: Path, state: dict, info: D.DistInfo, cfg: RunConfig) -> str:
-    """The loader kind that continues ``state`` on this layout (gpt2stream.data.resume.resume_kind)."""
-    from gpt2stream.data.resume import resume_kind
-
-    try:
-        return resume_kind([r["loader"] for r in state["ranks"]], info.world_size, cfg.data.num_workers,
-                           cfg.train.batch_size)
-    except UserError as e:
-        raise UserError(f"cannot resume from {path}: {e}") from None
-
-
-def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | None, kind: str
-                ) -> tuple[Any, int]:
+def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | None) -> tuple[Any, int]:
     """This rank's training loader and the micro-steps of a step. An elastic run fixes its canonical streams at
     the start (``loader.streams``, saved with the run as ``data.streams``): every layout then trains the same global
     batches."""
     t = cfg.train
-    if kind == "legacy":
-        from gpt2stream.data.loader_legacy import LegacyTrainLoader
-
-        loader = LegacyTrainLoader(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                                   world_size=info.world_size, seed=t.seed, source=source)
-        return loader, grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
     from gpt2stream.data import TrainLoader
     from gpt2stream.data.streams import accum_steps
 
@@ -153,36 +130,33 @@ def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | No
     streams); ``cfg`` is not changed."""
     from gpt2stream.data import val_batches
     from gpt2stream.data.job import check_pinned_revision
+    from gpt2stream.data.loader import check_resumable
     from tokenizer import load_tokenizer
 
     tok = load_tokenizer(cfg.data.tokenizer)
     cfg = resolve_vocab(cfg, tok.n_vocab)
-    kind = NEW_RUN_KIND
     if resume is not None:
         check_compatible(resume[0], resume[1], cfg, tok.identity)
-        kind = data_kind(resume[0], resume[1], info, cfg)
+        check_resumable(resume[0], [r["loader"] for r in resume[1]["ranks"]])
         if source is not None:
             check_pinned_revision(resume[1]["config"], source, resume[0])
     check_settings(cfg, tok)
     t, dev = cfg.train, info.device
-    if kind == "legacy":  # its fixed layout: total_batch_size must split evenly into micro-batches
-        grad_accum_steps(t.total_batch_size, t.batch_size, cfg.data.seq_len, info.world_size)
     configure_kernels(dev, t.deterministic)
     model = build_model(cfg.model, t.seed).to(dev)
     model.activation_checkpointing = t.activation_checkpointing
     use_compile = t.compile if t.compile is not None else dev.type == "cuda"
     fwd = torch.compile(model) if use_compile else model
     optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
-    loader, accum = make_loader(cfg, info, tok, source, kind)
-    if kind != "legacy":
-        cfg = with_streams(cfg, loader.streams)
+    loader, accum = make_loader(cfg, info, tok, source)
+    cfg = with_streams(cfg, loader.streams)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
                       world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=loader.source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
                  fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
                  position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),
-                 compile=use_compile, rng=RNGState(dev), data_kind=kind)
+                 compile=use_compile, rng=RNGState(dev))
 
 
 def restore(parts: Parts, state: dict) -> None:
@@ -194,10 +168,7 @@ def restore(parts: Parts, state: dict) -> None:
     info, ranks = parts.info, state["ranks"]
     restore_parts(state, parts.shared, {}, info.rank)
     parts.progress.load_state_dict(state)
-    if parts.data_kind == "legacy":
-        parts.position.load_state_dict(ranks[info.rank]["loader"])
-    else:
-        parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
+    parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
     if info.rank < len(ranks):
         parts.rng.load_state_dict(ranks[info.rank]["rng"])
     else:

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
+import gpt2stream.train.step as S  # called through the module: tests patch S.accumulate
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
-from gpt2stream.train import evaluate
-from gpt2stream.train import step as S
 from gpt2stream.train.build import Parts
+from gpt2stream.train.evaluate import hellaswag, sample, val_loss
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -97,9 +97,8 @@ class Trainer:
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
-        """This rank's micro-batches of a step (an elastic loader's last one may be smaller)."""
-        p = self.parts
-        return p.accum if p.data_kind == "legacy" else len(p.loader.micro_sizes)
+        """This rank's micro-batches of a step (the last one may be smaller)."""
+        return len(self.parts.loader.micro_sizes)
 
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
@@ -204,7 +203,7 @@ class Trainer:
         if hs:
             self.score_hellaswag()
         if smp and info.master:
-            text = evaluate.sample(self.parts, self.step)
+            text = sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
             self.log(f"sample @ step {self.step}: {text!r}")
         if save:
@@ -212,7 +211,7 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = evaluate.val_loss(self.parts)
+        val = val_loss(self.parts)
         if val is not None:
             self.parts.metrics.log(step=self.step, val_loss=val)
             self.parts.schedule.observe(val)
@@ -220,7 +219,7 @@ class Trainer:
         self.plot()
 
     def score_hellaswag(self) -> None:
-        r = evaluate.hellaswag(self.parts)
+        r = hellaswag(self.parts)
         self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
                                hellaswag_n=r["n"])
         self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "

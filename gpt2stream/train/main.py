@@ -100,7 +100,7 @@ def train(cfg: RunConfig) -> int:
     """Run training as configured; return the process exit code (``Exit``).
 
     ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
-    config must be compatible with the checkpoint (``config.assemble_config`` builds one from the checkpoint's own).
+    config must be compatible with the checkpoint (``checkpoint.assemble_config`` builds one from the checkpoint's own).
     ``cfg`` is not changed: the build resolves a copy (vocab_size from the tokenizer, the loader's streams).
     Under torchrun the process group is set up here and torn down before returning.
     """

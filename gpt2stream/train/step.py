@@ -62,9 +62,7 @@ def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
     """(num, den) multiplying a micro-batch's mean loss of ``rows`` blocks: weighted by its tokens, so that summed
     over every rank's micro-steps and averaged over the ranks it is the mean over the step's blocks (see
-    data.streams.loss_scale); 1/accum for the legacy loader's equal micro-batches."""
-    if parts.data_kind == "legacy":
-        return 1, parts.accum
+    data.streams.loss_scale)."""
     from gpt2stream.data.streams import loss_scale
 
     return loss_scale(rows, parts.info.world_size, parts.loader.blocks)

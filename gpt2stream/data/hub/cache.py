@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data.hub.card import card_splits, front_matter
+from gpt2stream.data.hub.client import endpoint, offline
+from gpt2stream.data.hub.resolve import resolve_parquet
 from gpt2stream.data.hub.retry import RetryPolicy
 from gpt2stream.errors import DataStreamError, UserError
 
@@ -42,12 +45,6 @@ def startup_policy(policy: RetryPolicy) -> RetryPolicy:
     return dataclasses.replace(policy, max_retries=min(policy.max_retries, STARTUP_RETRIES),
                                timeout=min(policy.timeout, STARTUP_TIMEOUT),
                                max_backoff=max(min(policy.max_backoff, STARTUP_MAX_BACKOFF), policy.backoff))
-
-
-def hub_offline() -> bool:
-    """HF_HUB_OFFLINE set true, read at call time as huggingface_hub reads it at import (1/ON/YES/TRUE)."""
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
 def snapshot_dir(repo_id: str, revision: str = "main", cache_dir: str | None = None) -> Path | None:
@@ -77,64 +74,51 @@ def snapshot_dir(repo_id: str, revision: str = "main", cache_dir: str | None = N
     return None
 
 
-def _relative_files(root: Path) -> list[str]:
-    out = []
+def _snapshot_files(root: Path) -> dict[str, int]:
+    """{repo path: size} of the files in a snapshot folder (links into the cache's blobs followed)."""
+    out = {}
     for dirpath, dirs, names in os.walk(root, followlinks=True):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for n in names:
-            out.append(Path(dirpath, n).relative_to(root).as_posix())
-    return sorted(out)
+            path = Path(dirpath, n)
+            out[path.relative_to(root).as_posix()] = path.stat().st_size
+    return dict(sorted(out.items()))
 
 
-def match_data_files(patterns: list[str], paths: list[str]) -> list[str]:
-    """The repo paths a config's data_files globs choose, as the Hub resolution does (hidden paths skipped).
+def _lister(files: dict[str, int]):
+    """The card rule's lister (card.py) over a snapshot: what is under a prefix, as the Hub's tree listing says."""
+    def under(prefix: str) -> list[tuple[str, int]]:
+        return [(p, n) for p, n in files.items() if not prefix or p == prefix or p.startswith(prefix + "/")]
 
-    >>> match_data_files(["sample/10BT/*"], ["README.md", "sample/10BT/000.parquet", "data/x.parquet"])
-    ['sample/10BT/000.parquet']
-    """
-    from gpt2stream.data.hub.card import glob_to_regex
-
-    rxs = [glob_to_regex(p.lstrip("/")) for p in patterns]
-    return [p for p in paths if p != "README.md" and not any(s.startswith((".", "_")) for s in p.split("/"))
-            and any(rx.fullmatch(p) for rx in rxs)]
+    return under
 
 
 def cached_snapshot(data_cfg: DataConfig, cache_dir: str | None = None, revision: str = "main") -> Snapshot | None:
     """The cached snapshot of ``data_cfg.data`` with its parquet files for (data_config, split), or None if the
     dataset is not cached. UserError if it is cached but the config/split has no files there.
 
-    The dataset card (README.md) decides the files as on the Hub. A snapshot without its card (``hf download
-    --include "sample/10BT/*"``) holds exactly the files that were asked for: then all its parquet files are used.
+    The dataset card (README.md) decides the files by the same rule as on the Hub (card.card_splits). A snapshot
+    without its card (``hf download --include "sample/10BT/*"``) holds exactly the files that were asked for: then all
+    its parquet files are used.
     """
-    from gpt2stream.data.hub import card as rules
-
     repo_id = str(data_cfg.data)
     root = snapshot_dir(repo_id, revision, cache_dir=cache_dir)
     if root is None:
         return None
-    paths = _relative_files(root)
+    files = _snapshot_files(root)
     config = str(data_cfg.data_config or "")
-    if "README.md" in paths:
-        from huggingface_hub import metadata_load
-
-        card = metadata_load(root / "README.md") or {}
-        configs, default = rules.parse_configs(card)
-        if not configs:
-            configs, default = {"default": rules.infer_splits(paths)}, "default"
-        config = rules.choose_config(configs, default, data_cfg.data_config, repo_id)
-        splits = configs[config]
-        if data_cfg.split not in splits:
-            raise UserError(f"config {config!r} of the cached dataset {repo_id} has no split {data_cfg.split!r}; "
-                            f"its splits are: {', '.join(sorted(splits))} (set --split)")
-        chosen = match_data_files(splits[data_cfg.split], paths)
-    else:
-        chosen = paths
+    chosen = list(files)
+    if "README.md" in files:
+        card = front_matter((root / "README.md").read_text(encoding="utf-8", errors="replace"))
+        rule = card_splits(card, data_cfg.data_config, repo_id, _lister(files))
+        config = rule.config
+        chosen = rule.files(data_cfg.split, f"the cached dataset {repo_id}")
     chosen = [p for p in chosen if p.endswith(".parquet")]
     if not chosen:
         raise UserError(f"the cached snapshot {root.name} of {repo_id} holds no parquet files for config "
                         f"{config!r} split {data_cfg.split!r} (in {root}); download them, e.g. hf download "
                         f"{repo_id} --repo-type dataset --include '<the config's folder>/*'")
-    return Snapshot(repo_id, root.name, root, config, tuple(str(root / p) for p in chosen))
+    return Snapshot(repo_id, root.name, root, config, tuple(str(root / p) for p in sorted(chosen)))
 
 
 def alternatives(repo_id: str) -> str:
@@ -158,11 +142,8 @@ def resolve_hub_files(data_cfg: DataConfig, policy: RetryPolicy, revision: str =
     """(the Hub's resolution, a HubDataset, None), or (None, the cached snapshot) when offline or the Hub is
     unreachable at start-up. UserError naming the alternatives when neither is there.
     """
-    from gpt2stream.data.hub.client import endpoint
-    from gpt2stream.data.hub.resolve import resolve_parquet
-
     repo_id = str(data_cfg.data)
-    if hub_offline():
+    if offline():
         snap = cached_snapshot(data_cfg, revision=revision)
         if snap is None:
             raise UserError(f"HF_HUB_OFFLINE=1 and dataset {repo_id} is not in the local Hugging Face cache; "

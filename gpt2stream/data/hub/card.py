@@ -14,6 +14,7 @@ import itertools
 import re
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import fsspec
@@ -127,78 +128,6 @@ def resolve_data_files(params: dict | None, lister: Callable[[str], list[tuple[s
             _LISTINGS.pop(key, None)
 
 
-def glob_to_regex(pattern: str) -> re.Pattern:
-    """Hub data_files glob -> regex: '*' and '?' stay inside one path segment, '**' crosses segments.
-
-    >>> bool(glob_to_regex("data/*/*").fullmatch("data/CC-MAIN-2013-20/000_00000.parquet"))
-    True
-    >>> bool(glob_to_regex("sample/10BT/*").fullmatch("sample/10BT/sub/x.parquet"))
-    False
-    """
-    out, i = [], 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
-            j = pattern.index("]", i + 1)
-            out.append("[" + pattern[i + 1:j].replace("!", "^", 1) + "]")
-            i = j + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out))
-
-
-def _as_list(v: Any) -> list[str]:
-    return [v] if isinstance(v, str) else [str(x) for x in (v or [])]
-
-
-def parse_configs(card: dict) -> tuple[dict[str, dict[str, list[str]]], str | None]:
-    """README YAML -> ({config: {split: [globs]}}, default config name or None).
-
-    Accepts every data_files form the Hub accepts: a string, a list of strings (split 'train'), a list of
-    {split, path} and a {split: path(s)} mapping; ``data_dir`` prefixes the globs.
-    """
-    out: dict[str, dict[str, list[str]]] = {}
-    default = None
-    for c in card.get("configs") or []:
-        if not isinstance(c, dict) or "config_name" not in c:
-            continue
-        name = str(c["config_name"])
-        data_dir = str(c.get("data_dir") or "").strip("/")
-        files = c.get("data_files")
-        splits: dict[str, list[str]] = {}
-        if files is None:
-            splits["train"] = ["**"]
-        elif isinstance(files, (str, list)) and not (isinstance(files, list) and files
-                                                       and isinstance(files[0], dict)):
-            splits["train"] = _as_list(files)
-        elif isinstance(files, list):
-            for item in files:
-                splits.setdefault(str(item.get("split", "train")), []).extend(_as_list(item.get("path")))
-        elif isinstance(files, dict):
-            for split, paths in files.items():
-                splits[str(split)] = _as_list(paths)
-        if data_dir:
-            splits = {s: [f"{data_dir}/{p.lstrip('/')}" for p in ps] for s, ps in splits.items()}
-        out[name] = splits
-        if c.get("default"):
-            default = name
-    if default is None and "default" in out:
-        default = "default"
-    return out, default
-
-
 def names_list(names: list[str], limit: int = 30) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
@@ -230,3 +159,31 @@ def front_matter(text: str) -> dict:
     except yaml.YAMLError as e:
         raise UserError(f"the dataset card (README.md) has invalid YAML front matter: {e}".splitlines()[0]) from e
     return card if isinstance(card, dict) else {}
+
+
+@dataclass(frozen=True)
+class CardSplits:
+    """What a dataset card chooses: the config, its ``data_files`` as written (for messages), {split: repo paths}."""
+
+    config: str
+    data_files: Any
+    splits: dict[str, list[str]]
+
+    def files(self, split: str, what: str) -> list[str]:
+        """The repo paths of ``split``; UserError listing the splits there are (``what``: "dataset X" or so)."""
+        if split not in self.splits:
+            raise UserError(f"config {self.config!r} of {what} has no split {split!r}; its splits are: "
+                            f"{names_list(sorted(self.splits))} (set --split)")
+        return self.splits[split]
+
+
+def card_splits(card: dict, requested: str | None, repo_id: str,
+                lister: Callable[[str], list[tuple[str, int]]]) -> CardSplits:
+    """The one card rule, online (lister = the Hub's tree listing) and offline (lister = a cached snapshot): the card's
+    configs as ``datasets`` reads them (none: its split-name patterns over the whole repo), the config chosen, and
+    its files per split."""
+    found, default = card_configs(card)
+    configs: dict[str, dict | None] = dict(found) if found else {"default": None}  # None: the default patterns
+    name = choose_config(configs, default if found else "default", requested, repo_id)
+    data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
+    return CardSplits(name, data_files, resolve_data_files(configs[name], lister))

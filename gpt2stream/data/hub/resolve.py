@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from gpt2stream.data.hub.card import card_configs, choose_config, front_matter, names_list, resolve_data_files
+from gpt2stream.data.hub.card import card_splits, front_matter, names_list
 from gpt2stream.data.hub.client import (
     endpoint,
     error_code,
@@ -91,6 +91,48 @@ def revision_sha(repo_id: str, revision: str, policy: RetryPolicy | None = None)
     return str(info.get("sha") or revision)
 
 
+def _read_card(session: requests.Session, info: dict, repo_id: str, sha: str, revision: str,
+               policy: RetryPolicy) -> dict:
+    """The dataset card's YAML (README.md front matter; else the API's cardData when it has the configs)."""
+    url = f"{endpoint()}/datasets/{repo_id}/resolve/{sha}/README.md"
+
+    def get_readme() -> str | None:
+        r = request(session, "GET", url, policy)
+        if r.status_code == 404:
+            return None
+        if r.status_code >= 400:
+            _check_repo_response(r, repo_id, revision)
+        try:
+            return r.content.decode("utf-8", errors="replace")
+        except requests.RequestException as e:
+            raise TransientError(f"{type(e).__name__}: {e}") from e
+
+    readme = call_with_retries(get_readme, policy, f"README.md of {repo_id}")
+    card = front_matter(readme) if readme else {}
+    if not card.get("configs") and isinstance(info.get("cardData"), dict):
+        card = info["cardData"]
+    return card
+
+
+class _TreeLister:
+    """The card rule's lister over the Hub's tree API: one listing of the shallowest prefix serves every glob under
+    it; ``sizes`` holds every file seen."""
+
+    def __init__(self, session: requests.Session, base: str, sha: str, policy: RetryPolicy, repo_id: str) -> None:
+        self.session, self.base, self.sha, self.policy, self.repo_id = session, base, sha, policy, repo_id
+        self.listings: dict[str, list[tuple[str, int]]] = {}
+        self.sizes: dict[str, int] = {}
+
+    def __call__(self, prefix: str) -> list[tuple[str, int]]:
+        for known, files in self.listings.items():
+            if known == "" or prefix == known or prefix.startswith(known + "/"):
+                return [(p, n) for p, n in files if not prefix or p == prefix or p.startswith(prefix + "/")]
+        got = _list_tree(self.session, self.base, self.sha, prefix, self.policy, self.repo_id)
+        self.listings[prefix] = got
+        self.sizes.update(got)
+        return got
+
+
 def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train", *, revision: str = "main",
                     policy: RetryPolicy | None = None) -> HubDataset:
     """(dataset id, config, split) -> the files to stream, pinned to the revision's commit sha."""
@@ -104,54 +146,19 @@ def resolve_dataset(repo_id: str, config: str | None = None, split: str = "train
     base = f"{ep}/api/datasets/{repo_id}"
     with requests.Session() as session:
         info, resp = get_json(session, f"{base}/revision/{quote(revision, safe='')}", policy,
-                               f"dataset info of {repo_id}")
+                              f"dataset info of {repo_id}")
         if info is None:
             _check_repo_response(resp, repo_id, revision)
         sha = str(info.get("sha") or revision)
-
-        def get_readme() -> str | None:
-            r = request(session, "GET", f"{ep}/datasets/{repo_id}/resolve/{sha}/README.md", policy)
-            if r.status_code == 404:
-                return None
-            if r.status_code >= 400:
-                _check_repo_response(r, repo_id, revision)
-            try:
-                return r.content.decode("utf-8", errors="replace")
-            except requests.RequestException as e:
-                raise TransientError(f"{type(e).__name__}: {e}") from e
-
-        readme = call_with_retries(get_readme, policy, f"README.md of {repo_id}")
-        card = front_matter(readme) if readme else {}
-        if not card.get("configs") and isinstance(info.get("cardData"), dict):
-            card = info["cardData"]
-        listings: dict[str, list[tuple[str, int]]] = {}
-        sizes: dict[str, int] = {}
-
-        def listing(prefix: str) -> list[tuple[str, int]]:
-            # one listing of the shallowest prefix serves every glob under it
-            for known, files in listings.items():
-                if known == "" or prefix == known or prefix.startswith(known + "/"):
-                    return [(p, n) for p, n in files if not prefix or p == prefix or p.startswith(prefix + "/")]
-            listings[prefix] = _list_tree(session, base, sha, prefix, policy, repo_id)
-            sizes.update(listings[prefix])
-            return listings[prefix]
-
-        configs, default = card_configs(card)
-        if not configs:  # no YAML configs: datasets' split-name patterns over the whole repo
-            configs, default = {"default": None}, "default"
-        name = choose_config(configs, default, config, repo_id)
-        splits = resolve_data_files(configs[name], listing)
-        if split not in splits:
-            raise UserError(f"config {name!r} of dataset {repo_id} has no split {split!r}; its splits are: "
-                            f"{names_list(sorted(splits))} (set --split)")
-        chosen = {p: sizes[p] for p in splits[split] if p in sizes}
-    if not chosen:
-        data_files = (configs[name] or {}).get("data_files", "(the default patterns)")
-        raise UserError(f"config {name!r} split {split!r} of dataset {repo_id} matches no files "
-                        f"(data_files: {data_files})")
-    files = tuple(RemoteFile(p, chosen[p], f"{ep}/datasets/{repo_id}/resolve/{sha}/{quote(p)}")
-                  for p in sorted(chosen))
-    return HubDataset(repo_id, name, split, sha, files)
+        card = _read_card(session, info, repo_id, sha, revision, policy)
+        lister = _TreeLister(session, base, sha, policy, repo_id)
+        chosen = card_splits(card, config, repo_id, lister)
+        sizes = {p: lister.sizes[p] for p in chosen.files(split, f"dataset {repo_id}") if p in lister.sizes}
+    if not sizes:
+        raise UserError(f"config {chosen.config!r} split {split!r} of dataset {repo_id} matches no files "
+                        f"(data_files: {chosen.data_files})")
+    files = tuple(RemoteFile(p, sizes[p], f"{ep}/datasets/{repo_id}/resolve/{sha}/{quote(p)}") for p in sorted(sizes))
+    return HubDataset(repo_id, chosen.config, split, sha, files)
 
 
 def resolve_parquet(repo_id: str, config: str | None = None, split: str = "train", *,

@@ -55,7 +55,7 @@ class RetryPolicy:
     @classmethod
     def from_config(cls, data_cfg: DataConfig, **overrides: Any) -> RetryPolicy:
         """From DataConfig.max_retries / request_timeout / rate_limit_wait (+ keyword overrides, e.g. backoff)."""
-        kw = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout),
+        kw: dict[str, Any] = {"max_retries": int(data_cfg.max_retries), "timeout": float(data_cfg.request_timeout),
               "rate_limit_wait": float(getattr(data_cfg, "rate_limit_wait", cls.rate_limit_wait))}
         kw.update(overrides)
         return cls(**kw)

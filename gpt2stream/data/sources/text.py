@@ -56,7 +56,8 @@ def iter_paragraph_docs(f, a: int, b: int) -> Iterator[tuple[int, bytes]]:
     pos = _first_line_at_or_after(f, a)
     in_prev = not _prev_line_blank(f, pos)  # the line at pos continues a paragraph of the previous range
     f.seek(pos)
-    start, parts = -1, []
+    start = -1
+    parts: list[bytes] = []
     while True:
         line = f.readline()
         blank = not line or not line.strip()
@@ -161,12 +162,11 @@ class TextSource(Source):
         total = sum(f.size for f in self.files) - val_hi
         # Enough units that every reader gets several, but no unit larger than MAX_CHUNK_BYTES.
         chunk = max(MIN_CHUNK_BYTES, min(MAX_CHUNK_BYTES, math.ceil(total / (8 * max(1, num_readers)))))
-        units = []
-        for i, f in enumerate(self.files):
+        pieces: list[Unit] = []
+        for i, ref in enumerate(self.files):
             lo = val_hi if i == last else 0
-            for k, a in enumerate(range(lo, f.size, chunk)):
-                units.append(Unit(i, k, a, min(a + chunk, f.size)))
-        return Plan(tuple(units), last if val_docs > 0 else -1, val_docs, val_hi)
+            pieces += [Unit(i, k, a, min(a + chunk, ref.size)) for k, a in enumerate(range(lo, ref.size, chunk))]
+        return Plan(tuple(pieces), last if val_docs > 0 else -1, val_docs, val_hi)
 
     def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
         f = self.files[unit.file]
