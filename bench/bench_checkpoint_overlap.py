@@ -29,9 +29,10 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     import torch
 
-    from config import load_config
+    from config import PRESETS
     from gpt2stream import distributed as D
     from gpt2stream.checkpoint import assemble
+    from gpt2stream.config import load_config
     from gpt2stream.train.build import build_parts
     from gpt2stream.train.saver import BackgroundSaver
     from gpt2stream.train.step import train_step
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
                            "--block-size", "128", "--seq-len", "128", "--batch-size", "8",
                            "--total-batch-size", "1024", "--data", str(data), "--num-workers", "0",
                            "--val-docs", "4", "--eval-tokens", "128", "--dtype", "float32",
-                           "--out-dir", str(d / "run")])
+                           "--out-dir", str(d / "run")], PRESETS)
         info = D.DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="")
         parts = build_parts(cfg, info, None)
         saver = BackgroundSaver(d / "run", keep_last=1, log=lambda m: None)

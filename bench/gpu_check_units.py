@@ -23,8 +23,9 @@ def ddp_world_size_1(data: Path, steps: int = 4) -> dict:
     import torch.distributed as dist
     from torch._dynamo.utils import counters
 
-    from config import load_config
+    from config import PRESETS
     from gpt2stream import distributed as D
+    from gpt2stream.config import load_config
     from gpt2stream.train import step as S
     from gpt2stream.train.build import build_parts, wrap_ddp
 
@@ -34,7 +35,7 @@ def ddp_world_size_1(data: Path, steps: int = 4) -> dict:
     try:
         cfg = load_config(["--preset", "tiny", "--data", str(data), "--out-dir", str(tmp / "run"), "--device", "cuda",
                            "--dtype", "bfloat16", "--compile", "--num-workers", "0", "--val-docs", "4",
-                           "--eval-tokens", "256", "--batch-size", "4", "--total-batch-size", "1024"])
+                           "--eval-tokens", "256", "--batch-size", "4", "--total-batch-size", "1024"], PRESETS)
         info = D.DistInfo(rank=0, local_rank=0, world_size=1, device=dev, backend="nccl")
         parts = build_parts(cfg, info, None)
         wrap_ddp(parts, always=True)

@@ -80,12 +80,37 @@ def run_and_kill_after(args: list[str], ckpt: Path, nproc: int = 1, timeout: flo
                 raise AssertionError(f"no {ckpt.name} after {timeout} s")
             time.sleep(0.01)
     finally:
+        tree = descendants(p.pid)  # torchrun starts its workers in sessions of their own: killpg misses them
+        for pid in [p.pid, *tree]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         try:
             os.killpg(p.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         p.wait()
         p.stdout.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first found first."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
 
 
 def train_lines(run_dir: Path, keys=("step", "loss", "lr", "grad_norm")) -> list[tuple]:

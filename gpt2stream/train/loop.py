@@ -126,12 +126,12 @@ class Trainer:
         a step it stops is discarded: no optimizer step, gradients zeroed, the RNG states put back."""
         parts = self.parts
         batches, err = ([], None) if self.stops.received else self.fetch(it)
-        agreement = D.StepAgreement(parts.info, (failure_of(err), self.stops.received or 0))
+        sig = self.stops.received or 0  # what this rank reports: a signal arriving later counts at the next step
+        agreement = D.StepAgreement(parts.info, (failure_of(err), sig))
         if not parts.info.ddp:
             self.check_agreement(agreement, err)
         rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if parts.info.device_type == "cuda" else None)
-        ok = err is None and not self.stops.received
-        loss_sum = S.accumulate(parts, batches if ok else [])
+        loss_sum = S.accumulate(parts, batches if err is None and not sig else [])
         if any(agreement.result()):
             S.zero_grad(parts)
             torch.set_rng_state(rng[0])
