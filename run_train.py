@@ -7,6 +7,7 @@
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
+    python run_train.py --plan --nproc 8 --nnodes 4      # data, Hub requests, disk, memory for that job; no training
 
 Every config field is a flag (fields and the argv parse: gpt2stream/config.py; presets: config.py); --help lists
 them.
@@ -45,6 +46,8 @@ def main(argv: list[str]) -> int:
     from gpt2stream.checkpoint import assemble_config
 
     cfg = assemble_config(base, flags, warn=_warn0)
+    if actions.plan:
+        return _plan(cfg, actions)
     if actions.print_config:
         from tokenizer import load_tokenizer
 
@@ -59,13 +62,26 @@ def main(argv: list[str]) -> int:
     exit_process(train(cfg))
 
 
+def _plan(cfg: RunConfig, actions: Actions) -> int:
+    from gpt2stream.config import ConfigError
+    from gpt2stream.plan import plan_report
+    from tokenizer import load_tokenizer
+
+    if actions.nproc < 1 or actions.nnodes < 1:
+        raise ConfigError(f"--nproc {actions.nproc} --nnodes {actions.nnodes}: both must be >= 1")
+    cfg = resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)
+    text, problems, _ = plan_report(cfg, actions.nproc, actions.nnodes)
+    sys.stdout.write(text)
+    return 2 if problems else 0
+
+
 def _print_memory(cfg: RunConfig) -> None:
     """The start-up memory estimate, on stderr so that stdout stays the config's JSON."""
     import torch
 
     from gpt2stream.distributed import env_world, pick_device
     from gpt2stream.memory import startup_lines, visible_gpu
-    from gpt2stream.train import autocast_dtype
+    from gpt2stream.precision import autocast_dtype
 
     dev = pick_device(cfg.train.device)
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16

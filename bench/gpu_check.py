@@ -74,8 +74,8 @@ def train_args(data: Path, hs: Path, out: Path, deterministic: bool) -> list[str
             "--dtype", "bfloat16", "--compile", "--batch-size", str(B), "--total-batch-size", str(B * T),
             "--max-steps", str(STEPS), "--warmup-steps", "10", "--num-workers", "2", "--val-docs", "200",
             "--eval-every", str(STEPS), "--eval-tokens", str(2 * B * T), "--save-every", str(CUT),
-            "--sample-every", str(STEPS), "--sample-tokens", "32", "--hellaswag-every", str(STEPS),
-            "--hellaswag", str(hs), "--log-every", "5"] + (["--deterministic"] if deterministic else [])
+            "--sample-every", str(STEPS), "--sample-tokens", "32", "--evals-every", str(STEPS),
+            "--evals-data", f"hellaswag={hs}", "--log-every", "5"] + (["--deterministic"] if deterministic else [])
 
 
 def run_train(args: list[str], kill_after: Path | None = None, timeout: float = 240) -> str:

@@ -86,7 +86,7 @@ class DataConfig:
     seq_len: int = 1024  # tokens per training sequence (T); blocks of T+1 give inputs and shifted targets
     shuffle_buffer: int = 10000  # documents per epoch-seeded shuffle window; 1 = keep order within a unit (row group)
     num_workers: int = 2  # DataLoader worker processes per rank; 0 = read in the training process
-    streams: int = 0  # canonical streams (a divisor of total_batch_size / seq_len); 0 = the largest divisor <= 16
+    streams: int = 0  # canonical streams (a divisor of total_batch_size / seq_len); 0 = the largest divisor <= 512
     block_buffer: int = 8192  # packed blocks mixed together, shared out among the streams; 1 = no block shuffle
     txt_docs: str = "file"  # how a local .txt file splits into documents: "file", "paragraph" or "line"
     val_docs: int = 10000  # documents held out for validation (never trained on)
@@ -171,7 +171,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Validation, sampling, HellaSwag, logging and checkpoint cadence."""
+    """Validation, sampling, eval tasks (HellaSwag), logging and checkpoint cadence."""
 
     eval_every: int = 250  # steps between validation-loss evaluations (0 = only at the end)
     eval_tokens: int = 10 * 2**20  # validation tokens per evaluation (fixed set, same for every world size)
@@ -179,8 +179,9 @@ class EvalConfig:
     keep_last: int = 3  # checkpoints kept in out_dir/checkpoints; older ones are deleted
     sample_every: int = 1000  # steps between sample generations printed to the log (0 = never)
     sample_tokens: int = 64  # tokens per sample generation
-    hellaswag_every: int = 0  # steps between HellaSwag evaluations (0 = never)
-    hellaswag: str = ""  # local HellaSwag val jsonl; "" = download once from the original release and cache
+    evals: str = "hellaswag"  # eval tasks scored every evals_every steps: names in gpt2stream/evals (TASKS), a,b
+    evals_every: int = 0  # steps between those evals (0 = never)
+    evals_data: str = ""  # local data files, TASK=PATH[,TASK=PATH]; a task not named reads its own (a cached download)
     log_every: int = 1  # steps between log lines
     log_docs: bool = False  # write run_dir/docs/rankNNNNN.jsonl: the documents each rank started, per step
     wandb: str = ""  # Weights & Biases project that mirrors metrics.jsonl (rank 0); "" = off; pip install -e ".[wandb]"
@@ -188,9 +189,15 @@ class EvalConfig:
     tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard event files in the run directory
 
     def __post_init__(self) -> None:
-        for n in ("eval_every", "save_every", "sample_every", "hellaswag_every"):
+        for n in ("eval_every", "save_every", "sample_every", "evals_every"):
             _check(getattr(self, n) >= 0, "eval", n, getattr(self, n), "must be >= 0 (0 = off)")
         _positive_ints(self, "eval", "eval_tokens", "keep_last", "sample_tokens", "log_every")
+        names = [n.strip() for n in self.evals.split(",") if n.strip()]
+        _check(all(n.isidentifier() for n in names), "eval", "evals", self.evals,
+               "task names separated by commas (hellaswag)")
+        items = [i for i in self.evals_data.split(",") if i.strip()]
+        _check(all("=" in i and i.split("=", 1)[0].strip().isidentifier() for i in items), "eval", "evals_data",
+               self.evals_data, "TASK=PATH items separated by commas (hellaswag=val.jsonl)")
         _check(not self.wandb_run_name or bool(self.wandb), "eval", "wandb_run_name", self.wandb_run_name,
                "names a W&B run, so it needs --wandb PROJECT too")
         _check(self.wandb == self.wandb.strip() and "/" not in self.wandb, "eval", "wandb", self.wandb,
@@ -267,6 +274,9 @@ class Actions:
     help: bool = False  # list the flags with their values in the chosen preset and exit
     print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
+    plan: bool = False  # print what the run will read, ask the Hub, save and hold; no training (exit 2: can't work)
+    nproc: int = 1  # with --plan: processes (GPUs) per node to plan for
+    nnodes: int = 1  # with --plan: nodes to plan for
 
 
 def preset_config(name: str, presets: Presets) -> RunConfig:

@@ -1,5 +1,5 @@
-"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, HellaSwag accuracy (when
-evaluated) and the learning rate.
+"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, the eval tasks' accuracy (when
+evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate.
 
 Regenerate a run's plot:  python -m gpt2stream.plot RUN_DIR
 """
@@ -32,6 +32,34 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def eval_tasks(records: list[dict[str, Any]]) -> list[str]:
+    """The eval tasks a run scored: every ``<task>_acc_norm`` key with a finite value.
+
+    >>> eval_tasks([{"step": 1, "hellaswag_acc_norm": 0.3}, {"step": 1, "loss": 2.0}])
+    ['hellaswag']
+    """
+    return sorted({k[: -len("_acc_norm")] for r in records for k, v in r.items()
+                   if k.endswith("_acc_norm") and _finite(v)})
+
+
+def eval_panel(ax: Any, records: list[dict[str, Any]], tasks: list[str]) -> None:
+    """acc_norm (solid) and acc (dashed) of each task, and each task's chance level when it was recorded."""
+    for task in tasks:
+        rows = [r for r in records if _finite(r.get(f"{task}_acc_norm"))]
+        steps = [r["step"] for r in rows]
+        line = ax.plot(steps, [r[f"{task}_acc_norm"] for r in rows], "o-", markersize=3, label=f"{task} acc_norm")
+        color = line[0].get_color()
+        if all(_finite(r.get(f"{task}_acc")) for r in rows):
+            ax.plot(steps, [r[f"{task}_acc"] for r in rows], "s--", color=color, markersize=3, linewidth=1,
+                    label=f"{task} acc")
+        chance = [r[f"{task}_chance"] for r in rows if _finite(r.get(f"{task}_chance"))]
+        if chance:
+            ax.axhline(chance[-1], color=color, linewidth=0.8, linestyle=":", label=f"{task} chance")
+    ax.set_ylabel("evals")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str = "") -> Path:
     import matplotlib
 
@@ -41,18 +69,10 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and _finite(r.get("loss"))]
     val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
     lrs = [(r["step"], r["lr"]) for r in records if "loss" in r and _finite(r.get("lr"))]
-    hs = [(r["step"], r["hellaswag_acc_norm"], r.get("hellaswag_acc")) for r in records
-          if _finite(r.get("hellaswag_acc_norm"))]
-    if hs:  # a middle panel only for runs that score HellaSwag
-        fig, (ax, ax_hs, ax_lr) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1])
-        hsteps, norm, acc = zip(*hs, strict=True)
-        ax_hs.plot(hsteps, norm, "o-", color="tab:red", markersize=3, label="acc_norm")
-        if all(_finite(a) for a in acc):
-            ax_hs.plot(hsteps, acc, "s--", color="tab:purple", markersize=3, linewidth=1, label="acc")
-        ax_hs.axhline(0.25, color="gray", linewidth=0.8, linestyle=":", label="chance")
-        ax_hs.set_ylabel("HellaSwag")
-        ax_hs.grid(alpha=0.3)
-        ax_hs.legend(loc="upper left", fontsize=8)
+    tasks = eval_tasks(records)
+    if tasks:  # a middle panel only for runs that score eval tasks
+        fig, (ax, ax_ev, ax_lr) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1])
+        eval_panel(ax_ev, records, tasks)
     else:
         fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True, height_ratios=[3, 1])
     if train:

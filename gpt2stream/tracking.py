@@ -49,7 +49,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     """
     out = {}
     for k, v in record.items():
-        if k == "step" or isinstance(v, bool):
+        if k in ("step", "time") or isinstance(v, bool):
             continue
         if isinstance(v, (int, float)):
             out[k] = float(v)

@@ -17,7 +17,8 @@ def test_our_gpt_and_an_independent_nanogpt_agree_step_by_step(tmp_path):
     out = tmp_path / "train.json"
     p = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_train.py"), "--shapes", "tiny", "--modes", "eager",
                         "--dtypes", "float32", "--steps", "2", "--warmup", "1", "--rounds", "1", "--no-memory",
-                        "--json", str(out)], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=600)
+                        "--ref-vocab", "padded", "--json", str(out)], capture_output=True, text=True, env=env(),
+                       cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     (r,) = json.loads(out.read_text())
     assert r["shape"] == "tiny" and r["mode"] == "eager" and r["dtype"] == "float32"

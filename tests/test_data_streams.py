@@ -64,8 +64,14 @@ def test_uneven_layout_known_answer():
 
 def test_default_streams_and_refusals():
     assert S.default_streams(16) == 16 and S.default_streams(2048 // 128) == 16  # tiny preset
-    assert S.default_streams(524288 // 1024) == 16  # gpt2-124m
+    assert S.default_streams(524288 // 1024) == 512  # gpt2-124m: k = 1, so it can grow to 512 processes
+    assert S.default_streams(2**20 // 1024) == 512  # gpt2-xl: k = 2
     assert S.default_streams(8, units=3) == 2 and S.default_streams(7) == 7
+    # every world size up to 512 starts on the 124M step with the default streams (uneven ones too)
+    assert all(S.check_streams(512, 512, w) == 1 for w in range(1, 513))
+    with pytest.raises(UserError, match=r"513 processes but the run has 512 canonical streams \(fixed when it "
+                                        r"started\).*--streams N >= 513 \(a divisor of its 512 blocks per step\)"):
+        S.check_streams(512, 512, 513)
     with pytest.raises(UserError, match="--streams 5 must divide the 16 blocks"):
         S.check_streams(5, 16, 1)
     with pytest.raises(UserError, match="not a multiple of --seq-len 128"):

@@ -1,4 +1,5 @@
-"""HellaSwag: scores equal an independent transformers computation; data download/cache/errors; CLI; torchrun."""
+"""HellaSwag (gpt2stream/evals): scores equal an independent transformers computation; data download/cache/errors;
+the command (``python -m gpt2stream.hellaswag`` is ``python -m gpt2stream.evals hellaswag``); torchrun."""
 
 from __future__ import annotations
 
@@ -17,16 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from gpt2stream.distributed import DistInfo
 from gpt2stream.errors import UserError
-from gpt2stream.hellaswag import (
-    URL_ENV,
-    cache_path,
-    ending_losses,
-    evaluate_hellaswag,
-    load_examples,
-    parse_examples,
-    render_example,
-)
+from gpt2stream.evals.hellaswag import TASK, URL_ENV, cache_path, load_examples, parse_examples
+from gpt2stream.evals.multiple_choice import Example, ending_losses, local_counts, render_example, summarize
 from gpt2stream.hf_interop import load_hf_gpt2
 from tokenizer import load_tokenizer
 
@@ -62,6 +57,18 @@ EXAMPLES = [
      "endings": ["Then set aside time for each topic.", "Bake a cake.", "Sing loudly.", "Sleep through the exam."],
      "source_id": "wikihow~2", "split": "val", "split_type": "indomain", "label": 0},
 ]
+
+
+def example(d: dict) -> Example:
+    return Example(d["ctx"], tuple(d["endings"]), d["label"])
+
+
+def evaluate_hellaswag(model, tok, examples: list[dict], rank: int = 0, world: int = 1) -> dict:
+    """The task's score of ``examples``; with ``world`` > 1 (no process group) this rank's share only."""
+    mc = [example(d) for d in examples]
+    if world == 1:  # the call training and the command make
+        return TASK.evaluate(model, tok, mc, DistInfo(0, 0, 1, torch.device("cpu"), ""))
+    return summarize(local_counts(model, tok, mc, rank, world))
 
 
 def write_examples(path: Path, examples=EXAMPLES) -> Path:
@@ -108,7 +115,7 @@ def test_per_example_scores_equal_transformers(hf_model_dir, tok, tiktoken_r50k)
     ours = load_hf_gpt2(str(d)).eval()
     hits = hits_norm = 0
     for ex in EXAMPLES:
-        tokens, mask, label = render_example(ex, tok, ours.config.block_size)
+        tokens, mask, label = render_example(example(ex), tok, ours.config.block_size)
         assert tokens.shape[1] % 32 == 0  # padded for a small set of shapes (torch.compile)
         total, mean = ending_losses(ours, tokens, mask)
         ref_sum, ref_mean = independent_scores(hf, ex, tiktoken_r50k)
@@ -119,8 +126,8 @@ def test_per_example_scores_equal_transformers(hf_model_dir, tok, tiktoken_r50k)
         assert int(mean.argmin()) == min(range(4), key=ref_mean.__getitem__)
         hits += min(range(4), key=ref_sum.__getitem__) == label
         hits_norm += min(range(4), key=ref_mean.__getitem__) == label
-    result = evaluate_hellaswag(ours, tok, EXAMPLES, 0, 1, "cpu", None)
-    assert result == {"acc": hits / 5, "acc_norm": hits_norm / 5, "n": 5}
+    result = evaluate_hellaswag(ours, tok, EXAMPLES, 0, 1)
+    assert result == {"acc": hits / 5, "acc_norm": hits_norm / 5, "n": 5, "chance": 0.25}
 
 
 def test_acc_is_summed_loss_and_acc_norm_is_mean_loss():
@@ -141,7 +148,7 @@ def test_acc_is_summed_loss_and_acc_norm_is_mean_loss():
 
 def test_rows_longer_than_the_context_keep_the_ending(tok):
     ex = dict(EXAMPLES[0], ctx="word " * 300)
-    tokens, mask, label = render_example(ex, tok, block_size=64)
+    tokens, mask, label = render_example(example(ex), tok, block_size=64)
     assert tokens.shape == (4, 64) and label == 3
     ctx = tok.encode_ordinary(ex["ctx"])
     for i, ending in enumerate(ex["endings"]):
@@ -172,7 +179,7 @@ def test_malformed_file_names_the_line(tmp_path):
         load_examples(str(p))
     with pytest.raises(UserError, match="no such file"):
         load_examples(str(tmp_path / "nope.jsonl"))
-    assert parse_examples(["", json.dumps(EXAMPLES[0]), ""], "x")[0]["label"] == 3
+    assert parse_examples(["", json.dumps(EXAMPLES[0]), ""], "x")[0].label == 3
 
 
 class _Server:
@@ -210,7 +217,7 @@ def test_download_once_then_cached(tmp_path, monkeypatch):
         first = load_examples()
     finally:
         server.close()
-    assert server.hits == 1 and len(first) == 5 and first[2]["label"] == 0
+    assert server.hits == 1 and len(first) == 5 and first[2].label == 0
     assert cache_path().read_bytes() == body and str(cache_path()).startswith(os.environ["HF_HOME"])
     assert load_examples(limit=2) == first[:2]  # the server is gone: served from the cache
     assert server.hits == 1
@@ -241,7 +248,7 @@ def test_no_network_no_file_is_one_clear_line_quickly(tmp_path, hf_model_dir):
                        text=True, env=env, cwd=ROOT, timeout=120)
     assert time.monotonic() - t0 < 60
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
-    assert r.stderr.startswith("error: cannot download HellaSwag") and "--hellaswag PATH" in r.stderr
+    assert r.stderr.startswith("error: cannot download HellaSwag") and "--data PATH" in r.stderr
 
 
 # ---- the standalone command -----------------------------------------------------------------------------------------
@@ -271,12 +278,14 @@ def test_cli_on_local_file_matches_in_process(tmp_path, hf_model_dir, tok):
     (["--init", "x", "--limit", "-1"], "--limit -1"),
 ])
 def test_cli_argument_errors(argv, message):
-    from gpt2stream.hellaswag import parse_args
+    from gpt2stream.evals.command import parse_args
+    from gpt2stream.hellaswag import alias_argv
 
     with pytest.raises(UserError, match=message):
-        parse_args(argv)
-    assert parse_args(["run", "--limit", "5", "--json"])[0] == "run"
-    assert parse_args(["--hellaswag", "f.jsonl", "run"])[0] == "run"
+        parse_args(alias_argv(argv))
+    assert parse_args(alias_argv(["run", "--limit", "5", "--json"]))[1] == "run"
+    _, run, args = parse_args(alias_argv(["--hellaswag", "f.jsonl", "run"]))
+    assert (run, args.data) == ("run", "f.jsonl")
 
 
 @pytest.mark.slow
@@ -294,13 +303,13 @@ def test_in_training_and_standalone_agree_on_a_trained_run(tmp_path):
          "--max-steps", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "64",
          "--seq-len", "64", "--batch-size", "2", "--total-batch-size", "256", "--val-docs", "20",
          "--eval-tokens", "1024", "--num-workers", "0", "--sample-every", "0",
-         "--hellaswag-every", "2", "--hellaswag", str(data)],
+         "--evals-every", "2", "--evals-data", f"hellaswag={data}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
     in_loop = [rec for rec in records if "hellaswag_acc_norm" in rec]
     assert len(in_loop) == 1 and in_loop[0]["step"] == 2 and in_loop[0]["hellaswag_n"] == 5
-    r = subprocess.run([sys.executable, "-m", "gpt2stream.hellaswag", str(run), "--hellaswag", str(data), "--json"],
+    r = subprocess.run([sys.executable, "-m", "gpt2stream.evals", "hellaswag", str(run), "--data", str(data), "--json"],
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     got = json.loads(r.stdout.strip().splitlines()[-1])
@@ -313,7 +322,7 @@ def test_torchrun_two_ranks_equal_one(tmp_path, hf_model_dir):
     d, _ = hf_model_dir
     data = write_examples(tmp_path / "hs.jsonl")
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    args = ["-m", "gpt2stream.hellaswag", "--init", str(d), "--hellaswag", str(data), "--json", "--device", "cpu"]
+    args = ["-m", "gpt2stream.evals", "hellaswag", "--init", str(d), "--data", str(data), "--json", "--device", "cpu"]
     one = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
     two = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *args],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -329,8 +338,8 @@ def test_works_with_torch_compile(hf_model_dir, tok):
     d, _ = hf_model_dir
     model = load_hf_gpt2(str(d)).eval()
     compiled = torch.compile(model)
-    eager = [ending_losses(model, *render_example(ex, tok, 128)[:2]) for ex in EXAMPLES]
-    comp = [ending_losses(compiled, *render_example(ex, tok, 128)[:2]) for ex in EXAMPLES]
+    eager = [ending_losses(model, *render_example(example(ex), tok, 128)[:2]) for ex in EXAMPLES]
+    comp = [ending_losses(compiled, *render_example(example(ex), tok, 128)[:2]) for ex in EXAMPLES]
     for (a_sum, a_mean), (b_sum, b_mean) in zip(eager, comp, strict=True):
         assert torch.allclose(a_sum, b_sum, atol=1e-3) and torch.allclose(a_mean, b_mean, atol=1e-4)
     assert evaluate_hellaswag(compiled, tok, EXAMPLES) == evaluate_hellaswag(model, tok, EXAMPLES)
@@ -351,7 +360,7 @@ def test_download_that_is_not_hellaswag_is_not_cached(tmp_path, monkeypatch):
 
 def test_cut_off_official_download_is_not_cached(tmp_path, monkeypatch):
     """The official file has 10042 examples: fewer (a stream cut at a line end, no Content-Length) is refused."""
-    import gpt2stream.hellaswag as hs
+    import gpt2stream.evals.hellaswag as hs
 
     server = _Server(write_examples(tmp_path / "src.jsonl").read_bytes())
     monkeypatch.setattr(hs, "HELLASWAG_URL", server.url)

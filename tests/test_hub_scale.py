@@ -17,7 +17,7 @@ from gpt2stream.data.hub import signed
 from gpt2stream.data.hub.file import HubFile
 from gpt2stream.data.hub.manifest import load_manifest
 from gpt2stream.data.hub.resolve import resolve_dataset
-from gpt2stream.data.hub.retry import RetryPolicy
+from gpt2stream.data.hub.retry import RetryPolicy, event_counts
 from gpt2stream.data.job import open_data_for_job, pin_revision, write_manifest
 from gpt2stream.errors import DataStreamError, UserError
 from tests.hubserver import DEFAULT_REPO, HubServer, build_fineweb_repo
@@ -67,6 +67,7 @@ def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monke
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[1]
         want = (hub_repo.root / rf.path).read_bytes()
+        before = event_counts()
         with caplog.at_level(logging.WARNING, "gpt2stream.hub"), \
                 HubFile.open(rf, RetryPolicy(max_retries=0), readahead=1024) as f:
             head = f.read(1000)
@@ -77,6 +78,8 @@ def test_expired_signed_url_is_resolved_again_and_never_reported(hub_repo, monke
         assert any(r.kind == "cdn" and r.status == 403 for r in server.requests)
         assert resolver_hits(server, rf.path) == 2 and f.resolves == 2
         assert caplog.text == ""
+    after = event_counts()  # the run's counters (metrics.jsonl's net/url_refreshes) saw the one refresh
+    assert after["url_refreshes"] - before["url_refreshes"] == 1 and after["retries"] == before["retries"]
 
 
 def test_signed_urls_travel_with_the_source_to_other_processes(hub_repo, monkeypatch, tmp_path):
@@ -99,7 +102,7 @@ def test_rate_limit_is_waited_out_without_counting_as_failures(hub_repo, monkeyp
         rf = resolve_dataset(DEFAULT_REPO, "sample-10BT", policy=FAST).files[0]
         n = -(-rf.size // 4096)
         assert n > 8, "the file must need several windows' worth of requests"
-        t0 = time.monotonic()
+        t0, before = time.monotonic(), event_counts()
         with caplog.at_level(logging.WARNING, "gpt2stream.hub"), \
                 HubFile.open(rf, RetryPolicy(max_retries=0, timeout=10), readahead=4096) as f:
             data = b"".join(iter(lambda: f.read(4096), b""))
@@ -111,6 +114,9 @@ def test_rate_limit_is_waited_out_without_counting_as_failures(hub_repo, monkeyp
     assert "bucket resolvers, quota 4 per 2 s" in waits[0] and "waiting" in waits[0]
     windows = elapsed / 2 + 1
     assert len(too_many) <= windows, (len(too_many), elapsed)  # one 429 per exhausted window, then a wait
+    after = event_counts()  # what metrics.jsonl's net/retries and net/rate_limit_wait_s count
+    assert after["retries"] - before["retries"] == len(too_many)
+    assert 0 < after["rate_limit_wait_s"] - before["rate_limit_wait_s"] <= elapsed
 
 
 def test_rate_limit_budget_gives_one_clear_error(hub_repo, monkeypatch):

@@ -5,7 +5,7 @@
 ``tokenizer`` imports nothing of ours; no package module imports an entry script or ``config`` (the package takes
 the typed dataclasses of ``gpt2stream.config``, which import nothing above ``errors`` and ``cli``); ``checkpoint``
 and ``distributed`` import none of the layer above; bench/ and the package never import tests/; ``data.sources``
-never imports ``data.hub`` (the Hub builds on the sources).
+never imports ``data.hub`` (the Hub builds on the sources); ``evals`` never imports ``train``.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def violations(g: dict[str, set[str]]) -> list[str]:
             above = sorted(d for d in deps if d not in LEAVES and not d.startswith("tokenizer"))
             if above:
                 out.append(f"{mod} imports {above}: only the leaves and the tokenizer are below it")
+        if mod.startswith("gpt2stream.evals") and any(d.startswith("gpt2stream.train") for d in deps):
+            out.append(f"{mod} imports the trainer: evals stand below train (which iterates their registry)")
         if top in ("gpt2stream", "tokenizer", "bench") and any(d.startswith("tests") for d in deps):
             out.append(f"{mod} imports the test suite")
         if _in(mod, "gpt2stream.data.sources") and any(_in(d, "gpt2stream.data.hub") for d in deps):
@@ -146,6 +148,8 @@ def test_layers():
     ("gpt2stream.config", "gpt2stream.model"),
     ("gpt2stream.cli", "gpt2stream.config"),
     ("bench.bench_data", "tests.hubserver"),
+    ("gpt2stream.evals.multiple_choice", "gpt2stream.train.evaluate"),
+    ("gpt2stream.evals", "gpt2stream.train"),
     ("gpt2stream.data.sources.base", "gpt2stream.data.hub.file"),
     ("gpt2stream.data.sources", "gpt2stream.data.hub"),
 ])

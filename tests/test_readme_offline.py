@@ -79,7 +79,9 @@ def test_tests_pass_in_a_fresh_clone_with_no_assets_beside_it(fresh_clone, tmp_p
     env["CI"] = "true"
     files = ["tests/test_tokenizer_offline.py", "tests/test_tokenizer_encoding.py", "tests/test_tokenizer_bpe.py",
              "tests/test_tokenizer_files.py"]
-    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", *files],
+    # -n 0: in one process; this test already runs beside the suite's other workers
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-m", "not slow",
+                        *files],
                        cwd=fresh_clone, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
     assert " passed" in p.stdout and "skipped" not in p.stdout, p.stdout[-2000:]

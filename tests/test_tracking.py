@@ -204,3 +204,16 @@ def test_wandb_run_name_needs_a_project():
     with pytest.raises(ConfigError, match="WANDB_ENTITY"):
         load_config(["--wandb", "me/proj"], PRESETS)
     assert os.path.basename(load_config(["--wandb", "proj"], PRESETS).eval.wandb) == "proj"
+
+
+@pytest.mark.slow
+def test_report_counts_the_resume_and_spans_both_processes(resumed_run):
+    """python -m gpt2stream.report on the resumed run: two launches, one resume, both processes' wall time."""
+    out = resumed_run["out"]
+    p = subprocess.run([sys.executable, "-m", "gpt2stream.report", str(out)], capture_output=True, text=True,
+                       env=env(), cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "launches 2 (1 restarts, 1 resumed from a checkpoint)" in p.stdout
+    assert "over 2 process(es)" in p.stdout and "step 6/6" in p.stdout
+    starts = [r for r in resumed_run["metrics"] if r.get("event") == "start"]
+    assert [r["step"] for r in starts] == [1, 3] and starts[1]["resumed_from"].endswith("step_00000002.pt")

@@ -126,7 +126,7 @@ def test_launch_mistakes_are_refused():
 
 
 def test_hellaswag_download_names_are_unique(tmp_path):
-    from gpt2stream.hellaswag import part_path
+    from gpt2stream.evals.hellaswag import part_path
 
     dest = tmp_path / "hellaswag_val.jsonl"
     names = {part_path(dest) for _ in range(50)}

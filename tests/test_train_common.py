@@ -3,6 +3,7 @@ small pure functions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -80,37 +81,37 @@ def run_and_kill_after(args: list[str], ckpt: Path, nproc: int = 1, timeout: flo
                 raise AssertionError(f"no {ckpt.name} after {timeout} s")
             time.sleep(0.01)
     finally:
-        tree = descendants(p.pid)  # torchrun starts its workers in sessions of their own: killpg misses them
-        for pid in [p.pid, *tree]:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_tree(p.pid)
         p.wait()
         p.stdout.close()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), children first found first."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+def _children() -> dict[int, list[int]]:
+    """{parent pid: child pids} from /proc."""
+    out: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
             continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        out += kids
-        todo += kids
+        out.setdefault(int(fields[1]), []).append(int(stat.parent.name))
     return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and every descendant, as a machine crash would. torchrun starts its workers in sessions of
+    their own, so killing torchrun's process group leaves them running (they used to die only of the closed stdout
+    pipe, which training now survives). The tree is stopped first, so nobody is reparented while it is walked."""
+    found, todo = [], [pid]
+    while todo:
+        q = todo.pop()
+        found.append(q)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(q, signal.SIGSTOP)
+        todo.extend(_children().get(q, []))
+    for q in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(q, signal.SIGKILL)
 
 
 def train_lines(run_dir: Path, keys=("step", "loss", "lr", "grad_norm")) -> list[tuple]:

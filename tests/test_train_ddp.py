@@ -93,7 +93,7 @@ def test_torchrun_runs_exit_cleanly_repeatedly(tmp_path):
             f.write(json.dumps({"ctx": f"The {WORDS[i]} is", "endings": [f" {w}." for w in WORDS[i:i + 4]],
                                 "label": i % 4}) + "\n")
     for i in range(2):
-        extra = ["--hellaswag-every", "1", "--hellaswag", str(hs)] if i else []
+        extra = ["--evals-every", "1", "--evals-data", f"hellaswag={hs}"] if i else []
         p = run([*TINY, "--data", str(data), "--num-workers", "0", "--max-steps", "1", "--eval-every", "0",
                  "--save-every", "0", "--out-dir", str(tmp_path / f"r{i}"), *extra], nproc=2)
         assert "terminate called" not in p.stderr

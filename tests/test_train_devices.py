@@ -7,8 +7,7 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.errors import UserError
-from gpt2stream.train import autocast_dtype
-from gpt2stream.train.settings import emulated_bf16_warning
+from gpt2stream.precision import autocast_dtype, emulated_bf16_warning
 
 
 def test_each_local_rank_gets_its_own_gpu():
@@ -138,8 +137,8 @@ def test_torchrun_hellaswag_failure_stops_both_ranks_with_one_message(tmp_path):
     from tests.test_train_common import TINY, make_jsonl, run
 
     data = make_jsonl(tmp_path / "docs.jsonl", n_docs=100)
-    p = run([*TINY, "--data", str(data), "--num-workers", "0", "--max-steps", "2", "--hellaswag-every", "1",
-             "--hellaswag", str(tmp_path / "missing.jsonl"), "--out-dir", str(tmp_path / "run")],
+    p = run([*TINY, "--data", str(data), "--num-workers", "0", "--max-steps", "2", "--evals-every", "1",
+             "--evals-data", f"hellaswag={tmp_path / 'missing.jsonl'}", "--out-dir", str(tmp_path / "run")],
             nproc=2, check=False, timeout=180)
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert p.returncode != 0, p.stderr[-2000:]
@@ -148,7 +147,7 @@ def test_torchrun_hellaswag_failure_stops_both_ranks_with_one_message(tmp_path):
 
 
 def test_reduce_dtype_has_no_float64_on_mps():
-    from gpt2stream.train import reduce_dtype
+    from gpt2stream.precision import reduce_dtype
 
     # MPS cannot hold float64: the per-step stop/failure agreement and the validation sums crashed on a Mac
     assert reduce_dtype(torch.device("mps")) is torch.float32

@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from gpt2stream.data import counters
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sharding import epoch_order, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
@@ -112,14 +114,18 @@ class WindowReader:
     """Reads shuffle windows: ``size`` rows from a position (unit index, row offset) of a reader's unit list.
 
     Used from the reader's Background thread only, so its unit cache and open files (HandleCache: HTTP
-    connections reused between row groups) need no locks.
+    connections reused between row groups) need no locks. ``handles``: open files shared with the reader's other
+    streams (their owner closes them); ``spill``: keep the rest of a partly read unit on disk (unitspill.py).
     """
 
-    def __init__(self, source: Source, size: int) -> None:
+    def __init__(self, source: Source, size: int, handles: HandleCache | None = None, spill: Any = None,
+                 key: Any = 0) -> None:
         self.source = source
         self.size = size
-        self.handles = HandleCache()
-        self._cached: tuple[Unit, list[Row]] | None = None  # a window often ends inside a unit
+        self._own_handles = handles is None
+        self.handles = handles if handles is not None else HandleCache()
+        self.spill, self.key = spill, key
+        self._cached: tuple[Unit, Any] | None = None  # (unit, its rows): a window often ends inside a unit
         self.cancelled = False  # set from the consumer's thread: stop between units
 
     def read(self, mine: list[Unit], cursor: int, row: int) -> tuple[list[Row], int, int]:
@@ -129,8 +135,8 @@ class WindowReader:
             if self.cancelled:
                 raise Cancelled
             unit = mine[cursor]
-            if self._cached is None or self._cached[0] != unit:
-                self._cached = None  # drop the old rows before holding the new ones (peak memory)
+            if self._cached is None or self._cached[0] != unit or row < getattr(self._cached[1], "first", 0):
+                self._drop()  # drop the old rows before holding the new ones (peak memory)
                 self._cached = (unit, self.source.read_unit(unit, self.handles))
             rows = self._cached[1]
             take = rows[row : row + self.size - len(out)]
@@ -138,11 +144,21 @@ class WindowReader:
             row += len(take)
             if row >= len(rows):
                 cursor, row = cursor + 1, 0
+        if self.spill is not None and self._cached is not None and isinstance(self._cached[1], list):
+            unit, rows = self._cached
+            if cursor < len(mine) and mine[cursor] == unit and row < len(rows):  # the next window starts in it
+                self._cached = (unit, self.spill.spill(self.key, rows, row))
         return out, cursor, row
 
-    def close(self) -> None:
+    def _drop(self) -> None:
+        if self._cached is not None and hasattr(self._cached[1], "drop"):
+            self._cached[1].drop()
         self._cached = None
-        self.handles.close()
+
+    def close(self) -> None:
+        self._drop()
+        if self._own_handles:
+            self.handles.close()
 
 
 def fresh_state() -> dict[str, int]:
@@ -171,6 +187,8 @@ class ReaderStream:
         threads: int = 1,
         shared: tuple[Background, ThreadPoolExecutor] | None = None,
         window: int | None = None,
+        handles: HandleCache | None = None,
+        spill: Any = None,
     ) -> None:
         self.source = source
         self.units = units
@@ -189,7 +207,7 @@ class ReaderStream:
         # shared: the reader's read thread and tokenizer pool, when it runs several streams (their owner stops them)
         self._shared = shared is not None
         self._background, self._tok_pool = shared if shared is not None else (Background(), None)
-        self._windows = WindowReader(source, self.window)
+        self._windows = WindowReader(source, self.window, handles, spill, key=reader)
 
     def _mine(self, epoch: int) -> list[Unit]:
         """This reader's units for the epoch, in reading order."""
@@ -205,9 +223,12 @@ class ReaderStream:
         slice overlaps the encoding of the others. This pool is the batch encoder: encode_ordinary per document
         is what encode_ordinary_batch runs in its threads, minus a new pool and a future per document each call
         (~10% of the CPU time); tokenizers without encode_ordinary get encode_ordinary_batch."""
+        t0 = time.perf_counter()
         one = getattr(self.tok, "encode_ordinary", None)
         encoded = [one(t) for t in texts] if one is not None else self.tok.encode_ordinary_batch(texts, num_threads=1)
-        return [doc_tokens(ids, self.eot) for ids in encoded]
+        out = [doc_tokens(ids, self.eot) for ids in encoded]
+        counters.add_tokenized(len(out), sum(len(a) for a in out), time.perf_counter() - t0)
+        return out
 
     def _submit(self, texts: list[str]) -> list[Future]:
         if self._tok_pool is None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data import counters
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
@@ -18,6 +19,7 @@ from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, usable
 from gpt2stream.data.spec import StreamSpec
 from gpt2stream.data.stepdata import StepDataset
+from gpt2stream.data.unitspill import SPILL_ABOVE
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer
@@ -74,7 +76,7 @@ class TrainLoader:
         blocks = S.blocks_per_step(total, data_cfg.seq_len)  # checked before the source is opened
         self.source: Source = source if source is not None else open_source(data_cfg)
         # the cut of jsonl/txt files into pieces must not depend on the layout either
-        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.MAX_AUTO_STREAMS)
+        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.PLAN_READERS)
         self.spec = StreamSpec.build(data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=tokenizer,
                                      source=self.source, plan=self.plan)
         S.check_streams(self.streams, self.blocks, world_size)
@@ -93,6 +95,7 @@ class TrainLoader:
         self.last_blocks: list[tuple[int, int]] = []  # (i, stream) of the rows of the micro-batch handed out last
         self._it = None
         self._dl = None
+        self._workers = counters.WorkerTotals()
 
     # -- identity of the stream -----------------------------------------------------------------------------------
     @property
@@ -181,7 +184,7 @@ class TrainLoader:
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> StepDataset:
         return StepDataset(self.source, self.plan.units, self.tokenizer, self.spec, readers=self.readers,
-                           states=list(self._states))
+                           states=list(self._states), spill=len(self.mine) > SPILL_ABOVE)
 
     def __iter__(self) -> TrainLoader:
         self.close()
@@ -218,8 +221,9 @@ class TrainLoader:
         rows: dict[tuple[int, int], torch.Tensor] = {}
         docs: dict[tuple[int, int], Docs] = {}
         states = list(self._states)
-        for _ in self.readers:  # each reader yields one item per step
-            blocks, keys, block_docs, st = self._item()
+        for w in range(len(self.readers)):  # each reader yields one item per step, worker 0 first
+            blocks, keys, block_docs, st, added = self._item()
+            self._workers.update(w, added)
             for n, key in enumerate(keys):
                 rows[tuple(key)], docs[tuple(key)] = blocks[n], [tuple(d) for d in block_docs[n]]
             for c, s in st.items():
@@ -265,6 +269,11 @@ class TrainLoader:
         """Stop the worker processes (the state is kept: iterating again continues from it)."""
         it, self._it, self._dl = self._it, None, None
         stop_iterator(it)
+        self._workers.end()
+
+    def pipeline_counts(self) -> counters.Counts:
+        """This rank's pipeline and network totals: this process's and its DataLoader workers' (counters.py)."""
+        return counters.plus(counters.snapshot(), self._workers.total())
 
     def __del__(self) -> None:
         try:

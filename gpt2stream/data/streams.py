@@ -20,7 +20,13 @@ import math
 from gpt2stream.data.sharding import readers_per_rank
 from gpt2stream.errors import UserError
 
-MAX_AUTO_STREAMS = 16  # the default C: at most this many (more streams = more read state per reader)
+# The default C: as many streams as the step has blocks (k = 1), up to this many, so a run can later grow to that
+# many processes. A stream is cheap (shared read thread, open files and tokenizer pool per reader, its share of the
+# buffers; a rank with many streams keeps their partly read units on local disk: unitspill.py).
+MAX_AUTO_STREAMS = 512
+# The readers the cut of jsonl/txt files into pieces is planned for (sources' plan()): the value it has always had
+# for automatic streams, so a saved run re-plans the same units. Pieces are then ~1/128 of the data (4 KiB..4 MiB).
+PLAN_READERS = 16
 
 
 def blocks_per_step(total_batch_size: int, seq_len: int) -> int:
@@ -32,10 +38,10 @@ def blocks_per_step(total_batch_size: int, seq_len: int) -> int:
 
 def default_streams(blocks: int, units: int | None = None) -> int:
     """The largest divisor of ``blocks`` that is <= MAX_AUTO_STREAMS and <= the data's ``units`` (a stream needs
-    at least one unit).
+    at least one unit): the most processes the run can ever use.
 
-    >>> default_streams(16), default_streams(512), default_streams(24), default_streams(7), default_streams(16, 3)
-    (16, 16, 12, 7, 2)
+    >>> default_streams(16), default_streams(512), default_streams(1024), default_streams(7), default_streams(16, 3)
+    (16, 512, 512, 7, 2)
     """
     top = min(blocks, MAX_AUTO_STREAMS, units if units is not None else blocks)
     return max(d for d in range(1, max(1, top) + 1) if blocks % d == 0)
@@ -47,8 +53,9 @@ def check_streams(streams: int, blocks: int, world: int) -> int:
         raise UserError(f"--streams {streams} must divide the {blocks} blocks of a step (--total-batch-size / "
                         f"--seq-len); use a divisor of {blocks}, e.g. {default_streams(blocks)}")
     if world > streams:
-        raise UserError(f"{world} processes but the run has {streams} canonical streams: each process needs at "
-                        f"least one; use at most {streams} processes, or start the run with --streams >= {world}")
+        raise UserError(f"{world} processes but the run has {streams} canonical streams (fixed when it started), "
+                        f"each process needs at least one; use at most {streams} processes, or start a new run "
+                        f"with --streams N >= {world} (a divisor of its {blocks} blocks per step)")
     return blocks // streams
 
 

@@ -12,11 +12,11 @@
 
 The parts, one concern each:
 
-    settings.py  pure helpers: accumulation, precision, timeouts, exit codes
+    settings.py  pure helpers: accumulation, timeouts, exit codes
     state.py     progress, RNG and loader-position saved state
     build.py     model, optimizer, schedule, loader, compile, DDP; the restore from a checkpoint
     step.py      train_step(parts, batches, lr) -> StepStats
-    evaluate.py  validation loss, HellaSwag, the logged sample
+    evaluate.py  validation loss, the eval tasks of gpt2stream/evals, the logged sample
     output.py    the log, the header and the step line
     loop.py      the Trainer's run() loop, saving and stopping
     main.py      train(cfg): setup, the loop, and the exit status
@@ -26,14 +26,6 @@ from __future__ import annotations
 
 from gpt2stream.checkpoint import incompatible_fields
 from gpt2stream.train.main import train
-from gpt2stream.train.settings import (
-    Exit,
-    autocast_dtype,
-    collective_timeout,
-    format_eta,
-    grad_accum_steps,
-    reduce_dtype,
-)
+from gpt2stream.train.settings import Exit, collective_timeout, format_eta, grad_accum_steps
 
-__all__ = ["Exit", "autocast_dtype", "collective_timeout", "format_eta", "grad_accum_steps", "incompatible_fields",
-           "reduce_dtype", "train"]
+__all__ = ["Exit", "collective_timeout", "format_eta", "grad_accum_steps", "incompatible_fields", "train"]

@@ -21,9 +21,9 @@ from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
+from gpt2stream.precision import autocast_dtype
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
-from gpt2stream.train.settings import autocast_dtype
 from gpt2stream.train.state import LoaderPosition, Progress, RNGState
 from tokenizer import Tokenizer
 
@@ -52,7 +52,7 @@ class Parts:
     progress: Progress = field(default_factory=Progress)
     metrics: MetricsLog = field(default_factory=lambda: MetricsLog(None))
     rng: RNGState | None = None
-    hellaswag: list = field(default_factory=list)
+    evals: dict[str, list] = field(default_factory=dict)  # {task: its examples}, the evals due every evals_every
     trackers: Trackers = field(default_factory=Trackers)  # W&B / TensorBoard: rank 0 opens them (main.py)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""Evaluation during training: the validation loss, HellaSwag and the sample written to the log."""
+"""Evaluation during training: the validation loss, the eval tasks (gpt2stream/evals) and the logged sample."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import torch
 
 from gpt2stream import distributed as D
 from gpt2stream.generate import generate_stream
+from gpt2stream.precision import autocast, reduce_dtype
 from gpt2stream.train.build import Parts
-from gpt2stream.train.settings import reduce_dtype
-from gpt2stream.train.step import autocast
 
 
 def pad_batch(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,14 +39,13 @@ def val_loss(parts: Parts) -> float | None:
     return (total[0] / total[1]).item() if total[1] > 0 else None
 
 
-def hellaswag(parts: Parts) -> dict:
-    """HellaSwag accuracy over every rank's share of the examples (collective)."""
-    from gpt2stream.hellaswag import evaluate_hellaswag
+def run_eval(parts: Parts, name: str, examples: list) -> dict[str, float]:
+    """The registered task ``name`` scored on every rank's share of its examples (collective), as
+    ``python -m gpt2stream.evals`` scores it."""
+    from gpt2stream.evals import get_task
 
-    info = parts.info
-    # the plain module: HellaSwag's varying lengths would make a compiled forward recompile again and again
-    return evaluate_hellaswag(parts.model, parts.tok, parts.hellaswag, info.rank, info.world_size, info.device,
-                              parts.amp)
+    # the plain module: the examples' varying lengths would make a compiled forward recompile again and again
+    return get_task(name).evaluate(parts.model, parts.tok, examples, parts.info, parts.amp)
 
 
 def sample(parts: Parts, step: int) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+import gpt2stream.train.datastats as datastats
 import gpt2stream.train.step as S  # called through the module: tests patch S.accumulate
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
@@ -21,12 +22,13 @@ from gpt2stream.data.job import pin_revision
 from gpt2stream.errors import DataStreamError, UserError
 from gpt2stream.mfu import Peak
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import hellaswag, sample, val_loss
+from gpt2stream.train.evaluate import run_eval, sample, val_loss
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import PendingStep, StepStats, read_steps
 from gpt2stream.train.stops import STOP_SIGNALS, StopSignals, WorkerDied, describe_death
+from gpt2stream.train.timing import StepTimer, data_share
 
 
 class Stop(Exception):
@@ -51,6 +53,9 @@ class Trainer:
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
         self.pending: list[tuple[PendingStep, dict]] = []  # steps whose loss and norm are still on the device
+        self.timer = StepTimer(parts.info.device)
+        self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
+        self.data_totals: dict | None = None
         self.step_docs: list = []
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
@@ -68,6 +73,11 @@ class Trainer:
         if self.step >= t.max_steps:
             self.log(f"nothing to do: the checkpoint is at step {self.step} >= max_steps {t.max_steps}")
             return Exit.OK
+        # for gpt2stream.report: when each process started (wall time) and on how many ranks; "step" is the first
+        # step it trains, so that trackers and resumes treat it as part of that step
+        start = {"resumed_from": str(self.resumed[1])} if self.resumed else {}
+        self.parts.metrics.log(step=self.step + 1, event="start", time=round(time.time(), 3),
+                               world_size=self.parts.info.world_size, **start)
         it = self.start_data()
         while self.step < t.max_steps:
             t0 = time.perf_counter()
@@ -77,8 +87,11 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(pending, time.perf_counter() - t0)
+            if self.step % self.parts.cfg.eval.log_every == 0:
+                self.log_data_totals()
             self.after_step()
         self.flush()
+        self.data_summary()
         self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
         return Exit.OK
 
@@ -124,14 +137,17 @@ class Trainer:
         failure on any rank saves the state after the last completed step and stops every rank. Under DDP the
         agreement is in flight during the forward and backward (a rank without data runs zeros with weight 0), and
         a step it stops is discarded: no optimizer step, gradients zeroed, the RNG states put back."""
-        parts = self.parts
+        parts, t0 = self.parts, time.perf_counter()
         batches, err = ([], None) if self.stops.received else self.fetch(it)
+        self.timer.host("data_wait_ms", time.perf_counter() - t0)
         sig = self.stops.received or 0  # what this rank reports: a signal arriving later counts at the next step
         agreement = D.StepAgreement(parts.info, (failure_of(err), sig))
         if not parts.info.ddp:
             self.check_agreement(agreement, err)
         rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if parts.info.device_type == "cuda" else None)
+        self.timer.start()
         loss_sum = S.accumulate(parts, batches if err is None and not sig else [])
+        self.timer.mark("compute_ms")
         if any(agreement.result()):
             S.zero_grad(parts)
             torch.set_rng_state(rng[0])
@@ -139,7 +155,10 @@ class Trainer:
                 torch.cuda.set_rng_state(rng[1])
             self.check_agreement(agreement, err)
         parts.position.mark()
-        return S.apply_step(parts, loss_sum, parts.schedule.lr_at(self.step))
+        self.timer.mark("sync_ms")
+        pending = S.apply_step(parts, loss_sum, parts.schedule.lr_at(self.step))
+        self.timer.mark("optim_ms")
+        return pending
 
     def check_agreement(self, agreement: D.StepAgreement, err: BaseException | None) -> None:
         failed, sig = agreement.result()
@@ -156,7 +175,8 @@ class Trainer:
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
         self.pending.append((pending, dict(step=self.step, dt=dt, tok_s=tok_s, mfu=mfu,
                                            tokens=parts.progress.tokens_seen, epoch=parts.loader.epoch,
-                                           mem_gb=peak_memory_gb(parts.info.device))))
+                                           mem_gb=peak_memory_gb(parts.info.device),
+                                           timing=self.timer.finish(self.step), time=round(time.time(), 3))))
         if self.log_due(self.step):
             self.read_pending()
 
@@ -170,13 +190,36 @@ class Trainer:
         for stats, (_, f) in zip(read_steps([p for p, _ in queued], parts.info), queued, strict=True):
             if not stats.applied:
                 raise self.not_finite(stats, f["step"])
-            parts.metrics.log(**step_record(f["step"], stats, f["dt"], f["tok_s"], f["mfu"], f["tokens"], f["epoch"],
-                                            f["mem_gb"]))
+            rec = parts.metrics.log(**step_record(f["step"], stats, f["dt"], f["tok_s"], f["mfu"], f["tokens"],
+                                                  f["epoch"], f["mem_gb"]), **f["timing"], time=f["time"])
         if queued and self.log_due(queued[-1][1]["step"]):
             recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
             eta = sum(recent) / len(recent) * (t.max_steps - self.step)
             f = queued[-1][1]
-            self.log(step_line(f["step"], t.max_steps, stats, f["dt"], f["tok_s"], f["mfu"], eta, f["mem_gb"]))
+            self.log(step_line(f["step"], t.max_steps, stats, f["dt"], f["tok_s"], f["mfu"], eta, f["mem_gb"],
+                               data_share(rec)))
+    def log_data_totals(self) -> None:
+        """Collective (control group): the job's pipeline and network totals into the metrics, on rank 0."""
+        totals = datastats.gather_totals(self.parts.loader, self.parts.info, self.data_base)
+        if totals is not None:
+            self.data_totals = totals
+            self.parts.metrics.log(**datastats.totals_record(self.step, totals))
+
+    def data_summary(self) -> None:
+        """Collective: the end-of-run line on the data and the network, and the likely cause of a data stall."""
+        if self.step % self.parts.cfg.eval.log_every:  # the totals of the last steps
+            self.log_data_totals()
+        share = datastats.stall_share(self.parts.metrics.records)
+        if self.data_totals is None:
+            return
+        self.log(datastats.summary_line(self.data_totals, share))
+        if share > datastats.STALL_WARN:
+            p, t = self.parts, self.parts.cfg.train
+            recent = sorted(self.step_times[1:] or self.step_times)
+            tok_s = t.total_batch_size / recent[len(recent) // 2] if recent else 0.0
+            readers = p.info.world_size * len(p.loader.readers)
+            self.log("warning: " + datastats.stall_cause(self.data_totals, share, tok_s, readers,
+                                                         p.cfg.data.num_workers))
 
     def close(self) -> None:
         if self.doclog is not None:
@@ -190,7 +233,7 @@ class Trainer:
 
     def after_step(self) -> None:
         ev, info = self.parts.cfg.eval, self.parts.info
-        val, hs = self.due(ev.eval_every), ev.hellaswag_every and self.due(ev.hellaswag_every)
+        val, hs = self.due(ev.eval_every), ev.evals_every and self.due(ev.evals_every)
         smp, save = ev.sample_every and self.due(ev.sample_every), self.due(ev.save_every)
         if not (val or hs or smp or save):
             return
@@ -201,7 +244,7 @@ class Trainer:
         if val:
             self.validate()
         if hs:
-            self.score_hellaswag()
+            self.score_evals()
         if smp and info.master:
             text = sample(self.parts, self.step)
             self.parts.metrics.log(step=self.step, sample=text)
@@ -218,12 +261,12 @@ class Trainer:
             self.log(f"step {self.step:>6} | val loss {val:.4f}")
         self.plot()
 
-    def score_hellaswag(self) -> None:
-        r = hellaswag(self.parts)
-        self.parts.metrics.log(step=self.step, hellaswag_acc=r["acc"], hellaswag_acc_norm=r["acc_norm"],
-                               hellaswag_n=r["n"])
-        self.log(f"step {self.step:>6} | HellaSwag acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
-                 f"({r['n']} examples)")
+    def score_evals(self) -> None:
+        for name, examples in self.parts.evals.items():
+            r = run_eval(self.parts, name, examples)
+            self.parts.metrics.log(step=self.step, **{f"{name}_{k}": v for k, v in r.items()})
+            self.log(f"step {self.step:>6} | {name} acc_norm {r['acc_norm']:.4f} acc {r['acc']:.4f} "
+                     f"({r['n']} examples)")
 
     # -- saving and stopping -------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -267,7 +310,7 @@ class Trainer:
             f" (under torchrun --nproc_per_node={info.world_size})" if info.ddp else "")
 
     def stop_for_signal(self, signum: int) -> Stop:
-        """Save at once (no evaluation, HellaSwag or sample first: a launcher's grace period is short)."""
+        """Save at once (no evaluation, eval task or sample first: a launcher's grace period is short)."""
         self.save()
         self.flush()
         self.plot()

@@ -12,11 +12,12 @@ from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
 from gpt2stream.config import RunConfig
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
+from gpt2stream.precision import emulated_bf16_warning
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
 from gpt2stream.train.output import RunLog, error, header
-from gpt2stream.train.settings import Exit, collective_timeout, emulated_bf16_warning
+from gpt2stream.train.settings import Exit, collective_timeout
 from gpt2stream.train.stops import StopSignals
 
 
@@ -33,17 +34,19 @@ def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict
     return parts, resume[0]
 
 
-def load_hellaswag(parts: Parts) -> None:
-    """One process per node reads the examples first (downloading them into this machine's cache if need be), then
-    the others read the cached copy; a failure is agreed on, so no rank is left waiting for the first one."""
-    from gpt2stream.hellaswag import load_examples
+def load_evals(parts: Parts) -> None:
+    """The examples of every eval task asked for. One process per node reads them first (downloading them into this
+    machine's cache if need be), then the others read the cached copy; a failure is agreed on, so no rank is left
+    waiting for the first one."""
+    from gpt2stream.evals import get_task, requested
 
-    info, path = parts.info, parts.cfg.eval.hellaswag
+    info, ev = parts.info, parts.cfg.eval
     for turn in (True, False):
         err = None
         if (info.local_rank == 0) == turn:
             try:
-                parts.hellaswag = load_examples(path)
+                parts.evals = {name: get_task(name).load(path, None)
+                               for name, path in requested(ev.evals, ev.evals_data).items()}
             except UserError as e:
                 err = e
         agree_errors(err, info)
@@ -62,6 +65,10 @@ def open_trackers(parts: Parts, out: Path) -> None:
 
 
 def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> Trainer:
+    if cfg.eval.evals_every:  # an eval task that is not registered stops the run before anything is built
+        from gpt2stream.evals import requested
+
+        requested(cfg.eval.evals, cfg.eval.evals_data)
     resume = choose_agreed(cfg, info, log)
     err, parts, resumed_from = None, None, None
     try:
@@ -73,8 +80,8 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     cfg = parts.cfg  # resolved by the build (vocab_size, streams)
     log.attach(out / "train.log")
     wrap_ddp(parts)
-    if cfg.eval.hellaswag_every:
-        load_hellaswag(parts)
+    if cfg.eval.evals_every:
+        load_evals(parts)
     from gpt2stream.mfu import peak_flops
 
     dev = info.device

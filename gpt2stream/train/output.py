@@ -89,8 +89,12 @@ def step_record(step: int, stats: StepStats, dt: float, tok_s: float, mfu: float
 
 
 def step_line(step: int, max_steps: int, stats: StepStats, dt: float, tok_s: float, mfu: float, eta_s: float,
-              mem_gb: float | None = None) -> str:
+              mem_gb: float | None = None, data_share: float = 0.0) -> str:
+    """The logged line of a step; the share of it spent waiting for data shows when above 5%."""
+    from gpt2stream.train.timing import STALL_SHOWN
+
     mem = f" | mem {mem_gb:.2f} GiB" if mem_gb is not None else ""
+    wait = f" | data wait {data_share:.0%}" if data_share > STALL_SHOWN else ""
     return (f"step {step:>6}/{max_steps} | loss {stats.loss:.4f} | lr {stats.lr:.3e} | norm "
-            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)}{mem} | "
+            f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms{wait} | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)}{mem} | "
             f"ETA {format_eta(eta_s)}")

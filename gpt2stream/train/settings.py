@@ -1,11 +1,10 @@
-"""Pure helpers the trainer derives its settings with: accumulation, precision, timeouts, the exit codes."""
+"""Pure helpers the trainer derives its settings with: accumulation, timeouts, the exit codes (precision:
+gpt2stream/precision.py)."""
 
 from __future__ import annotations
 
 import math
 from enum import IntEnum
-
-import torch
 
 from gpt2stream.config import DataConfig
 from gpt2stream.errors import UserError
@@ -33,30 +32,8 @@ def grad_accum_steps(total_batch_size: int, batch_size: int, seq_len: int, world
     return total_batch_size // per
 
 
-def autocast_dtype(dtype: str, device: torch.device, capability: tuple[int, int] | None = None) -> torch.dtype | None:
-    """None = plain fp32. 'auto' is bf16 on CUDA GPUs of compute capability 8.0 (Ampere) or later, fp32 on older
-    ones (V100, T4: bf16 is emulated there, slower than fp32) and on CPU (bf16 is opt-in: its speed depends on the
-    CPU). ``capability``: the GPU's (major, minor); None = look it up (CUDA devices only)."""
-    if dtype == "bfloat16":
-        return torch.bfloat16
-    if dtype != "auto" or device.type != "cuda":
-        return None
-    if capability is None:
-        capability = torch.cuda.get_device_capability(device)
-    return torch.bfloat16 if capability >= (8, 0) else None
 
 
-def emulated_bf16_warning(amp: torch.dtype | None, device: torch.device, native: bool | None = None) -> str | None:
-    """A warning for bf16 autocast on a CPU without bf16 kernels (oneDNN needs AVX-512: on AVX2-only CPUs bf16
-    matmuls fall back to scalar code, hundreds of times slower than fp32). ``native``: None = ask oneDNN."""
-    if amp != torch.bfloat16 or device.type != "cpu":
-        return None
-    if native is None:
-        native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if native:
-        return None
-    return ("--dtype bfloat16 on this CPU is emulated (no AVX-512, so no bf16 matmul kernels): steps run hundreds of "
-            "times slower than float32; use --dtype float32 (what --dtype auto picks on CPU)")
 
 
 def collective_timeout(data_cfg: DataConfig) -> float:
@@ -68,9 +45,6 @@ def collective_timeout(data_cfg: DataConfig) -> float:
     return stall_timeout(data_cfg) + 900.0
 
 
-def reduce_dtype(device: torch.device) -> torch.dtype:
-    """Accumulator dtype for sums reduced across ranks: float64, except on MPS, which has no float64."""
-    return torch.float32 if device.type == "mps" else torch.float64
 
 
 def format_eta(seconds: float) -> str:

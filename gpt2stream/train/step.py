@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
+from gpt2stream.train.timing import NO_TIMER, StepTimer
 
 
 @dataclass(frozen=True)
@@ -39,13 +41,6 @@ class PendingStep:
     loss_sum: torch.Tensor  # 0-d, this rank's share of the step's mean loss (not yet reduced over ranks)
     norm: torch.Tensor  # 0-d, the global gradient norm (gradients are all-reduced: the same on every rank)
     lr: float
-
-
-def autocast(amp: torch.dtype | None, device_type: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast when ``amp`` is set, else nothing (plain fp32)."""
-    if amp is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device_type, dtype=amp)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -122,10 +117,18 @@ def apply_step(parts: Parts, loss_sum: torch.Tensor, lr: float) -> PendingStep:
     return PendingStep(loss_sum=loss_sum, norm=norm.detach(), lr=lr)
 
 
-def train_step(parts: Parts, batches: list, lr: float) -> StepStats:
+def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
     """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``, read at once (the loop reads
-    its steps in batches instead: ``accumulate``, ``apply_step``, ``read_steps``). Collective under DDP."""
-    return read_steps([apply_step(parts, accumulate(parts, batches), lr)], parts.info)[0]
+    its steps in batches instead: ``accumulate``, ``apply_step``, ``read_steps``). Collective under DDP.
+    ``timer`` is marked after each phase (timing.DEVICE_PHASES)."""
+    timer = timer or NO_TIMER
+    timer.start()
+    loss_sum = accumulate(parts, batches)
+    timer.mark("compute_ms")
+    timer.mark("sync_ms")
+    pending = apply_step(parts, loss_sum, lr)
+    timer.mark("optim_ms")
+    return read_steps([pending], parts.info)[0]
 
 
 def read_steps(pending: list[PendingStep], info: D.DistInfo) -> list[StepStats]:

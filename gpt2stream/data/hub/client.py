@@ -19,7 +19,15 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from gpt2stream.data.hub.retry import RetryPolicy, TransientError, call_with_retries, parse_retry_after, rate_limit_of
+from gpt2stream.cache_dirs import hf_home
+from gpt2stream.data.hub.retry import (
+    RetryPolicy,
+    TransientError,
+    call_with_retries,
+    event_counts,
+    parse_retry_after,
+    rate_limit_of,
+)
 from gpt2stream.errors import UserError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -49,9 +57,7 @@ def hub_token() -> str | None:
     tok = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
     if tok and tok.strip():
         return tok.strip()
-    home = os.environ.get("HF_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    path = Path(os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token"))
+    path = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token")
     try:
         tok = path.read_text().strip()
     except OSError:
@@ -83,6 +89,11 @@ def request_counts() -> dict[str, int]:
     """Requests this process sent, by the Hub's bucket: api (/api/...), resolver (/resolve/...), cdn (signed URLs)."""
     with _TOTAL_LOCK:
         return dict(_REQUESTS)
+
+
+def client_counts() -> dict[str, float]:
+    """This process's retries, seconds waited on rate limits and signed-URL refreshes (data/counters.py)."""
+    return event_counts()
 
 
 def _kind(url: str) -> str:

@@ -27,7 +27,7 @@ import urllib3
 
 from gpt2stream.data.hub import client, signed
 from gpt2stream.data.hub.client import endpoint, gated_error, request
-from gpt2stream.data.hub.retry import Retrier, RetryPolicy, TransientError
+from gpt2stream.data.hub.retry import Retrier, RetryPolicy, TransientError, count_event
 from gpt2stream.errors import DataStreamError, UserError
 
 _CHUNK = 256 * 1024
@@ -223,12 +223,16 @@ class HubFile(io.RawIOBase):
             got = signed.read_shared(self.share_dir, self.url) or got
             if got is not None:
                 signed.TARGETS[self.url] = got
-        if got is None or got[1] - signed.TARGET_MARGIN <= time.time():
+        if got is None:
             return None
-        return got[0]
+        signed.SEEN.add(self.url)
+        return got[0] if got[1] - signed.TARGET_MARGIN > time.time() else None
 
     def _remember(self, target: str) -> None:
         self.resolves += 1
+        if self.url in signed.SEEN:  # it had one: expired or refused
+            count_event("url_refreshes")
+        signed.SEEN.add(self.url)
         entry = (target, signed.url_expiry(target))
         signed.TARGETS[self.url] = entry
         if self.share_dir:

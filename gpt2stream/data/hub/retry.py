@@ -14,6 +14,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +138,21 @@ def rate_limit_of(status: int, headers: Any) -> RateLimited | None:
     return None
 
 
+_EVENTS_LOCK = threading.Lock()
+_EVENTS: dict[str, float] = {"retries": 0, "rate_limit_wait_s": 0.0, "url_refreshes": 0}  # this process's
+
+
+def count_event(name: str, n: float = 1) -> None:
+    """Add to this process's totals of retries, rate-limit wait seconds, signed-URL refreshes."""
+    with _EVENTS_LOCK:
+        _EVENTS[name] += n
+
+
+def event_counts() -> dict[str, float]:
+    with _EVENTS_LOCK:
+        return dict(_EVENTS)
+
+
 class Retrier:
     """Counts consecutive failures of one logical operation; sleeps between them; raises when out of retries."""
 
@@ -164,6 +180,7 @@ class Retrier:
                 f"then resume the run with --resume latest"
             ) from err
         wait = self.policy.delay(self.failures, err.retry_after)
+        count_event("retries")
         log.warning("network: %s: %s; retry %d/%d in %.1fs", self.what, one_line(err), self.failures,
                     self.policy.max_retries, wait)
         self._sleep(wait)
@@ -177,6 +194,8 @@ class Retrier:
                 f"({one_line(err)}); fewer ranks/workers, a token with a higher quota (HF_TOKEN), or a larger "
                 f"--rate-limit-wait, then resume the run with --resume latest") from err
         self.limited += wait
+        count_event("retries")
+        count_event("rate_limit_wait_s", wait)
         log.warning("network: %s: rate limited (bucket %s%s); waiting %.1fs for the window to reset, then retry "
                     "(rate-limit waits %.0f of %.0f s)", self.what, err.bucket or "?",
                     f", quota {err.quota}" if err.quota else "", wait, self.limited, self.policy.rate_limit_wait)

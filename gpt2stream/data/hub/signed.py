@@ -18,6 +18,7 @@ from gpt2stream.data.hub.client import endpoint
 TARGET_MARGIN = 60.0  # a signed URL is not used in its last minute (a read may take that long)
 TARGET_TTL = 3600.0  # lifetime assumed for a signed URL whose expiry cannot be read from it
 TARGETS: dict[str, tuple[str, float]] = {}  # resolve URL -> (signed URL, expiry), shared by this process's readers
+SEEN: set[str] = set()  # resolve URLs this process had a signed URL for: resolving one again is a refresh
 
 
 def same_host(url: str) -> bool:

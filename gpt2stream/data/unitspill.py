@@ -1,0 +1,91 @@
+"""The rest of a partly read unit, kept on local disk instead of in memory, for readers that run many streams.
+
+A stream reads its units a shuffle window at a time, and a window often ends inside a unit (a FineWeb-Edu row group
+is ~1000 documents, a window is shuffle_buffer / C of them). Reading the unit again for the next window would fetch
+it again from the Hub, so the stream keeps the unit's rows. With many canonical streams on one rank (C = 512 on a
+few GPUs) that is hundreds of row groups of text in memory. A reader given a ``UnitSpill`` writes the rows not yet
+read to one file per stream (pickled rows back to back, their offsets in memory) and reads each later window back
+with one seek and one read: each unit is still fetched once, and memory holds only the windows.
+
+The files live in a private temporary directory (``$TMPDIR``), removed when the reader stops; a unit's file is
+removed as soon as its stream moves on. Which rows a window holds, and in what order, is exactly as without it.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from gpt2stream.data.sources.base import Row
+from gpt2stream.errors import UserError
+
+SPILL_ABOVE = 16  # a rank with more streams than this keeps their partly read units on disk (16 = the old default C)
+
+
+class SpilledRows:
+    """Rows ``first .. first+n-1`` of a unit, in a file; indexable by the unit's row numbers like the list was."""
+
+    def __init__(self, path: str, first: int, offsets: np.ndarray) -> None:
+        self.path = path
+        self.first = first
+        self.offsets = offsets  # n+1 byte offsets
+
+    def __len__(self) -> int:
+        return self.first + len(self.offsets) - 1
+
+    def __getitem__(self, sl: slice) -> list[Row]:
+        a, b, _ = sl.indices(len(self))
+        if a < self.first:
+            raise IndexError(f"row {a} of this unit was not kept (rows from {self.first} were)")
+        if b <= a:
+            return []
+        lo, hi = int(self.offsets[a - self.first]), int(self.offsets[b - self.first])
+        with open(self.path, "rb") as f:
+            f.seek(lo)
+            data = f.read(hi - lo)
+        ends = self.offsets[a - self.first + 1 : b - self.first + 1] - lo
+        out, start = [], 0
+        for end in ends.tolist():
+            out.append(Row(*pickle.loads(data[start:end])))
+            start = end
+        return out
+
+    def drop(self) -> None:
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass
+
+
+class UnitSpill:
+    """One reader's spill directory; ``spill`` stores the rest of a unit for stream ``key``."""
+
+    def __init__(self) -> None:
+        self._dir: str | None = None
+
+    def spill(self, key: Any, rows: list[Row], first: int) -> SpilledRows:
+        """Rows ``first..`` of ``rows`` written to disk (``rows`` stays the caller's to drop)."""
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="gpt2stream-units-")
+        path = os.path.join(self._dir, f"{key}.rows")
+        parts = [pickle.dumps(tuple(r), protocol=pickle.HIGHEST_PROTOCOL) for r in rows[first:]]
+        offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in parts], out=offsets[1:])
+        try:
+            with open(path, "wb") as f:
+                f.write(b"".join(parts))
+        except OSError as e:
+            raise UserError(f"cannot keep a partly read unit in {self._dir}: {e.strerror}; free disk space there "
+                            f"or point TMPDIR at a disk with room (a rank needs about one row group per stream)") \
+                from None
+        return SpilledRows(path, first, offsets)
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
