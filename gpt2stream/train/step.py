@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.optim import set_lr
 from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
 from gpt2stream.train.timing import NO_TIMER, StepTimer
@@ -41,11 +42,6 @@ class PendingStep:
     loss_sum: torch.Tensor  # 0-d, this rank's share of the step's mean loss (not yet reduced over ranks)
     norm: torch.Tensor  # 0-d, the global gradient norm (gradients are all-reduced: the same on every rank)
     lr: float
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
@@ -105,7 +101,7 @@ def zero_grad(parts: Parts) -> None:
 def apply_step(parts: Parts, loss_sum: torch.Tensor, lr: float) -> PendingStep:
     """Clip and step the optimizer after ``accumulate``; the step is skipped when the norm is not finite. No host
     synchronisation with a fused Adam/AdamW (one read of the norm otherwise)."""
-    set_lr(parts.optimizer, lr)
+    set_lr(parts.optimizer, lr, parts.cfg.train.lr)  # every parameter group scaled alike
     clip = parts.cfg.train.grad_clip if parts.cfg.train.grad_clip > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), clip)
     if skips_on_device(parts.optimizer):
