@@ -5,6 +5,7 @@
     python run_train.py --preset gpt2-medium --wandb P   # GPT-2 355M, mirrored to the W&B project P
     torchrun --nproc_per_node=8 run_train.py             # DDP on 8 GPUs
     python run_train.py --resume                         # continue from the newest valid checkpoint in --out-dir
+    python run_train.py --resume auto                    # the same, or a new run if there is none (requeued jobs)
     python run_train.py --print-config                   # show the resolved config and exit
     python run_train.py --memory-table                   # largest micro-batch per preset and GPU size
     python run_train.py --plan --nproc 8 --nnodes 4      # data, Hub requests, disk, memory for that job; no training
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     # --resume continues with the checkpoint's config; flags given here override it
     from gpt2stream.checkpoint import assemble_config
 
-    cfg = assemble_config(base, flags, warn=_warn0)
+    cfg = assemble_config(base, flags, warn=_warn0, say=_say0)
     if actions.plan:
         return _plan(cfg, actions)
     if actions.print_config:
@@ -87,6 +88,27 @@ def _print_memory(cfg: RunConfig) -> None:
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16
     for line in startup_lines(cfg, env_world()[2], bf16, visible_gpu(dev)):
         print(line, file=sys.stderr)
+    for line in _param_groups(cfg):
+        print(line, file=sys.stderr)
+
+
+def _param_groups(cfg: RunConfig) -> list[str]:
+    """The optimizer's parameter groups, from the model built on the meta device (no memory, no compute)."""
+    import torch
+
+    from gpt2stream.loading import gpt_from_config
+    from gpt2stream.optim import build_optimizer, describe
+
+    with torch.device("meta"):
+        model = gpt_from_config(cfg.model)
+    return describe(build_optimizer(model, cfg.train, "meta"))
+
+
+def _say0(msg: str) -> None:
+    from gpt2stream.distributed import env_world
+
+    if env_world()[0] == 0:
+        print(msg, flush=True)
 
 
 def _warn0(msg: str) -> None:

@@ -81,13 +81,16 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the complete-looking checkpoint files, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
     found = []
-    for p in ckpt_dir.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+    try:
+        if not ckpt_dir.is_dir():
+            return []
+        for p in ckpt_dir.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+    except OSError:  # a path that cannot even be looked up (name too long) holds no checkpoint
+        return []
     return sorted(found)
 
 
@@ -269,6 +272,8 @@ def incompatible_fields(saved: RunConfig, now: RunConfig, saved_tok: str, now_to
     """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
     diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
             if getattr(saved.model, f) != getattr(now.model, f)]
+    if saved.train.optimizer != now.train.optimizer:  # the saved state is another optimizer's
+        diff.append(f"optimizer: checkpoint {saved.train.optimizer}, now {now.train.optimizer}")
     if saved.data.seq_len != now.data.seq_len:
         diff.append(f"seq_len: checkpoint {saved.data.seq_len}, now {now.data.seq_len}")
     if saved_tok != now_tok:
@@ -286,28 +291,54 @@ def check_compatible(path: Path, state: dict[str, Any], cfg: RunConfig, tok_iden
                         f"resume with the checkpoint's settings or start a new run with another --out-dir")
 
 
-def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str], None] | None = None) -> RunConfig:
+def torchrun_restart() -> int:
+    """How many times torchrun has restarted this worker group (TORCHELASTIC_RESTART_COUNT; 0 outside torchrun)."""
+    raw = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+def resume_target(base: RunConfig, flags: dict[str, Any]) -> str:
+    """``--resume`` as given, except in a worker group torchrun restarted (``--max-restarts``): the same command
+    line must continue the job, so the newest checkpoint of its run directory wins when there is one ("auto")."""
+    target = flags.get("resume", "")
+    if not torchrun_restart() or target in ("latest", "auto"):
+        return target
+    out_dir = flags.get("out-dir") or (str(Path(target).parent.parent) if target else base.train.out_dir)
+    return "auto" if has_checkpoints(out_dir) or not target else target
+
+
+def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str], None] | None = None,
+                    say: Callable[[str], None] | None = None) -> RunConfig:
     """The config a run starts with: ``flags`` (from ``config.parse_argv``) on the preset ``base``; with ``--resume``,
     on the checkpoint's own config instead (so ``--resume --max-steps 5000`` extends a run and nothing else needs
     repeating).
 
-    The checkpoint is the newest valid one in --out-dir (default: the preset's out_dir) for ``--resume``, or the one
-    named by ``--resume PATH``; then the run directory is --out-dir if given, else the checkpoint's. The returned
-    config names that exact checkpoint in ``train.resume``. Only the config is read (mmap: no tensor data).
+    The checkpoint is the newest valid one in --out-dir (default: the preset's out_dir) for ``--resume`` (or
+    ``--resume auto``, which starts a new run where there is none, ``say``ing which), or the one named by
+    ``--resume PATH``; then the run directory is --out-dir if given, else the checkpoint's. The returned config
+    names that exact checkpoint in ``train.resume``. Only the config is read (mmap: no tensor data).
     """
-    target = flags.get("resume", "")
+    target = resume_target(base, flags)
     if not target:  # --resume "" means a fresh run
         return with_flags(base, flags)
-    if target == "latest":
+    if target in ("latest", "auto"):
         out_dir = flags.get("out-dir", base.train.out_dir)
         got = find_latest(out_dir, warn=warn, mmap=True)
+        if got is None and target == "auto":
+            (say or print)(f"--resume auto: no checkpoint in {Path(out_dir) / CKPT_DIR}: starting a new run")
+            return with_flags(base, {**flags, "resume": ""})
         if got is None:
             raise UserError(f"--resume: no checkpoint in {Path(out_dir) / CKPT_DIR}; check --out-dir "
-                            f"(default for --preset {base.preset}: {base.train.out_dir}), or drop --resume to start "
-                            "anew")
+                            f"(default for --preset {base.preset}: {base.train.out_dir}), use --resume auto to start "
+                            "anew when there is none, or drop --resume")
         path, state = got
+        if target == "auto":
+            why = f"torchrun restart {torchrun_restart()}" if torchrun_restart() else "--resume auto"
+            (say or print)(f"{why}: continuing from {path} (step {state['step']})")
     else:
         path, state = resolve_checkpoint(target, warn=warn, mmap=True)
         out_dir = flags.get("out-dir", str(path.parent.parent))
-    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
-    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})
+    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored;
+    # accepting changed data is a decision of this resume only, never inherited from the checkpoint's config
+    once = {"accept-data-change": flags.get("accept-data-change", False)}
+    return with_flags(RunConfig.from_dict(state["config"]), {**flags, **once, "out-dir": out_dir, "resume": str(path)})

@@ -113,6 +113,20 @@ def env_world() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def restart_safe_store(env: Mapping[str, str], rank: int, world: int,
+                       timeout: datetime.timedelta | None) -> dict[str, object]:
+    """init_process_group's store for a worker group torchrun restarted: torchrun's own store (the c10d
+    rendezvous's, which outlives the restart) under a prefix of this restart. Without it the new group reads the old
+    group's addresses from the shared store and gloo fails to connect (connectFullMesh: connection refused) or hangs.
+    Empty (the usual env:// init) outside torchrun's shared store."""
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "MASTER_ADDR" not in env:
+        return {}
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world, is_master=False,
+                          timeout=timeout or datetime.timedelta(minutes=30))
+    attempt = env.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return {"store": dist.PrefixStore(f"/gpt2stream/attempt_{attempt}", store), "rank": rank, "world_size": world}
+
+
 GPU_TIMEOUT_S = 600.0  # NCCL's training collectives: a GPU that hangs surfaces in minutes
 
 
@@ -139,6 +153,7 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         if not dist.is_initialized():
             main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
             kw = {} if main is None else {"timeout": main}
+            kw.update(restart_safe_store(os.environ, rank, world, main))
             dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
         if backend == "nccl":
             control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))

@@ -1,11 +1,15 @@
 """A run's life through the real entry point: output that goes away (a killed tee, ``| head``) neither stops nor
-fakes a run; a DataLoader worker killed by SIGKILL saves and says so in one line."""
+fakes a run; a DataLoader worker killed by SIGKILL saves and says so in one line; one run per run directory (its
+lock, taken over from a dead run); ``--resume auto``."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from gpt2stream.checkpoint import find_latest
-from tests.test_train_common import ROOT, RUN_TRAIN, env, train_lines
+from gpt2stream.errors import UserError
+from gpt2stream.runlock import LOCK_NAME, STALE_S, RunLock
+from tests.test_train_common import ROOT, RUN_TRAIN, assert_same_weights, env, final_state, run, train_lines
 from tests.test_train_failures import _args
 
 
@@ -116,3 +122,104 @@ def test_dataloader_worker_killed_by_sigkill_saves_and_says_which(tmp_path):
     assert find_latest(out)[1]["step"] == step >= 3
     assert [r[0] for r in train_lines(out)] == list(range(1, step + 1))
     assert (out / "train.log").read_text().splitlines()[-1] == errors[0]
+
+
+# ---- one run per run directory; --resume auto ----------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_second_run_is_refused_and_resume_auto_takes_over_a_killed_runs_lock(tmp_path):
+    out = tmp_path / "run"
+    args = _args(tmp_path, "--save-every", "3", "--out-dir", str(out), "--resume", "auto")
+    a = _popen([*args, "--max-steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for((out / "checkpoints" / "step_00000003.pt").exists, a, "the step-3 checkpoint")
+        b = subprocess.run([sys.executable, RUN_TRAIN, *args, "--max-steps", "100000"], capture_output=True,
+                           text=True, env=env(), cwd=ROOT, timeout=240)
+        assert a.poll() is None
+    finally:
+        os.killpg(a.pid, signal.SIGKILL)  # then a crash: its lock stays behind
+        a_out = a.communicate()[0]
+    assert f"--resume auto: no checkpoint in {out / 'checkpoints'}: starting a new run" in a_out
+    assert b.returncode == 2 and "Traceback" not in b.stderr, b.stdout + b.stderr
+    assert b.stderr.strip().count("\n") == 0, b.stderr  # one line
+    assert re.fullmatch(rf"error: {re.escape(str(out))} is in use by another run: pid {a.pid} on "
+                        rf"{re.escape(socket.gethostname())}, since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(lock .*\); "
+                        r"wait for it to end or use another --out-dir", b.stderr.strip())
+    assert (out / LOCK_NAME).exists()
+    saved = find_latest(out)[1]["step"]
+    c = run([*args, "--max-steps", str(saved + 2)])
+    assert f"took over the lock of pid {a.pid}, which is gone" in c.stdout
+    assert f"--resume auto: continuing from {out / 'checkpoints' / f'step_{saved:08d}.pt'} (step {saved})" in c.stdout
+    assert find_latest(out)[1]["step"] == saved + 2
+    assert [r[0] for r in train_lines(out) if r[1] != "val"] == list(range(1, saved + 3))
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_lock_of_another_host_is_taken_over_when_its_heartbeat_stops(tmp_path):
+    path = tmp_path / LOCK_NAME
+    path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "since": "2026-01-01 00:00:00 UTC"}))
+    with pytest.raises(UserError, match=r"in use by another run: pid 1 on elsewhere, since 2026-01-01 00:00:00 UTC "
+                                        r".*taken over 5 min after its last heartbeat"):
+        RunLock(tmp_path).acquire()
+    old = time.time() - STALE_S - 60
+    os.utime(path, (old, old))
+    lock = RunLock(tmp_path)
+    assert re.fullmatch(r"took over the lock of pid 1 on elsewhere, silent for \d+ s in .*", lock.acquire())
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+    with pytest.raises(UserError, match=rf"pid {os.getpid()} on "):
+        RunLock(tmp_path).acquire()  # held: refused
+    lock.release()
+    assert not path.exists()
+
+
+def test_a_restarted_torchrun_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    path = tmp_path / LOCK_NAME
+    alive = os.getppid()  # the old rank 0 may still be shutting down
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": alive, "job": "j1", "restart": 0}))
+    held = os.open(path, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # as its holder does
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "j2")
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    with pytest.raises(UserError, match=f"pid {alive}"):
+        RunLock(tmp_path).acquire()  # another job
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "j1")
+    lock = RunLock(tmp_path)
+    assert lock.acquire() == f"took over the lock of this torchrun job before its restart 1 in {tmp_path}"
+    lock.release()
+    os.close(held)
+
+
+# ---- the launchers' own restarts ----------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_torchrun_restart_after_a_worker_is_killed_continues_exactly(tmp_path):
+    """torchrun --max-restarts=1 with c10d rendezvous (the README's command): one worker SIGKILLed after a
+    checkpoint; the restarted group connects, continues from the newest checkpoint with the same command line, and
+    ends with the losses and weights of an uninterrupted run."""
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    args = _args(tmp_path, "--max-steps", "8", "--save-every", "2")
+    run([*args, "--out-dir", str(ref)], nproc=2)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--max-restarts=1",
+           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--rdzv-id=restart-{os.getpid()}",
+           RUN_TRAIN, *args, "--out-dir", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT,
+                         start_new_session=True)
+    try:
+        _wait_for((out / "checkpoints" / "step_00000004.pt").exists, p, "the step-4 checkpoint", timeout=240)
+        ranks = {k: open(f"/proc/{k}/environ", "rb").read().split(b"\0") for k in _children(p.pid)}
+        os.kill(next(k for k, e in ranks.items() if b"RANK=1" in e), signal.SIGKILL)
+        stdout = p.communicate(timeout=300)[0]
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 0, stdout[-5000:]
+    m = re.search(rf"torchrun restart 1: continuing from {re.escape(str(out))}/checkpoints/step_0+(\d+).pt", stdout)
+    assert m and int(m[1]) >= 4, stdout[-5000:]
+    assert train_lines(out) == train_lines(ref)
+    assert_same_weights(final_state(out)["model"], final_state(ref)["model"])

@@ -57,11 +57,19 @@ def stop_iterator(it: Any) -> None:
         it.close()
 
 
-def dead_workers(loader: Any) -> list[tuple[int, int, int | None]]:
-    """A loader's DataLoader workers that are gone: [(worker index, pid, exit code; negative = killed by that
-    signal)]. Empty for an in-process loader."""
+def dead_workers(loader: Any, wait_s: float = 0.0) -> list[tuple[int, int, int | None]]:
+    """A loader's DataLoader workers that died: [(worker index, pid, exit code; negative = killed by that signal)].
+    Empty for an in-process loader. ``wait_s``: how long to wait for a dying worker (its sockets close, and the main
+    process sees the error, before its exit status is there)."""
+    import time
+
     workers = getattr(getattr(loader, "_it", None), "_workers", None) or []
-    return [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode is not None]
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [(i, w.pid, w.exitcode) for i, w in enumerate(workers) if w.exitcode not in (None, 0)]
+        if dead or not workers or time.monotonic() >= deadline:
+            return dead
+        time.sleep(0.05)
 
 
 class Background:
@@ -310,12 +318,20 @@ class ReaderStream:
             # dealt anew each epoch); several in a row mean the data has (almost) no text.
             empty_epochs = empty_epochs + 1 if whole_epoch and used == 0 else 0
             if empty_epochs == EMPTY_EPOCHS_LIMIT:
-                raise UserError(
-                    f"reader {self.reader} found no usable text in {EMPTY_EPOCHS_LIMIT} whole epochs of its share "
-                    f"of the data (all texts empty / None / non-string); check --text-column and the data"
-                )
+                raise UserError(self._no_text_message())
             st.update(epoch=st["epoch"] + 1, cursor=0, row=0, window=0, pos=0, tok=0)
             mine, whole_epoch, used = next_mine, True, 0
+
+
+    def _no_text_message(self) -> str:
+        """Why a stream found no usable text for EMPTY_EPOCHS_LIMIT epochs in a row: the texts, or too few pieces."""
+        head = f"stream {self.reader} of {self.num_readers} found no usable text in {EMPTY_EPOCHS_LIMIT} whole epochs"
+        if self.state["skipped"]:
+            return (f"{head}: the {self.state['skipped']} documents it read were all empty or not a string; check "
+                    f"--text-column and the data")
+        return (f"{head}: its share of the {len(self.units)} pieces of the data never held a document; the data has "
+                f"too few pieces with documents for {self.num_readers} streams: use --streams "
+                f"{max(1, self.num_readers // 4)} or less")
 
 
 class WorkerError:

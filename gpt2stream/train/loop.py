@@ -18,10 +18,11 @@ import gpt2stream.train.datastats as datastats
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
-from gpt2stream.errors import DataStreamError, UserError
+from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
+from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import run_eval, sample, val_loss
+from gpt2stream.train.evaluate import run_eval, sample, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -55,6 +56,7 @@ class Trainer:
         self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
         self.data_totals: dict | None = None
         self.step_docs: list = []
+        self.skip_noted = False
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
             from gpt2stream.data.doclog import DocLog
@@ -88,13 +90,30 @@ class Trainer:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(stats, time.perf_counter() - t0)
+            self.note_skipped()
             if self.step % self.parts.cfg.eval.log_every == 0:
                 self.log_data_totals()
             self.after_step()
         self.flush()
         self.data_summary()
-        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}")
+        skipped = sum(D.gather_objects(self.skipped(), self.parts.info))
+        self.log(f"done: {self.step} steps, {self.parts.progress.tokens_seen:,} tokens; run directory {self.out}" +
+                 (f"; {skipped:,} documents skipped (text empty or not a string) in {self.parts.cfg.data.data}"
+                  if skipped else ""))
         return Exit.OK
+
+    def skipped(self) -> int:
+        """Documents this rank's streams passed over for an empty or non-string text, since the run began."""
+        return int(getattr(self.parts.loader, "docs_skipped", 0))
+
+    def note_skipped(self) -> None:
+        """Say it once, at the first skipped document (the end-of-run summary gives the total): never silent."""
+        if self.skip_noted or not self.skipped():
+            return
+        self.skip_noted = True
+        rank = f"[rank {self.parts.info.rank}] " if self.parts.info.ddp else ""
+        self.log.warn_any(f"{rank}skipping documents of {self.parts.cfg.data.data} whose text is empty or not a "
+                          f"string ({self.skipped()} so far); they are counted, the total is in the summary at the end")
 
     def start_data(self):
         # DataLoader workers fork here: Ctrl-C must not kill them. The DataLoader draws its workers' base seed from
@@ -104,10 +123,10 @@ class Trainer:
         self.stops.guard_worker_deaths(self.dead_workers)
         return it
 
-    def dead_workers(self) -> str | None:
+    def dead_workers(self, wait_s: float = 0.0) -> str | None:
         from gpt2stream.data.dataset import dead_workers
 
-        dead = dead_workers(self.parts.loader)
+        dead = dead_workers(self.parts.loader, wait_s)
         return describe_death(dead, self.parts.info.rank, self.parts.info.world_size) if dead else None
 
     def micro_batches(self) -> int:
@@ -118,19 +137,20 @@ class Trainer:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
         self.step_docs: list = []
-        self.stops.waiting_for_data = True
-        try:
+        try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
+            self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
                 raise WorkerDied(self.stops.worker_died)
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
-        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
-            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError: name the worker again
-            died = self.stops.worker_died or (self.dead_workers() if isinstance(e, RuntimeError) else None)
-            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
-        finally:
             self.stops.waiting_for_data = False
+        except Exception as e:  # noqa: BLE001 - decided collectively by the caller
+            self.stops.waiting_for_data = False
+            # torch wraps our WorkerDied (raised inside its wait) in its own RuntimeError, and a worker killed while
+            # handing a batch over resets the connection: whatever the error, a dead worker is the cause to name
+            died = self.stops.worker_died or self.dead_workers(2.0 if isinstance(e, (OSError, RuntimeError)) else 0.0)
+            return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         return batches, None
 
     def next_batches(self, it) -> list:
@@ -159,7 +179,8 @@ class Trainer:
         mem = peak_memory_gb(parts.info.device)
         rec = parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
                                               parts.loader.epoch, mem), **self.timer.finish(self.step),
-                                time=round(time.time(), 3))
+                                time=round(time.time(), 3),
+                                **{f"lr_{name}": lr for name, lr in group_lrs(parts.optimizer).items()})
         if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
             self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
                                data_share(rec)))
@@ -218,11 +239,11 @@ class Trainer:
 
     # -- evaluation ----------------------------------------------------------------------------------------------
     def validate(self) -> None:
-        val = val_loss(self.parts)
+        val = validation(self.parts)
         if val is not None:
-            self.parts.metrics.log(step=self.step, val_loss=val)
-            self.parts.schedule.observe(val)
-            self.log(f"step {self.step:>6} | val loss {val:.4f}")
+            self.parts.metrics.log(step=self.step, **val)
+            self.parts.schedule.observe(val["val_loss"])
+            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
         self.plot()
 
     def score_evals(self) -> None:
@@ -283,11 +304,19 @@ class Trainer:
 
     def stop_for_data(self, failed: D.Failure, err: BaseException | None) -> Stop:
         died = isinstance(err, WorkerDied)
+        never_trained = self.step == 0  # nothing to save, nothing to resume: the same command runs again
         if err is not None and not died:
             if isinstance(err, UserError):
-                error(f"[rank {self.parts.info.rank}] data: {err}")
+                msg = without_resume_advice(str(err)) if never_trained else str(err)
+                error(f"[rank {self.parts.info.rank}] data: {msg}")
             else:
                 traceback.print_exception(err)
+        if never_trained:
+            say = self.log.error if died else self.log
+            why = f"{without_resume_advice(str(err))}; " if died else ""
+            say(f"{why}stopped before the first step because of the data; nothing was trained or saved: fix it and "
+                f"run the same command again")
+            return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
         self.save()  # the state after the last completed step: nothing is lost
         self.flush()
         self.plot()

@@ -12,7 +12,9 @@ from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
 from gpt2stream.config import RunConfig
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
+from gpt2stream.optim import describe
 from gpt2stream.precision import emulated_bf16_warning
+from gpt2stream.runlock import RunLock
 from gpt2stream.train.agree import agree_errors, choose_agreed
 from gpt2stream.train.build import Parts, build_parts, open_run_dir, restore, wrap_ddp
 from gpt2stream.train.loop import Stop, Trainer
@@ -64,6 +66,29 @@ def open_trackers(parts: Parts, out: Path) -> None:
     agree_errors(err, parts.info)
 
 
+def take_run_dir(cfg: RunConfig, info: D.DistInfo, log: RunLog) -> RunLock | None:
+    """Collective: rank 0 locks the run directory for the run's life (one run per directory, gpt2stream.runlock);
+    every rank stops if it is another run's. Before anything else touches the directory."""
+    from gpt2stream import setup_signals
+
+    err, lock = None, RunLock(cfg.train.out_dir) if info.master else None
+    if lock is not None:
+        try:
+            note = lock.acquire()
+            setup_signals.on_exit_now(lock.release)  # a stop during set-up leaves through os._exit
+            if note:
+                log(note)
+        except UserError as e:
+            err = e
+    try:
+        agree_errors(err, info)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
+
+
 def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> Trainer:
     if cfg.eval.evals_every:  # an eval task that is not registered stops the run before anything is built
         from gpt2stream.evals import requested
@@ -88,7 +113,7 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
         peak = peak_flops(dev, parts.amp or torch.float32)
-    for line in header(parts, out, peak, cfg.train.total_batch_size):
+    for line in header(parts, out, peak, cfg.train.total_batch_size) + describe(parts.optimizer):
         log(line)
     slow = emulated_bf16_warning(parts.amp, dev)
     if slow:
@@ -100,22 +125,26 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     open_trackers(parts, out)
     if resumed_from is not None:
         log(f"resumed from {resumed_from} at step {parts.progress.step}")
+    for note in parts.notes:
+        log(note)
     return Trainer(parts, out, log, stops, peak, resumed_from)
 
 
 def train(cfg: RunConfig) -> int:
     """Run training as configured; return the process exit code (``Exit``).
 
-    ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path; the
-    config must be compatible with the checkpoint (``checkpoint.assemble_config`` builds one from the checkpoint's own).
+    ``cfg.train.resume``: "" = new run, "latest" = newest valid checkpoint in out_dir, else a checkpoint path
+    (``--resume auto`` has become one of those in ``checkpoint.assemble_config``); the config must be compatible
+    with the checkpoint (``checkpoint.assemble_config`` builds one from the checkpoint's own).
     ``cfg`` is not changed: the build resolves a copy (vocab_size from the tokenizer, the loader's streams).
     Under torchrun the process group is set up here and torn down before returning.
     """
     info = D.init_distributed(cfg.train.device, timeout_s=collective_timeout(cfg.data))
     log, stops = RunLog(info.master), StopSignals(announce=info.master)
     stops.install()
-    code, clean, trainer = 1, True, None
+    code, clean, trainer, lock = 1, True, None, None
     try:
+        lock = take_run_dir(cfg, info, log)
         trainer = setup(cfg, info, log, stops)
         code = trainer.run()
     except Stop as s:
@@ -140,6 +169,8 @@ def train(cfg: RunConfig) -> int:
                 code = Exit.SAVE if code == Exit.OK else code
             trainer.parts.trackers.close(int(code))
         log.close()
+        if lock is not None:
+            lock.release()
         stops.restore()
         D.shutdown(info, sync=clean)
     return int(code)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.optim import set_lr
 from gpt2stream.precision import autocast
 from gpt2stream.train.build import Parts
 from gpt2stream.train.timing import NO_TIMER, StepTimer
@@ -30,11 +31,6 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def micro_scale(parts: Parts, rows: int) -> tuple[int, int]:
@@ -69,10 +65,11 @@ def accumulate(parts: Parts, batches: list) -> torch.Tensor:
 
 
 def train_step(parts: Parts, batches: list, lr: float, timer: StepTimer | None = None) -> StepStats:
-    """One optimizer step over ``batches`` (the micro-batches) at learning rate ``lr``. Collective under DDP.
-    ``timer`` is marked after each phase (timing.DEVICE_PHASES); it adds no host sync."""
+    """One optimizer step over ``batches`` (the micro-batches) at the schedule's learning rate ``lr`` (each parameter
+    group at its own multiple of it). Collective under DDP. ``timer`` is marked after each phase
+    (timing.DEVICE_PHASES); it adds no host sync."""
     info, timer = parts.info, timer or NO_TIMER
-    set_lr(parts.optimizer, lr)
+    set_lr(parts.optimizer, lr, parts.cfg.train.lr)  # every parameter group scaled alike
     timer.start()
     loss_sum = accumulate(parts, batches)
     timer.mark("compute_ms")

@@ -116,16 +116,18 @@ class StopSignals:
             return
 
         def on_sigchld(signum, frame):
+            waiting, self.waiting_for_data = self.waiting_for_data, False  # raise once, inside the loop's wait
             if self.received is not None:
-                if self.waiting_for_data:
+                if waiting:
                     raise WorkersGone("DataLoader workers stopped by the signal")
                 return
             try:
                 prev(signum, frame)  # torch's check: raises when one of the loader's workers is gone
             except RuntimeError as e:
                 self.worker_died = find_dead() or str(e)
-                if self.waiting_for_data:
+                if waiting:
                     raise WorkerDied(self.worker_died) from None
+            self.waiting_for_data = waiting
 
         try:
             signal.signal(signal.SIGCHLD, on_sigchld)
