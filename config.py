@@ -50,6 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seq_len": 128, "shuffle_buffer": 1000, "block_buffer": 1024, "num_workers": 1, "val_docs": 200,
         "out_dir": "runs/tiny", "max_steps": 200, "batch_size": 8, "total_batch_size": 2048,
         "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 20, "compile": False,
+        "muon_lr": 8e-3,  # --optimizer muon: the best of 3e-3, 8e-3, 2e-2 in docs/training.md's sweep
         "eval_every": 50, "eval_tokens": 16384, "save_every": 100, "sample_every": 100, "sample_tokens": 32,
         "log_every": 10,
     },

@@ -88,6 +88,20 @@ def _print_memory(cfg: RunConfig) -> None:
     bf16 = autocast_dtype(cfg.train.dtype, dev) == torch.bfloat16
     for line in startup_lines(cfg, env_world()[2], bf16, visible_gpu(dev)):
         print(line, file=sys.stderr)
+    for line in _param_groups(cfg):
+        print(line, file=sys.stderr)
+
+
+def _param_groups(cfg: RunConfig) -> list[str]:
+    """The optimizer's parameter groups, from the model built on the meta device (no memory, no compute)."""
+    import torch
+
+    from gpt2stream.loading import gpt_from_config
+    from gpt2stream.optim import build_optimizer, describe
+
+    with torch.device("meta"):
+        model = gpt_from_config(cfg.model)
+    return describe(build_optimizer(model, cfg.train, "meta"))
 
 
 def _say0(msg: str) -> None:

@@ -81,13 +81,16 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
     """(step, path) of the complete-looking checkpoint files, oldest first."""
-    if not ckpt_dir.is_dir():
-        return []
     found = []
-    for p in ckpt_dir.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
+    try:
+        if not ckpt_dir.is_dir():
+            return []
+        for p in ckpt_dir.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_file():
+                found.append((int(m.group(1)), p))
+    except OSError:  # a path that cannot even be looked up (name too long) holds no checkpoint
+        return []
     return sorted(found)
 
 
@@ -269,6 +272,8 @@ def incompatible_fields(saved: RunConfig, now: RunConfig, saved_tok: str, now_to
     """'field: checkpoint X, now Y' for every setting that makes a checkpoint unusable for this run."""
     diff = [f"{f}: checkpoint {getattr(saved.model, f)}, now {getattr(now.model, f)}" for f in _SHAPE_FIELDS
             if getattr(saved.model, f) != getattr(now.model, f)]
+    if saved.train.optimizer != now.train.optimizer:  # the saved state is another optimizer's
+        diff.append(f"optimizer: checkpoint {saved.train.optimizer}, now {now.train.optimizer}")
     if saved.data.seq_len != now.data.seq_len:
         diff.append(f"seq_len: checkpoint {saved.data.seq_len}, now {now.data.seq_len}")
     if saved_tok != now_tok:
@@ -333,5 +338,7 @@ def assemble_config(base: RunConfig, flags: dict[str, Any], warn: Callable[[str]
     else:
         path, state = resolve_checkpoint(target, warn=warn, mmap=True)
         out_dir = flags.get("out-dir", str(path.parent.parent))
-    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored
-    return with_flags(RunConfig.from_dict(state["config"]), {**flags, "out-dir": out_dir, "resume": str(path)})
+    # shape flags are applied too, so that a conflicting one is reported by name (the compatibility check), not ignored;
+    # accepting changed data is a decision of this resume only, never inherited from the checkpoint's config
+    once = {"accept-data-change": flags.get("accept-data-change", False)}
+    return with_flags(RunConfig.from_dict(state["config"]), {**flags, **once, "out-dir": out_dir, "resume": str(path)})

@@ -93,6 +93,7 @@ class DataConfig:
     max_retries: int = 10  # consecutive failed network requests before the stream gives up
     request_timeout: float = 60.0  # seconds before one network request counts as failed
     rate_limit_wait: float = 900.0  # seconds one request may wait out Hub rate limits (429) before the stream gives up
+    accept_data_change: bool = False  # --resume although local data files changed since the run started
 
     def __post_init__(self) -> None:
         _check(bool(self.data.strip()), "data", "data", self.data, "give a Hub dataset id or local path")
@@ -123,15 +124,24 @@ class TrainConfig:
     lr: float = 6e-4  # peak learning rate
     min_lr: float = 6e-5  # floor of the schedule (cosine ends here; plateau never goes below it)
     warmup_steps: int = 715  # linear warmup steps (375M tokens, as GPT-3 small did)
-    schedule: str = "cosine"  # "cosine" (warmup + cosine to min_lr) or "plateau" (cut lr when val loss stalls)
+    schedule: str = "cosine"  # "cosine" (warmup + cosine to min_lr), "wsd" (warmup, stable, decay) or "plateau"
+    decay_frac: float = 0.2  # wsd: the last this fraction of max_steps decays the lr to min_lr
+    decay_shape: str = "1-sqrt"  # wsd: the decay's shape, "linear" or "1-sqrt" (Hagele et al. 2024)
     plateau_factor: float = 0.5  # plateau: multiply lr by this on a plateau
     plateau_patience: int = 3  # plateau: evaluations without improvement before a cut
     plateau_threshold: float = 0.01  # plateau: relative improvement of val loss that counts as progress
     plateau_cooldown: int = 2  # plateau: evaluations to wait after a cut before counting again
     plateau_window: int = 3  # plateau: judge the median of the last this-many val losses, so one spike decides nothing
+    optimizer: str = "adamw"  # "adamw", or "muon" (Muon for the blocks' matrices, AdamW for the rest): optim.py
     weight_decay: float = 0.1  # AdamW decay on 2-D weights only
     beta1: float = 0.9  # AdamW first-moment decay
     beta2: float = 0.95  # AdamW second-moment decay (0.95, not 0.999: steadier at large batch, as GPT-3)
+    # 3.6e-3: nanochat's matrix_lr 0.02 under Keller Jordan's scale is an update RMS of 0.02 / sqrt(768) = 0.2 x 3.6e-3
+    # at width 768 (Moonlight's rule, AdamW's 6e-4, is more cautious; modded-nanogpt's 0.05 is ~9e-3). docs/training.md
+    muon_lr: float = 3.6e-3  # muon: peak lr of the blocks' matrices, on match_rms_adamw's scale (AdamW's update RMS)
+    muon_momentum: float = 0.95  # muon: momentum (Nesterov), as Keller Jordan's Muon and nanochat
+    muon_weight_decay: float = 0.1  # muon: decoupled weight decay of the matrices (Moonlight: AdamW's 0.1)
+    muon_qkv: str = "three"  # muon: orthogonalise c_attn as "three" matrices (q, k, v) or as "one"
     grad_clip: float = 1.0  # clip the global grad norm to this; 0 = off
     device: str = "auto"  # "auto" (cuda > mps > cpu), "cpu", "cuda", "cuda:N" or "mps"
     dtype: str = "auto"  # autocast dtype: "auto" (bfloat16 on CUDA, float32 elsewhere), "bfloat16", "float32"
@@ -150,7 +160,15 @@ class TrainConfig:
         _check(self.lr > 0, "train", "lr", self.lr, "must be > 0")
         _check(0 <= self.min_lr <= self.lr, "train", "min_lr", self.min_lr, f"must be in [0, lr={self.lr}]")
         _check(self.warmup_steps >= 0, "train", "warmup_steps", self.warmup_steps, "must be >= 0")
-        _check(self.schedule in ("cosine", "plateau"), "train", "schedule", self.schedule, "cosine or plateau")
+        _check(self.schedule in ("cosine", "wsd", "plateau"), "train", "schedule", self.schedule,
+               "cosine, wsd or plateau")
+        _check(0 < self.decay_frac <= 1, "train", "decay_frac", self.decay_frac, "must be in (0, 1]")
+        _check(self.decay_shape in ("linear", "1-sqrt"), "train", "decay_shape", self.decay_shape, "linear or 1-sqrt")
+        _check(self.optimizer in ("adamw", "muon"), "train", "optimizer", self.optimizer, "adamw or muon")
+        _check(self.muon_lr > 0, "train", "muon_lr", self.muon_lr, "must be > 0")
+        _check(0 <= self.muon_momentum < 1, "train", "muon_momentum", self.muon_momentum, "must be in [0, 1)")
+        _check(self.muon_weight_decay >= 0, "train", "muon_weight_decay", self.muon_weight_decay, "must be >= 0")
+        _check(self.muon_qkv in ("one", "three"), "train", "muon_qkv", self.muon_qkv, "one or three")
         _check(0 < self.plateau_factor < 1, "train", "plateau_factor", self.plateau_factor, "must be in (0, 1)")
         _check(self.plateau_patience >= 1, "train", "plateau_patience", self.plateau_patience, "must be >= 1")
         _check(self.plateau_threshold >= 0, "train", "plateau_threshold", self.plateau_threshold, "must be >= 0")
@@ -272,7 +290,7 @@ class Actions:
     """run_train.py's own switches; every other flag is a config field."""
 
     help: bool = False  # list the flags with their values in the chosen preset and exit
-    print_config: bool = False  # print the resolved config as JSON and exit (the memory estimate goes to stderr)
+    print_config: bool = False  # print the resolved config as JSON and exit (memory estimate, param groups: stderr)
     memory_table: bool = False  # print the largest micro-batch per preset and GPU size (markdown) and exit
     plan: bool = False  # print what the run will read, ask the Hub, save and hold; no training (exit 2: can't work)
     nproc: int = 1  # with --plan: processes (GPUs) per node to plan for

@@ -9,7 +9,10 @@ training step (``gpt2stream/train/step.py``) keeps alive at its peak, the start 
                    checkpointing only the LM head's: the blocks recast theirs when they are recomputed)
     gradients      fp32, 4 B per parameter (alive from the second micro-step of gradient accumulation on; under
                    DDP always: they live in its buckets)
-    AdamW state    exp_avg + exp_avg_sq, 8 B per parameter
+    optimizer      its state (gpt2stream/optim.py's state_bytes): AdamW's exp_avg + exp_avg_sq, 8 B per parameter;
+                   with --optimizer muon 4 B (one momentum buffer) per parameter of the blocks' matrices, AdamW's 8 B
+                   for the rest. Muon's Newton-Schulz temporaries (bf16, a few of the largest matrix) live only in
+                   optimizer.step(), after backward has freed the activations: never the peak
     DDP buckets    the reducer's flat fp32 gradient buffers: none extra with ``gradient_as_bucket_view`` (how
                    train/build.py wraps the model: the gradients are views into the buckets), else 4 B per parameter
     activations    what autograd saves per block for backward, per token (C = width; bf16 autocast / fp32):
@@ -97,18 +100,19 @@ class MemoryEstimate:
 
     def rows(self) -> list[tuple[str, int]]:
         names = {"weights": "weights", "weight_copies": "bf16 weight copies", "gradients": "gradients",
-                 "optimizer": "AdamW state", "ddp_buckets": "DDP buckets", "activations": "activations",
+                 "optimizer": "optimizer state", "ddp_buckets": "DDP buckets", "activations": "activations",
                  "logits": "logits"}
         return [(names[f.name], getattr(self, f.name)) for f in fields(self)]
 
 
 def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len: int, *, bf16: bool = True,
                     activation_checkpointing: bool = False, ddp: bool = False,
-                    gradient_as_bucket_view: bool = True) -> MemoryEstimate:
+                    gradient_as_bucket_view: bool = True, optimizer: str = "adamw") -> MemoryEstimate:
     """Peak memory of one process training ``model`` at micro-batch ``batch_size`` x ``seq_len`` tokens.
 
     ``bf16``: under bf16 autocast (the CUDA default) rather than plain fp32. ``ddp``: several processes; DDP's
-    buckets cost extra only without ``gradient_as_bucket_view``. See the module docstring for each term.
+    buckets cost extra only without ``gradient_as_bucket_view``. ``optimizer``: "adamw" or "muon" (its state).
+    See the module docstring for each term.
     """
     if batch_size < 1 or seq_len < 1 or vocab_size < 1:
         raise ValueError(f"batch_size={batch_size}, seq_len={seq_len}, vocab_size={vocab_size}: must be >= 1")
@@ -130,11 +134,17 @@ def estimate_memory(model: ModelShape, vocab_size: int, batch_size: int, seq_len
         weights=4 * n,
         weight_copies=2 * copies if bf16 else 0,
         gradients=4 * n,
-        optimizer=8 * n,
+        optimizer=optimizer_state_bytes(optimizer, n, L, C),
         ddp_buckets=4 * n if ddp and not gradient_as_bucket_view else 0,
         activations=tokens * per_token_acts,
         logits=tokens * (act + 4 + (4 if bf16 else 0)) * Vp,
     )
+
+
+def optimizer_state_bytes(optimizer: str, n_params: int, n_layer: int, n_embd: int) -> int:
+    from gpt2stream.optim import state_bytes  # here: importing torch is not needed for the rest of this module
+
+    return state_bytes(optimizer, n_params, n_layer, n_embd)
 
 
 def usable_bytes(gpu_bytes: int) -> int:
@@ -142,7 +152,7 @@ def usable_bytes(gpu_bytes: int) -> int:
     return int(gpu_bytes * USABLE_FRACTION) - RESERVED_BYTES
 
 
-def largest_micro_batch(model: ModelShape, vocab_size: int, seq_len: int, gpu_bytes: int, **kw: bool) -> int:
+def largest_micro_batch(model: ModelShape, vocab_size: int, seq_len: int, gpu_bytes: int, **kw: Any) -> int:
     """The largest micro-batch whose estimate fits ``usable_bytes(gpu_bytes)``; 0 if not even one sequence fits."""
     one = estimate_memory(model, vocab_size, 1, seq_len, **kw).total
     per_seq = estimate_memory(model, vocab_size, 2, seq_len, **kw).total - one
@@ -174,7 +184,7 @@ def format_estimate(est: MemoryEstimate, batch_size: int, seq_len: int) -> str:
 
 
 def fit_line(model: ModelShape, vocab_size: int, batch_size: int, seq_len: int, total_batch_size: int,
-             world_size: int, gpu_name: str, gpu_bytes: int, **kw: bool) -> str:
+             world_size: int, gpu_name: str, gpu_bytes: int, **kw: Any) -> str:
     """Whether the chosen micro-batch fits the visible GPU and the largest one that would."""
     best = largest_micro_batch(model, vocab_size, seq_len, gpu_bytes, **kw)
     need = estimate_memory(model, vocab_size, batch_size, seq_len, **kw).total
@@ -194,8 +204,8 @@ def startup_lines(cfg: RunConfig, world_size: int, bf16: bool, gpu: tuple[str, i
     with a GPU, whether the micro-batch fits and the largest that would."""
     m, d, t = cfg.model, cfg.data, cfg.train
     vocab = m.vocab_size or 50257
-    kw = dict(bf16=bf16, activation_checkpointing=t.activation_checkpointing,
-              ddp=world_size > 1)  # the flag arrives with the model's --activation-checkpointing
+    kw: dict[str, Any] = dict(bf16=bf16, activation_checkpointing=t.activation_checkpointing,
+                              ddp=world_size > 1, optimizer=t.optimizer)
     est = estimate_memory(m, vocab, t.batch_size, d.seq_len, **kw)
     ddp = "; DDP's buckets hold the gradients" if world_size > 1 else ""
     lines = [format_estimate(est, t.batch_size, d.seq_len) + f" ({'bf16' if bf16 else 'fp32'}, eager upper bound{ddp})"]

@@ -11,7 +11,6 @@ view of the real ``vocab_size`` columns. The loss (cross_entropy.py) keeps one (
 
 from __future__ import annotations
 
-import inspect
 from typing import Protocol
 
 import torch
@@ -173,19 +172,6 @@ class GPT(nn.Module):
         return bias
 
     # ---- training helpers -------------------------------------------------------------------------------
-
-    def configure_optimizers(
-        self, weight_decay: float, lr: float, betas: tuple[float, float], device_type: str
-    ) -> torch.optim.AdamW:
-        """AdamW where 2-D weights (matmuls, embeddings) decay and biases and LayerNorm gains don't."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        # the fused kernel updates every tensor in one pass; torch has it for CUDA and CPU (faster on both)
-        fused = device_type in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=1e-8, **({"fused": True} if fused else {}))
 
     def flops_per_token(self, seq_len: int) -> float:
         """Training FLOPs per token (forward + backward): 6N for the matmuls plus attention's 12·L·C·T (PaLM)."""

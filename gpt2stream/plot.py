@@ -1,5 +1,6 @@
-"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss, the eval tasks' accuracy (when
-evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate.
+"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss and bits per byte, the eval
+tasks' accuracy (when evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate of every
+parameter group.
 
 Regenerate a run's plot:  python -m gpt2stream.plot RUN_DIR
 """
@@ -14,22 +15,57 @@ from typing import Any
 from gpt2stream.errors import UserError
 
 
-def ema(values: list[float], alpha: float = 0.1) -> list[float]:
-    """Exponential moving average, bias-corrected so the start is not pulled towards 0.
+def smooth(values: list[float], half: int) -> list[float]:
+    """A centred smoother: at each point, the least-squares line through the points within ``half`` on both sides
+    (one-sided near the ends), evaluated there.
 
-    >>> [round(v, 3) for v in ema([1.0, 1.0, 4.0], alpha=0.5)]
-    [1.0, 1.0, 2.714]
+    A trailing average, even a bias-corrected EMA, lags a falling loss by about its window: early in a run it sits
+    well above the raw loss (and above the validation loss). A centred fit has no lag, and being a line it follows
+    a steady trend exactly, up to the last point. O(n) with prefix sums.
+
+    >>> smooth([0.0, 1.0, 2.0, 3.0, 4.0], half=2)
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    >>> smooth([0.0, 3.0, 0.0, 3.0, 0.0, 3.0, 0.0], half=3)[3]
+    1.2857142857142858
     """
-    out, avg, weight = [], 0.0, 0.0
-    for v in values:
-        avg = (1 - alpha) * avg + alpha * v
-        weight = (1 - alpha) * weight + alpha
-        out.append(avg / weight)
-    return out
+    import numpy as np
+
+    y = np.asarray(values, dtype=np.float64)
+    n = len(y)
+    if n == 0 or half < 1:
+        return [float(v) for v in y]
+    x = np.arange(n, dtype=np.float64)
+
+    def prefix(a):
+        return np.concatenate([[0.0], np.cumsum(a)])
+
+    s1, sx, sy, sxx, sxy = prefix(np.ones(n)), prefix(x), prefix(y), prefix(x * x), prefix(x * y)
+    lo, hi = np.maximum(0, x - half).astype(int), np.minimum(n, x + half + 1).astype(int)
+    c, cx, cy = s1[hi] - s1[lo], sx[hi] - sx[lo], sy[hi] - sy[lo]
+    cxx, cxy = sxx[hi] - sxx[lo], sxy[hi] - sxy[lo]
+    var = c * cxx - cx * cx
+    slope = np.where(var > 0, (c * cxy - cx * cy) / np.where(var > 0, var, 1.0), 0.0)
+    return (cy / c + slope * (x - cx / c)).tolist()
 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def lr_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """{label: [(step, lr)]}: one curve per parameter group (``lr_<group>`` fields) when the groups' lrs differ,
+    else the one ``lr``.
+
+    >>> lr_curves([{"step": 1, "lr": 0.1, "lr_muon": 0.2, "lr_no_decay": 0.1}])
+    {'muon': [(1, 0.2)], 'no_decay': [(1, 0.1)]}
+    """
+    out: dict[str, list[tuple[int, float]]] = {}
+    for r in records:
+        groups = {k[3:]: v for k, v in r.items() if k.startswith("lr_") and _finite(v)} or \
+            ({"lr": r["lr"]} if _finite(r.get("lr")) else {})
+        for name, v in groups.items():
+            out.setdefault(name, []).append((r["step"], v))
+    return out
 
 
 def eval_tasks(records: list[dict[str, Any]]) -> list[str]:
@@ -68,7 +104,8 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
 
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and _finite(r.get("loss"))]
     val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
-    lrs = [(r["step"], r["lr"]) for r in records if "loss" in r and _finite(r.get("lr"))]
+    lrs = lr_curves([r for r in records if "loss" in r])
+    bpb = [(r["step"], r["val_bpb"]) for r in records if _finite(r.get("val_bpb"))]
     tasks = eval_tasks(records)
     if tasks:  # a middle panel only for runs that score eval tasks
         fig, (ax, ax_ev, ax_lr) = plt.subplots(3, 1, figsize=(9, 8), sharex=True, height_ratios=[3, 1.3, 1])
@@ -78,19 +115,27 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
     if train:
         steps, losses = zip(*train, strict=True)
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (raw)")
-        alpha = min(1.0, 10.0 / max(len(losses), 10))  # ~ a 1/alpha-step window that scales with run length
-        ax.plot(steps, ema(list(losses), alpha), color="tab:blue", linewidth=1.6, label="train (smoothed)")
+        half = max(1, len(losses) // 40)  # a window of ~1/20 of the run, centred: no lag
+        ax.plot(steps, smooth(list(losses), half), color="tab:blue", linewidth=1.6, label="train (smoothed)")
     if val:
         vs, vl = zip(*val, strict=True)
         ax.plot(vs, vl, "o-", color="tab:orange", markersize=3, linewidth=1.4, label="validation")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     if train or val:
-        ax.legend()
+        ax.legend(loc="upper left")
+    if bpb:  # bits per byte: comparable across tokenizers
+        ax_bpb = ax.twinx()
+        bs, bv = zip(*bpb, strict=True)
+        ax_bpb.plot(bs, bv, "s--", color="tab:brown", markersize=3, linewidth=1, label="val bits/byte")
+        ax_bpb.set_ylabel("val bits per byte")
+        ax_bpb.legend(loc="upper right")
     ax.set_title(title or "training")
-    if lrs:
-        ls, lv = zip(*lrs, strict=True)
-        ax_lr.plot(ls, lv, color="tab:green")
+    for name, curve in lrs.items():  # every parameter group's schedule
+        ls, lv = zip(*curve, strict=True)
+        ax_lr.plot(ls, lv, label=name)
+    if len(lrs) > 1:
+        ax_lr.legend(fontsize=8)
     ax_lr.set_ylabel("lr")
     ax_lr.set_xlabel("step")
     ax_lr.grid(alpha=0.3)
@@ -113,9 +158,20 @@ def plot_run(run_dir: str | Path) -> Path:
     return plot_metrics(read_metrics(metrics), run_dir / "loss_plot.png", title=run_dir.name)
 
 
+USAGE = "usage: python -m gpt2stream.plot RUN_DIR"
+HELP = f"""{USAGE}
+
+Redraw RUN_DIR/loss_plot.png from RUN_DIR/metrics.jsonl: train loss (raw and smoothed by a centred window),
+validation loss, HellaSwag accuracy (when scored) and the learning rate. Prints the png's path.
+"""
+
+
 def main(argv: list[str]) -> int:
+    if "-h" in argv or "--help" in argv:
+        print(HELP, end="")
+        return 0
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m gpt2stream.plot RUN_DIR", file=sys.stderr)
+        print(f"{USAGE} (see --help)", file=sys.stderr)
         return 2
     print(plot_run(argv[0]))
     return 0

@@ -237,8 +237,9 @@ class Session:
             seed = int.from_bytes(os.urandom(8), "little") & (2**63 - 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def answer(self, prompt: str) -> bool:
-        """Generate and stream all samples for one prompt; False if Ctrl-C interrupted it."""
+    def answer(self, prompt: str, echo: bool = False) -> bool:
+        """Generate and stream all samples for one prompt; False if Ctrl-C interrupted it. ``echo``: each sample
+        starts with the prompt (--prompt: the output then reads as a whole text, not from mid-sentence)."""
         tok = self.loaded.tokenizer
         model = self.loaded.model
         ids, notice = prepare_prompt(prompt, tok, model.config.block_size)
@@ -253,6 +254,8 @@ class Session:
                 self.out.write(f"----- sample {i + 1}/{s.num_samples} -----\n")
             dec = StreamDecoder(tok)
             parts: list[str] = []
+            if echo:
+                self.out.write(prompt)
             try:
                 for t in stream_tokens(model, ids, s, tok.eot_id, gen):
                     text = dec.push(t)
@@ -392,7 +395,7 @@ def run_session(session: Session, prompt: str | None, stdin: TextIO, args: Sampl
                 device: torch.device) -> bool:
     """False when Ctrl-C interrupted a non-interactive run (--prompt or piped prompts)."""
     if prompt is not None:
-        return session.answer(prompt)
+        return session.answer(prompt, echo=True)
     interactive = stdin.isatty()
     if interactive:
         n = sum(p.numel() for p in loaded.model.parameters())

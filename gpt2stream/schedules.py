@@ -1,5 +1,6 @@
-"""Learning-rate schedules behind one interface: ``lr_at(step)``, ``observe(val_loss)``, ``state_dict()`` and
-``load_state_dict()``. ``cosine_lr`` is also a pure function; ``make_schedule`` builds the configured one.
+"""Learning-rate schedules behind one interface: ``lr_at(step)``, ``observe(val_loss)``, ``state_dict()``,
+``load_state_dict()`` and ``resumed_at(step)``. ``cosine_lr`` and ``wsd_lr`` are also pure functions;
+``make_schedule`` builds the configured one.
 
 Steps are 0-based optimizer-update indices: ``cosine_lr(0, ...)`` is the lr of the first update.
 
@@ -26,6 +27,8 @@ class LRSchedule(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, sd: dict[str, Any]) -> None: ...
+
+    def resumed_at(self, step: int) -> str | None: ...
 
 
 def warmup_lr(step: int, max_lr: float, warmup_steps: int) -> float:
@@ -93,6 +96,9 @@ class PlateauSchedule:
             self.cuts += 1
         return self.lr
 
+    def resumed_at(self, step: int) -> str | None:
+        return None  # its state is the lr itself: a new max_steps changes nothing
+
     def state_dict(self) -> dict[str, Any]:
         return {"lr": self.lr, "best": self.best, "bad": self.bad, "cooldown_left": self.cooldown_left,
                 "recent": list(self.recent), "cuts": self.cuts}
@@ -103,28 +109,125 @@ class PlateauSchedule:
             int(sd["cuts"])
 
 
-class CosineSchedule:
-    """``cosine_lr`` as an ``LRSchedule``: a function of the step alone, so its saved state is empty."""
+def wsd_lr(step: int, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int, decay_frac: float,
+           shape: str = "1-sqrt") -> float:
+    """Warmup-stable-decay: linear warmup to max_lr, max_lr until the last ``decay_frac`` of ``max_steps``, then a
+    decay to min_lr, which it reaches at step == max_steps; ``shape`` "linear" or "1-sqrt" (Hagele et al. 2024,
+    "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations": 1-sqrt cools down best).
+
+    >>> [round(wsd_lr(s, 1.0, 0.0, 1, 10, 0.4, "linear"), 2) for s in range(11)]
+    [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25, 0.0]
+    """
+    if step < warmup_steps:
+        return warmup_lr(step, max_lr, warmup_steps)
+    start = decay_start(max_steps, decay_frac, warmup_steps)
+    if step < start:
+        return max_lr
+    return decay_from(step, start, max_lr, min_lr, max_steps, shape)
+
+
+def decay_start(max_steps: int, decay_frac: float, warmup_steps: int = 0) -> int:
+    """The first step of WSD's decay (never inside the warmup).
+
+    >>> decay_start(1000, 0.2)
+    800
+    """
+    return max(warmup_steps, max_steps - round(decay_frac * max_steps))
+
+
+def decay_from(step: int, start: int, start_lr: float, min_lr: float, end: int, shape: str) -> float:
+    """A decay from ``start_lr`` at ``start`` to ``min_lr`` at ``end`` (and after): "cosine", "linear" or
+    "1-sqrt". Also how an extended run continues from the lr it was at (``StepSchedule.resumed_at``).
+
+    >>> [round(decay_from(s, 2, 1.0, 0.0, 6, "1-sqrt"), 3) for s in (2, 3, 5, 6)]
+    [1.0, 0.5, 0.134, 0.0]
+    """
+    if step >= end:
+        return min_lr
+    p = max(0.0, (step - start) / (end - start))  # 0 -> 1 over the decay
+    keep = {"cosine": 0.5 * (1.0 + math.cos(math.pi * p)), "linear": 1.0 - p, "1-sqrt": 1.0 - math.sqrt(p)}[shape]
+    return min_lr + keep * (start_lr - min_lr)
+
+
+class StepSchedule:
+    """A schedule that is a function of the step and ``max_steps`` (cosine, WSD). Its state is ``max_steps`` and an
+    anchor: when ``--resume --max-steps N`` changes the end and the new curve would lift the lr at the resume step,
+    the lr instead decays from where it was (the anchor) to min_lr at the new end, so it never jumps upwards."""
+
+    name = "cosine"
+    shape = "cosine"  # how an anchored continuation decays
 
     def __init__(self, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> None:
         self.max_lr, self.min_lr, self.warmup_steps, self.max_steps = max_lr, min_lr, warmup_steps, max_steps
+        self.anchor: tuple[int, float] | None = None
+        self.saved: dict[str, Any] = {}
+
+    def curve(self, step: int) -> float:
+        return cosine_lr(step, self.max_lr, self.min_lr, self.warmup_steps, self.max_steps)
 
     def lr_at(self, step: int) -> float:
-        return cosine_lr(step, self.max_lr, self.min_lr, self.warmup_steps, self.max_steps)
+        if self.anchor is not None and step >= self.anchor[0]:
+            return decay_from(step, self.anchor[0], self.anchor[1], self.min_lr, self.max_steps, self.shape)
+        return self.curve(step)
 
     def observe(self, val_loss: float) -> float:
         return self.min_lr
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        return {"max_steps": self.max_steps, "anchor": list(self.anchor) if self.anchor else None}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        pass
+        self.saved = dict(sd)  # judged against this run's max_steps by resumed_at, once the step is known
+        anchor = sd.get("anchor")
+        self.anchor = (int(anchor[0]), float(anchor[1])) if anchor else None
+
+    def resumed_at(self, step: int) -> str | None:
+        """After a restore at ``step``: None when the end is unchanged, else the line saying what the lr does."""
+        old_end = self.saved.get("max_steps")
+        if old_end is None or old_end == self.max_steps:
+            return None
+        new_end, self.max_steps = self.max_steps, int(old_end)
+        old = self.lr_at(step)  # on the curve the run was on
+        self.max_steps = new_end
+        new = self.lr_at(step)
+        what = f"--schedule {self.name}: max_steps {old_end} -> {new_end}: "
+        if new > old * (1 + 1e-9):
+            self.anchor = (step, old)
+            return what + (f"the new curve would lift the lr from {old:.3e} to {new:.3e} at step {step}; instead it "
+                           f"decays ({self.shape}) from {old:.3e} to min_lr {self.min_lr:.3e} at step {new_end}")
+        return what + f"the lr at step {step} is {new:.3e} (was {old:.3e}) and follows the new curve" + self.where()
+
+    def where(self) -> str:
+        return f" to min_lr at step {self.max_steps}"
+
+
+class CosineSchedule(StepSchedule):
+    """``cosine_lr`` as an ``LRSchedule``."""
+
+
+class WSDSchedule(StepSchedule):
+    """``wsd_lr`` as an ``LRSchedule``: extending a run in its stable phase moves the decay to the new end."""
+
+    name = "wsd"
+
+    def __init__(self, max_lr: float, min_lr: float, warmup_steps: int, max_steps: int, decay_frac: float,
+                 shape: str) -> None:
+        super().__init__(max_lr, min_lr, warmup_steps, max_steps)
+        self.decay_frac, self.shape = decay_frac, shape
+
+    def curve(self, step: int) -> float:
+        return wsd_lr(step, self.max_lr, self.min_lr, self.warmup_steps, self.max_steps, self.decay_frac, self.shape)
+
+    def where(self) -> str:
+        start = decay_start(self.max_steps, self.decay_frac, self.warmup_steps)
+        return f"; the decay now runs over steps {start}-{self.max_steps}"
 
 
 def make_schedule(t: TrainConfig) -> LRSchedule:
-    """The schedule a ``TrainConfig`` asks for (``t.schedule``: "cosine" or "plateau")."""
+    """The schedule a ``TrainConfig`` asks for (``t.schedule``: "cosine", "wsd" or "plateau")."""
     if t.schedule == "plateau":
         return PlateauSchedule(t.lr, t.min_lr, t.plateau_factor, t.plateau_patience, t.plateau_threshold,
                                t.plateau_cooldown, t.plateau_window, t.warmup_steps)
+    if t.schedule == "wsd":
+        return WSDSchedule(t.lr, t.min_lr, t.warmup_steps, t.max_steps, t.decay_frac, t.decay_shape)
     return CosineSchedule(t.lr, t.min_lr, t.warmup_steps, t.max_steps)

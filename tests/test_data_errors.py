@@ -80,7 +80,8 @@ def test_one_empty_unit_is_not_an_error(tmp_path):
 def test_all_texts_unusable_is_an_error_not_a_hang(tmp_path):
     (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": v}) + "\n" for v in [None, "", 3] * 10))
     for workers in (0, 1):  # from a worker process too, with the message intact
-        with pytest.raises(UserError, match=r"^reader 0 found no usable text in 5 whole epochs"):
+        with pytest.raises(UserError, match=r"^stream 0 of 1 found no usable text in 5 whole epochs: the \d+ "
+                                            r"documents it read were all empty or not a string; check --text-column"):
             first(loader_for(cfg(tmp_path / "a.jsonl", num_workers=workers)))
 
 

@@ -286,7 +286,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from gpt2stream.config import DataConfig
 from gpt2stream.data import TrainLoader
 from tokenizer import load_tokenizer
-c = DataConfig(**{json.dumps(c.__dict__)})
+c = DataConfig(**{c.__dict__!r})
 loader = TrainLoader(c, batch_size=3, tokenizer=load_tokenizer("gpt2"), seed=11)
 loader.load_state_dict(torch.load({str(state_path)!r}, weights_only=True))
 for i, (x, y) in zip(range(10), loader):

@@ -102,3 +102,23 @@ def test_export_bad_input_is_one_line(tmp_path):
     for args in ((tmp_path / "missing", tmp_path / "o"), ("only-one",), ("--bogus", "a", "b")):
         p = _export(*args)
         assert p.returncode == 2 and p.stderr.startswith("error: ") and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+def test_export_keeps_the_users_own_files_unless_forced(tmp_path):
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=50257))
+    run = _run_dir(tmp_path / "run", model, 50257)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text('{"my": "settings"}\n')
+    (mine / "notes.txt").write_text("keep\n")
+    p = _export(run, mine)
+    err = p.stderr.splitlines()
+    assert p.returncode == 2 and len(err) == 1 and "config.json, notes.txt" in err[0] and "--force" in err[0], p.stderr
+    assert sorted(x.name for x in mine.iterdir()) == ["config.json", "notes.txt"]
+    assert (mine / "config.json").read_text() == '{"my": "settings"}\n'
+    # an earlier export is written over without --force; --force writes beside other files and leaves them alone
+    assert _export(run, tmp_path / "hf").returncode == 0 and _export(run, tmp_path / "hf").returncode == 0
+    p = _export(run, mine, "--force")
+    assert p.returncode == 0, p.stderr
+    assert json.loads((mine / "config.json").read_text())["model_type"] == "gpt2"
+    assert (mine / "notes.txt").read_text() == "keep\n" and (mine / "model.safetensors").is_file()

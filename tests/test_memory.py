@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from config import PRESETS
-from gpt2stream.config import ModelConfig, preset_config
+from gpt2stream.config import ModelConfig, TrainConfig, preset_config
 from gpt2stream.memory import (
     GiB,
     estimate_memory,
@@ -23,6 +23,7 @@ from gpt2stream.memory import (
     usable_bytes,
 )
 from gpt2stream.model import GPT
+from gpt2stream.optim import build_optimizer
 from tests.conftest import ROOT
 
 
@@ -102,7 +103,7 @@ def _measured_peak(cfg: ModelConfig, batch: int, bf16: bool, ac: bool) -> int:
             for blk in model.transformer.h:
                 blk.forward = (lambda f: lambda x, cache=None: checkpoint(f, x, cache, use_reentrant=False))(
                     blk.forward)
-        opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+        opt = build_optimizer(model, TrainConfig(lr=1e-3), "cpu")
         x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size))
         tracker = MemTracker()
         tracker.track_external(model, opt, x)

@@ -104,15 +104,6 @@ def test_stop_token_ends_generation():
     assert out.shape[1] == 4
 
 
-def test_optimizer_groups_decay_only_matrices():
-    model = GPT(tiny())
-    opt = model.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
-    decay, no_decay = opt.param_groups
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
-
-
 def test_mfu_estimate_matches_hand_computation():
     model = GPT(tiny())
     n = model.num_params() - 16 * 32

@@ -136,7 +136,8 @@ def test_prompt_flag_is_reproducible_with_a_seed_and_writes_the_transcript(tiny_
     assert len(a.stdout.strip()) > 0
     transcript = tmp_path / "xdg" / "gpt2stream" / "generated.txt"  # the --init default
     log = transcript.read_text()
-    assert log.count(">>> The cat") == 3 and a.stdout.rstrip("\n") in log and "seed=7" in log
+    assert a.stdout.startswith("The cat")  # the prompt, then the continuation the transcript records
+    assert log.count(">>> The cat") == 3 and a.stdout.rstrip("\n").removeprefix("The cat") in log and "seed=7" in log
 
 
 def test_greedy_prompt_output_matches_the_model(tiny_hf, tmp_path, gpt2_tok):
@@ -146,7 +147,7 @@ def test_greedy_prompt_output_matches_the_model(tiny_hf, tmp_path, gpt2_tok):
     model = load_hf_gpt2(str(tiny_hf)).eval()
     idx = torch.tensor([gpt2_tok.encode("Once upon")])
     expect = generate(model, idx, 25, temperature=0.0)[0, idx.size(1):].tolist()
-    assert r.stdout == gpt2_tok.decode(expect) + "\n"
+    assert r.stdout == "Once upon" + gpt2_tok.decode(expect) + "\n"  # the prompt, then its continuation
     assert not (tmp_path / "xdg").exists()  # --transcript off writes nothing
 
 
@@ -413,7 +414,7 @@ def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
     assert r.returncode == 0, r.stderr
     idx = torch.tensor([tok.encode("the cat")])
     expect = generate(load_hf_gpt2(str(d)).eval(), idx, 12, temperature=0.0)[0, idx.size(1):].tolist()
-    assert r.stdout == tok.decode(expect) + "\n"
+    assert r.stdout == "the cat" + tok.decode(expect) + "\n"
     # an explicit --tokenizer still wins (and GPT-2's 50257 tokens do not fit this 300-token model)
     bad = _run(["--init", str(d), "--tokenizer", "gpt2", "--prompt", "x", "--transcript", "off"], tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: tokenizer 'gpt2' has 50257 tokens"), bad.stderr

@@ -160,16 +160,3 @@ def test_format_eta():
     assert format_eta(3725.2) == "1:02:05"
     assert format_eta(59) == "0:00:59"
     assert format_eta(float("inf")) == "?"
-
-
-def test_configure_optimizers_is_fused_on_cpu():
-    # the trainer uses this optimizer as is: the model is the one place that decides about the fused kernel
-    from gpt2stream.config import ModelConfig
-    from gpt2stream.model import GPT
-
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=64))
-    opt = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
-    assert opt.defaults["fused"] is True and opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["lr"] == 1e-3
-    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
-    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
-    assert not model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "mps").defaults.get("fused")

@@ -1,4 +1,5 @@
-"""--compile: training, evaluation and sampling work, and checkpoints hold plain parameter names."""
+"""--compile: training (with --optimizer muon: the compiled model under the optimizer seam), evaluation and sampling
+work, and checkpoints hold plain parameter names."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ def test_compiled_training_evaluates_samples_and_saves_plain_names(tmp_path):
     out = tmp_path / "run"
     # 256 validation tokens = 2 full batches of 4 x 32: the eval forward has the training shape
     p = run([*TINY, "--data", str(data), "--num-workers", "0", "--compile", "--max-steps", "2", "--eval-every", "1",
-             "--sample-every", "2", "--sample-tokens", "8", "--out-dir", str(out)])
-    assert "compile True" in p.stdout
+             "--sample-every", "2", "--sample-tokens", "8", "--optimizer", "muon", "--out-dir", str(out)])
+    assert "compile True" in p.stdout and "param group muon_qkv: Muon" in p.stdout
     assert "val loss" in p.stdout and "sample @ step 2:" in p.stdout
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_loss" in r] == [1, 2]

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from gpt2stream.metrics import MetricsLog, read_metrics
-from gpt2stream.plot import ema
+from gpt2stream.plot import smooth
 from tests.test_train_common import ROOT, env
 
 
@@ -25,12 +25,22 @@ def test_metrics_log_rewrites_history_on_resume(tmp_path):
     assert [r["step"] for r in read_metrics(path)] == [1, 2]
 
 
-def test_ema_is_bias_corrected():
-    assert ema([5.0]) == [5.0]
-    # weights 0.5 (4.0), 0.25 (1.0), 0.125 (1.0), normalised by their sum 0.875
-    assert abs(ema([1.0, 1.0, 4.0], alpha=0.5)[-1] - (0.5 * 4 + 0.25 + 0.125) / 0.875) < 1e-12
-    out = ema([2.0] * 50, alpha=0.1)
-    assert max(abs(v - 2.0) for v in out) < 1e-12
+def test_smoothed_curve_does_not_lag_a_falling_loss():
+    """The issue's shape: a loss falling fast from 10.8 with noise. A trailing average (even bias-corrected) sits
+    well above the raw loss at step 25; the centred fit stays on the true curve and removes most of the noise."""
+    import math
+    import random
+
+    rng = random.Random(0)
+    true = [3.0 + 7.8 * math.exp(-s / 12) for s in range(200)]
+    noisy = [t + rng.gauss(0, 0.15) for t in true]
+    out = smooth(noisy, half=5)
+    assert abs(out[25] - true[25]) < 0.12 and abs(out[0] - true[0]) < 0.4 and abs(out[-1] - true[-1]) < 0.15
+    err = sum((o - t) ** 2 for o, t in zip(out[20:], true[20:], strict=True)) / 180
+    raw = sum((o - t) ** 2 for o, t in zip(noisy[20:], true[20:], strict=True)) / 180
+    assert err < raw / 4  # smooths
+    assert smooth([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], half=2) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]  # a line stays itself
+    assert smooth([5.0], half=3) == [5.0] and smooth([], half=3) == []
 
 
 def test_plot_command_regenerates_png(tmp_path):
@@ -49,6 +59,9 @@ def test_plot_command_regenerates_png(tmp_path):
     p = subprocess.run([sys.executable, "-m", "gpt2stream.plot", str(tmp_path / "nope")], capture_output=True,
                        text=True, env=env(), cwd=ROOT, timeout=120)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "metrics.jsonl does not exist" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "gpt2stream.plot", "--help"], capture_output=True, text=True,
+                       env=env(), cwd=ROOT, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("usage: python -m gpt2stream.plot RUN_DIR") and not p.stderr
 
 
 def test_hellaswag_gets_its_own_panel(tmp_path):

@@ -318,12 +318,20 @@ class ReaderStream:
             # dealt anew each epoch); several in a row mean the data has (almost) no text.
             empty_epochs = empty_epochs + 1 if whole_epoch and used == 0 else 0
             if empty_epochs == EMPTY_EPOCHS_LIMIT:
-                raise UserError(
-                    f"reader {self.reader} found no usable text in {EMPTY_EPOCHS_LIMIT} whole epochs of its share "
-                    f"of the data (all texts empty / None / non-string); check --text-column and the data"
-                )
+                raise UserError(self._no_text_message())
             st.update(epoch=st["epoch"] + 1, cursor=0, row=0, window=0, pos=0, tok=0)
             mine, whole_epoch, used = next_mine, True, 0
+
+
+    def _no_text_message(self) -> str:
+        """Why a stream found no usable text for EMPTY_EPOCHS_LIMIT epochs in a row: the texts, or too few pieces."""
+        head = f"stream {self.reader} of {self.num_readers} found no usable text in {EMPTY_EPOCHS_LIMIT} whole epochs"
+        if self.state["skipped"]:
+            return (f"{head}: the {self.state['skipped']} documents it read were all empty or not a string; check "
+                    f"--text-column and the data")
+        return (f"{head}: its share of the {len(self.units)} pieces of the data never held a document; the data has "
+                f"too few pieces with documents for {self.num_readers} streams: use --streams "
+                f"{max(1, self.num_readers // 4)} or less")
 
 
 class WorkerError:

@@ -14,13 +14,15 @@ Local sources are opened the same way (rank 0 reads the footers or scans the tex
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data import local_pin
 from gpt2stream.data.hub import manifest as M
 from gpt2stream.data.open import open_source
-from gpt2stream.data.sources import Source
+from gpt2stream.data.sources import LocalFile, Source
 from gpt2stream.errors import UserError
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
@@ -58,8 +60,16 @@ def _open_on_rank0(data_cfg: DataConfig, run_dir: Path | None, resume: bool) -> 
     for f in src.files:
         if hasattr(f, "share_dir"):
             f.share_dir = share
+    if resume and run_dir is not None and not src.revision:  # local files: as the run recorded them?
+        note = local_pin.check(local_pin.load(run_dir), _local_paths(src), data_cfg.accept_data_change)
+        if note:
+            print(f"warning: {note}", file=sys.stderr, flush=True)
     src.plan(data_cfg.val_docs, 1)  # every footer read (or the text scanned) once for the job, here
     return src
+
+
+def _local_paths(src: Source) -> list[str]:
+    return [f.path for f in src.files if isinstance(f, LocalFile)]
 
 
 def open_data_for_job(data_cfg: DataConfig, info: Any, run_dir: str | Path | None = None, resume: bool = False
@@ -82,9 +92,12 @@ def open_data_for_job(data_cfg: DataConfig, info: Any, run_dir: str | Path | Non
 
 
 def write_manifest(source: Source, data_cfg: DataConfig, run_dir: str | Path) -> None:
-    """Rank 0, once the run directory is the run's: save a Hub source's manifest (local sources have none)."""
+    """Rank 0, once the run directory is the run's: save a Hub source's manifest, or what the local files are
+    (local_pin.py), which a resume checks."""
     if source.revision:
         M.save_manifest(M.manifest_of(source, data_cfg), Path(run_dir))
+    else:
+        local_pin.save(local_pin.describe(_local_paths(source)), Path(run_dir))
 
 
 def pin_revision(config: dict, source: Source) -> dict:

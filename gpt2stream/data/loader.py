@@ -143,6 +143,8 @@ class TrainLoader:
             raise RuntimeError("load_state_dict must be called before iterating the TrainLoader")
         check_resumable("this checkpoint", [sd])
         diff = self.spec.changes(sd["fingerprint"])
+        if self.cfg.accept_data_change:  # changed local files, accepted (local_pin.py): their pieces may differ
+            diff = [d for d in diff if not d.startswith("num_units:")]
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +
                             "); resume with the same settings, or start a new run")

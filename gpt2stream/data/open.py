@@ -8,6 +8,7 @@ from __future__ import annotations
 from gpt2stream.config import DataConfig
 from gpt2stream.data.sources import Source, open_local
 from gpt2stream.data.sources.named import named_data_path
+from gpt2stream.errors import UserError
 
 
 def open_source(data_cfg: DataConfig) -> Source:
@@ -15,6 +16,10 @@ def open_source(data_cfg: DataConfig) -> Source:
     spec = named_data_path(str(data_cfg.data)) or str(data_cfg.data)
     src = open_local(spec, data_cfg)
     if src is not None:
+        if data_cfg.data_revision:  # recorded in config.json yet ignored would make the run look pinned: refuse
+            raise UserError(f"--data-revision {data_cfg.data_revision!r} chooses a revision of a Hub dataset, but "
+                            f"--data {data_cfg.data} is local files; drop --data-revision (local files are pinned "
+                            f"by their size, time and digest in the run directory)")
         return src
     from gpt2stream.data.hub.source import HUB_READAHEAD, open_hub_source  # requests & co only when needed
 

@@ -56,6 +56,10 @@ class StreamSpec:
         """The spec of a canonical-stream run; ``data_cfg.streams`` 0 resolves to the largest divisor of the step's
         blocks that the plan's units allow. UserError when the data has fewer units than streams."""
         units = len(plan.units)
+        if units == 0:
+            held = f", or all of them held out by --val-docs {data_cfg.val_docs}" if data_cfg.val_docs else ""
+            raise UserError(f"the training data {data_cfg.data} holds no documents to train on (no rows{held}); "
+                            f"check the files" + (", or lower --val-docs" if held else ""))
         streams = data_cfg.streams or S.default_streams(blocks_per_step, units)
         if units < streams:
             what = "row groups" if source.kind == "parquet" else "pieces"

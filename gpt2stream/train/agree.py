@@ -11,6 +11,7 @@ from gpt2stream import distributed as D
 from gpt2stream.checkpoint import choose_checkpoint
 from gpt2stream.config import RunConfig
 from gpt2stream.errors import UserError
+from gpt2stream.paths import check_writable_dir
 from gpt2stream.train.loop import Stop
 from gpt2stream.train.output import RunLog, error
 from gpt2stream.train.settings import Exit
@@ -61,6 +62,7 @@ def choose_agreed(cfg: RunConfig, info: D.DistInfo, log: RunLog) -> tuple[Path, 
     err, got = None, None
     if info.master:
         try:
+            check_writable_dir(cfg.train.out_dir, "--out-dir")  # one line now, not an OSError after the set-up
             got = choose_checkpoint(cfg.train.resume, cfg.train.out_dir, warn=log.warn)
         except UserError as e:
             err = e

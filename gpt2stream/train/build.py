@@ -21,6 +21,7 @@ from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
+from gpt2stream.optim import build_optimizer, load_state
 from gpt2stream.precision import autocast_dtype
 from gpt2stream.schedules import LRSchedule, make_schedule
 from gpt2stream.tracking import Trackers
@@ -41,7 +42,7 @@ class Parts:
     model: torch.nn.Module
     fwd_model: torch.nn.Module
     ddp_model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: Any  # a torch optimizer, or optim.Chained (gpt2stream/optim.py builds it)
     schedule: LRSchedule
     loader: Any
     position: LoaderPosition
@@ -54,6 +55,7 @@ class Parts:
     rng: RNGState | None = None
     evals: dict[str, list] = field(default_factory=dict)  # {task: its examples}, the evals due every evals_every
     trackers: Trackers = field(default_factory=Trackers)  # W&B / TensorBoard: rank 0 opens them (main.py)
+    notes: list[str] = field(default_factory=list)  # what the restore wants said in the log (a changed schedule)
 
     def __post_init__(self) -> None:
         self.metrics.mirror = self.trackers  # every metrics.jsonl record goes to them too
@@ -147,7 +149,7 @@ def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | No
     model.activation_checkpointing = t.activation_checkpointing
     use_compile = t.compile if t.compile is not None else dev.type == "cuda"
     fwd = torch.compile(model) if use_compile else model
-    optimizer = model.configure_optimizers(t.weight_decay, t.lr, (t.beta1, t.beta2), dev.type)
+    optimizer = build_optimizer(model, t, dev.type)
     loader, accum = make_loader(cfg, info, tok, source)
     cfg = with_streams(cfg, loader.streams)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
@@ -161,22 +163,23 @@ def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | No
 
 def restore(parts: Parts, state: dict) -> None:
     """Load every saved part; the flags given on resume win over the optimizer's saved hyperparameters (the lr is
-    set per step). An elastic loader continues from every rank's saved streams merged (any layout); a rank the
-    checkpoint did not have draws its RNG from its own seed."""
+    set per step; optim.load_state). An elastic loader continues from every rank's saved streams merged (any
+    layout); a rank the checkpoint did not have draws its RNG from its own seed. A new --max-steps leaves a note
+    of what the schedule does (``parts.notes``)."""
     from gpt2stream.data.loader import merge_states
 
     info, ranks = parts.info, state["ranks"]
-    restore_parts(state, parts.shared, {}, info.rank)
+    restore_parts(state, {k: v for k, v in parts.shared.items() if k != "optimizer"}, {}, info.rank)
+    load_state(parts.optimizer, state["optimizer"])  # the flags' hyperparameters win over the saved ones
     parts.progress.load_state_dict(state)
     parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
     if info.rank < len(ranks):
         parts.rng.load_state_dict(ranks[info.rank]["rng"])
     else:
         torch.manual_seed(parts.cfg.train.seed + 1000 * info.rank + parts.progress.step)
-    t = parts.cfg.train
-    for g in parts.optimizer.param_groups:
-        g["betas"] = (t.beta1, t.beta2)
-        g["weight_decay"] = t.weight_decay if g["weight_decay"] else 0.0
+    note = parts.schedule.resumed_at(parts.progress.step)  # a new --max-steps: what happens to the lr
+    if note:
+        parts.notes.append(note)
 
 
 def _bf16_compress_gloo(state, bucket):
@@ -193,13 +196,14 @@ def bf16_hook(backend: str):
     return bf16_compress_hook if backend == "nccl" else _bf16_compress_gloo
 
 
-def wrap_ddp(parts: Parts) -> None:
+def wrap_ddp(parts: Parts, always: bool = False) -> None:
     """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
     the graph at the gradient buckets (``--bucket-mb``) and each bucket's all-reduce overlaps the rest of the
     backward; gradients are views into the buckets (no copy; train/step.py zeroes them in place). ``--grad-reduce
     bf16`` all-reduces the buckets in bf16 (half the bytes; the sum is cast back into the fp32 buckets).
-    Evaluation keeps the plain compiled module (no collective in its forward)."""
-    if parts.info.ddp:
+    Evaluation keeps the plain compiled module (no collective in its forward). ``always``: wrap a single process
+    too (bench/gpu_check.py checks the compiled wrapper on one GPU)."""
+    if parts.info.ddp or always:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         dev, t = parts.info.device, parts.cfg.train

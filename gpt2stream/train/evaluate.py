@@ -1,6 +1,9 @@
-"""Evaluation during training: the validation loss, the eval tasks (gpt2stream/evals) and the logged sample."""
+"""Evaluation during training: the validation loss and bits per byte, the eval tasks (gpt2stream/evals) and the
+logged sample."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,11 +22,24 @@ def pad_batch(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[torch.
     return (torch.cat([x, x.new_zeros(short, x.shape[1])]), torch.cat([y, y.new_full((short, y.shape[1]), -1)]))
 
 
-def val_loss(parts: Parts) -> float | None:
-    """Mean loss per token over the fixed validation set (every rank's share; collective). None without one."""
+def token_bytes(tok, device: torch.device) -> torch.Tensor:
+    """UTF-8 bytes of every token id's text (0 for special tokens such as <|endoftext|>, which are no text)."""
+    lengths = torch.zeros(tok.n_vocab, dtype=torch.int64)
+    ranks = tok.mergeable_ranks
+    lengths[torch.tensor(list(ranks.values()))] = torch.tensor([len(b) for b in ranks])
+    return lengths.to(device)
+
+
+def validation(parts: Parts) -> dict[str, float] | None:
+    """Over the fixed validation set (every rank's share; collective): ``val_loss``, the mean loss per token, and
+    ``val_bpb``, the summed loss in bits over the UTF-8 bytes of the text the targets spell (byte-level BPE tokens
+    concatenate to the documents' bytes; each document's closing <|endoftext|> is predicted but is no text), so runs
+    with different tokenizers compare on one number (nanochat's evaluate_bpb). Sums are reduced, not means: exact
+    under DDP. None without a validation set."""
     info = parts.info
     dtype = reduce_dtype(info.device)
-    total = torch.zeros(2, dtype=dtype, device=info.device)  # sum of losses x tokens, tokens
+    nbytes = token_bytes(parts.tok, info.device)
+    total = torch.zeros(3, dtype=dtype, device=info.device)  # sum of losses x tokens, tokens, bytes
     parts.fwd_model.eval()
     with torch.no_grad():
         for x, y in parts.val:
@@ -34,9 +50,13 @@ def val_loss(parts: Parts) -> float | None:
             n = (y != -1).sum()
             total[0] += loss.to(dtype) * n
             total[1] += n
+            total[2] += nbytes[y[y != -1]].sum()
     parts.fwd_model.train()
     D.all_reduce_sum(total, info)
-    return (total[0] / total[1]).item() if total[1] > 0 else None
+    loss_sum, tokens, text_bytes = total.tolist()
+    if tokens <= 0:
+        return None
+    return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / math.log(2) / max(text_bytes, 1.0)}
 
 
 def run_eval(parts: Parts, name: str, examples: list) -> dict[str, float]:

@@ -12,6 +12,7 @@ from gpt2stream import distributed as D
 from gpt2stream.checkpoint import has_checkpoints
 from gpt2stream.config import RunConfig
 from gpt2stream.errors import USER_ERRORS, UserError, without_resume_advice
+from gpt2stream.optim import describe
 from gpt2stream.precision import emulated_bf16_warning
 from gpt2stream.runlock import RunLock
 from gpt2stream.train.agree import agree_errors, choose_agreed
@@ -112,7 +113,7 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     # measuring the peak draws random matrices: keep the (restored) RNG states that dropout will use untouched
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else [], device_type=dev.type):
         peak = peak_flops(dev, parts.amp or torch.float32)
-    for line in header(parts, out, peak, cfg.train.total_batch_size):
+    for line in header(parts, out, peak, cfg.train.total_batch_size) + describe(parts.optimizer):
         log(line)
     slow = emulated_bf16_warning(parts.amp, dev)
     if slow:
@@ -124,6 +125,8 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     open_trackers(parts, out)
     if resumed_from is not None:
         log(f"resumed from {resumed_from} at step {parts.progress.step}")
+    for note in parts.notes:
+        log(note)
     return Trainer(parts, out, log, stops, peak, resumed_from)
 
 

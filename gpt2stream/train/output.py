@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -44,6 +45,13 @@ class RunLog:
         if self.master:
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
+    def warn_any(self, msg: str) -> None:
+        """``warning: msg`` on stderr from any rank (what only that rank sees), and in train.log on rank 0."""
+        print(f"warning: {msg}", file=sys.stderr, flush=True)
+        if self.file is not None:
+            self.file.write(f"warning: {msg}\n")
+            self.file.flush()
+
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
@@ -64,13 +72,33 @@ def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[st
     return [
         f"run {out} | git {h['git_commit']} | " + " ".join(f"{k} {v}" for k, v in h["versions"].items()),
         "hardware " + " | ".join(f"{k} {v}" for k, v in h["hardware"].items()),
-        "config " + cfg.to_json().replace("\n", "").replace("  ", ""),
+        *config_lines(cfg.to_dict(), out / "config.json"),
         f"model {model.num_params():,} params | tokenizer {parts.tok.identity} ({parts.tok.n_vocab} tokens) | "
         f"{parts.accum} micro-steps x {cfg.train.batch_size} x {cfg.data.seq_len} x {info.world_size} "
         f"processes = {tokens_per_step:,} tokens/step | dtype {parts.amp or torch.float32} | "
         f"compile {parts.compile} | val {sum(x.numel() for x, _ in parts.val):,} tokens on rank 0 | "
         f"MFU peak {peak.flops:.3g} FLOP/s ({peak.source})" if peak.known else f"MFU n/a ({peak.source})",
     ]
+
+
+def config_lines(cfg: dict, path: Path, width: int = 116) -> list[str]:
+    """The resolved config for a person: where it is saved, then each section's ``field=value`` pairs wrapped.
+
+    >>> config_lines({"preset": "tiny", "model": {"n_layer": 4, "dropout": 0.0}}, Path("runs/t/config.json"))
+    ['config runs/t/config.json (preset tiny)', '  model  n_layer=4 dropout=0.0']
+    """
+    import textwrap
+
+    lines = [f"config {path} (preset {cfg.get('preset', 'custom')})"]
+    for name, section in cfg.items():
+        if not isinstance(section, dict):
+            continue
+        pairs = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (not v or ' ' in v) else v}"
+                         for k, v in section.items())
+        lead = f"  {name:<6} "
+        lines += textwrap.wrap(pairs, width, initial_indent=lead, subsequent_indent=" " * len(lead),
+                               break_long_words=False, break_on_hyphens=False)
+    return lines
 
 
 def peak_memory_gb(device: torch.device) -> float | None:

@@ -39,8 +39,19 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def endpoint() -> str:
-    """The Hub base URL: $HF_ENDPOINT (a mirror or a test server) or https://huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+    """The Hub base URL: $HF_ENDPOINT (a mirror or a test server) or https://huggingface.co; UserError (one line)
+    when HF_ENDPOINT is not an http(s) URL with a host, which requests would report as a long traceback."""
+    raw = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
+    url = raw.rstrip("/")
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. a malformed port or IPv6 host
+        ok = False
+    if not ok:
+        raise UserError(f"HF_ENDPOINT={raw!r} is not a Hub URL: it needs http:// or https:// and a host (e.g. "
+                        f"{DEFAULT_ENDPOINT} or http://localhost:8080); fix it, or unset it for the Hub")
+    return url
 
 
 def offline() -> bool:

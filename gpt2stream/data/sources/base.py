@@ -175,3 +175,16 @@ class Source(abc.ABC):
 def usable(text: Any) -> bool:
     """Documents that are None, not strings, empty or only whitespace are skipped (and counted)."""
     return isinstance(text, str) and bool(text) and not text.isspace()
+
+
+def doc_key(value: Any, where: str) -> str:
+    """A row's id for the document log: its id-column value, or ``where`` it is (file:row group:row or
+    file:byte offset) when that value is null or empty, so rows without an id never share one ("None").
+
+    >>> doc_key("<urn:1>", "a.parquet:0:3"), doc_key(None, "a.parquet:0:3"), doc_key(" ", "a.jsonl:120")
+    ('<urn:1>', 'a.parquet:0:3', 'a.jsonl:120')
+    """
+    if value is None:
+        return where
+    key = str(value)
+    return key if key.strip() else where

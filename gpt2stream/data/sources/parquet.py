@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpt2stream.data.sources.base import HandleCache, Plan, Row, Source, Unit
+from gpt2stream.data.sources.base import HandleCache, Plan, Row, Source, Unit, doc_key
 from gpt2stream.errors import UserError
 
 
@@ -72,11 +72,9 @@ class ParquetSource(Source):
         end = table.num_rows if limit is None else min(table.num_rows, skip + limit)
         table = table.slice(skip, end - skip)
         texts = table.column(self.text_column).to_pylist()
-        if table.num_columns > 1:
-            ids = [str(v) for v in table.column(1).to_pylist()]
-        else:
-            base = f"{self.files[i].name}:{rg}:"
-            ids = [base + str(skip + k) for k in range(len(texts))]
+        base = f"{self.files[i].name}:{rg}:"
+        values = table.column(1).to_pylist() if table.num_columns > 1 else [None] * len(texts)
+        ids = [doc_key(v, base + str(skip + k)) for k, v in enumerate(values)]
         return [Row(t, d) for t, d in zip(texts, ids, strict=True)]
 
     def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:

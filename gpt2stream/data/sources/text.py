@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 
 from gpt2stream.config import DataConfig
-from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8
+from gpt2stream.data.sources.base import FileRef, HandleCache, Plan, Row, Source, Unit, decode_utf8, doc_key
 from gpt2stream.errors import UserError
 
 TXT_MODES = ("file", "paragraph", "line")
@@ -36,6 +36,39 @@ def _prev_line_blank(f, pos: int) -> bool:
     window = f.read(pos - 1 - lo)  # without the newline that ends the previous line
     k = window.rfind(b"\n")
     return window[k + 1 :].strip() == b""
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"), (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+         (b"\xff\xfe", "UTF-16 (little-endian)"), (b"\xfe\xff", "UTF-16 (big-endian)"))
+
+
+def check_encoding(f, name: str) -> None:
+    """UserError naming the encoding of a text file that is not UTF-8: a UTF-16/32 byte-order mark, or NUL bytes
+    (UTF-16 without a mark), which would otherwise read as garbage or as "no usable text"."""
+    f.seek(0)
+    head = f.read(4096)
+    enc = next((e for bom, e in _BOMS if head.startswith(bom)), None)
+    if enc is None and head.count(b"\x00") > len(head) // 8:
+        enc = "UTF-16 or UTF-32 (no byte-order mark, but NUL bytes between the characters)"
+    if enc is not None:
+        raise UserError(f"{name} is {enc} text, not UTF-8; convert it to UTF-8 first (e.g. with iconv)")
+
+
+def _has_line_start(f, a: int, b: int, block: int = 1 << 16) -> bool:
+    """Does a line start in [a, b)? Reads at most b - a bytes, stopping at the first newline found, so a file of
+    ordinary lines costs a few bytes per range and a file of huge lines is read once in all."""
+    if a == 0:
+        return b > 0
+    f.seek(a - 1)
+    pos = a - 1
+    while pos < b - 1:
+        data = f.read(min(block, b - 1 - pos))
+        if not data:
+            return False
+        if b"\n" in data:
+            return True
+        pos += len(data)
+    return False
 
 
 def iter_line_docs(f, a: int, b: int) -> Iterator[tuple[int, bytes]]:
@@ -110,7 +143,7 @@ class TextSource(Source):
         if not isinstance(obj, dict):
             raise UserError(f"{name}: the line at byte {off} is not a JSON object; expected one object per line")
         doc_id = obj.get(self.id_column) if self.id_column else None
-        return Row(obj.get(self.text_column), str(doc_id) if doc_id is not None else f"{name}:{off}")
+        return Row(obj.get(self.text_column), doc_key(doc_id, f"{name}:{off}"))
 
     def _check_columns(self, i: int) -> None:
         with self.files[i].open() as f:
@@ -132,6 +165,9 @@ class TextSource(Source):
 
     def plan(self, val_docs: int, num_readers: int = 1) -> Plan:
         n = len(self.files)
+        for f in self.files:
+            with f.open() as fh:
+                check_encoding(fh, f.name)
         if self.kind == "jsonl":
             for i in range(n):
                 self._check_columns(i)
@@ -165,7 +201,10 @@ class TextSource(Source):
         pieces: list[Unit] = []
         for i, ref in enumerate(self.files):
             lo = val_hi if i == last else 0
-            pieces += [Unit(i, k, a, min(a + chunk, ref.size)) for k, a in enumerate(range(lo, ref.size, chunk))]
+            with ref.open() as fh:
+                # a range inside one long document holds none: dealt out, it would leave a stream without text
+                pieces += [Unit(i, k, a, min(a + chunk, ref.size)) for k, a in enumerate(range(lo, ref.size, chunk))
+                           if _has_line_start(fh, a, min(a + chunk, ref.size))]
         return Plan(tuple(pieces), last if val_docs > 0 else -1, val_docs, val_hi)
 
     def read_unit(self, unit: Unit, handles: HandleCache | None = None) -> list[Row]:
