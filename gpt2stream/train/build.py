@@ -198,13 +198,14 @@ def bf16_hook(backend: str):
     return bf16_compress_hook if backend == "nccl" else _bf16_compress_gloo
 
 
-def wrap_ddp(parts: Parts) -> None:
+def wrap_ddp(parts: Parts, always: bool = False) -> None:
     """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
     the graph at the gradient buckets (``--bucket-mb``) and each bucket's all-reduce overlaps the rest of the
     backward; gradients are views into the buckets (no copy; train/step.py zeroes them in place). ``--grad-reduce
     bf16`` all-reduces the buckets in bf16 (half the bytes; the sum is cast back into the fp32 buckets).
-    Evaluation keeps the plain compiled module (no collective in its forward)."""
-    if parts.info.ddp:
+    Evaluation keeps the plain compiled module (no collective in its forward). ``always``: wrap a single process
+    too (bench/gpu_check.py checks the compiled wrapper on one GPU)."""
+    if parts.info.ddp or always:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         dev, t = parts.info.device, parts.cfg.train
