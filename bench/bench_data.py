@@ -82,7 +82,7 @@ def main() -> None:
         return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
 
     # The server runs in its own process so that its CPU time is not counted as the pipeline's.
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hubserver.py"), str(fx.root), "--seconds", "900"],
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hubserver.py"), str(fx.root), "--seconds", "3600"],
                               stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()

@@ -132,10 +132,10 @@ def parse_flags(
             nxt = argv[i] if i < len(argv) else None
             standalone = nxt is None or nxt.startswith("--")
             literals = _TRUE | _FALSE | (_NONE if optional else set())
-            if tp is bool and (standalone or nxt.lower() not in literals):
+            if tp is bool and (nxt is None or standalone or nxt.lower() not in literals):
                 out[name] = True
                 continue
-            if standalone:
+            if nxt is None or standalone:
                 if name in optional_value:
                     out[name] = optional_value[name]
                     continue

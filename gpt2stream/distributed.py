@@ -14,11 +14,14 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from gpt2stream.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -149,16 +152,35 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
-        long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
-        if not dist.is_initialized():
-            main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
-            kw = {} if main is None else {"timeout": main}
-            kw.update(restart_safe_store(os.environ, rank, world, main))
-            dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
-        if backend == "nccl":
-            control = dist.new_group(backend="gloo", **({} if long is None else {"timeout": long}))
+        control = start_groups(backend, device, timeout_s, gpu_timeout_s)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
                     control=control)
+
+
+def start_groups(backend: str, device: torch.device, timeout_s: float | None, gpu_timeout_s: float) -> object:
+    """The default group (``backend``) and, on NCCL, the gloo control group (returned; None = the default group).
+    Gloo uses the interface that reaches MASTER_ADDR (gpt2stream.netif); a set-up that cannot connect within a
+    minute, or that gloo refuses, ends in one line naming GLOO_SOCKET_IFNAME and the address tried."""
+    from gpt2stream import netif
+
+    choice = netif.set_gloo_interface()
+    line = netif.failure_line(f"did not connect within {netif.CONNECT_TIMEOUT_S:.0f} s", choice, os.environ)
+    long = None if timeout_s is None else datetime.timedelta(seconds=timeout_s)
+    try:
+        with netif.connect_deadline(line):
+            if not dist.is_initialized():
+                main = datetime.timedelta(seconds=gpu_timeout_s) if backend == "nccl" else long
+                kw: dict[str, Any] = {} if main is None else {"timeout": main}
+                kw.update(restart_safe_store(os.environ, env_world()[0], env_world()[2], main))
+                dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None, **kw)
+            if backend == "nccl":
+                return dist.new_group(backend="gloo", timeout=long)
+    except RuntimeError as e:
+        if "gloo" in str(e).lower() or "interface" in str(e).lower() or "GLOO_SOCKET_IFNAME" in os.environ:
+            why = f"could not start ({str(e).splitlines()[0].rsplit('] ', 1)[-1][:160]})"
+            raise UserError(netif.failure_line(why, choice, os.environ)) from None
+        raise
+    return None
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -202,12 +224,45 @@ def agree_max(info: DistInfo, *codes: int) -> tuple[int, ...]:
     return tuple(int(v) for v in t.tolist())
 
 
-def broadcast_object(obj: object, info: DistInfo, src: int = 0) -> object:
+class StepAgreement:
+    """The per-step agreement (stop signal, data failure), max-reduced over the ranks with ONE small all-reduce on
+    the training backend (NCCL on GPUs), not on the TCP gloo control group. On CUDA it does not wait for the device:
+    the codes go up and the result comes back with non-blocking copies through pinned memory, and ``result`` waits
+    only for an event recorded right after them, i.e. before this step's forward was queued: the queue of work is
+    never drained."""
+
+    def __init__(self, info: DistInfo, codes: tuple[int, ...]) -> None:
+        self._values, self._event, self._host = tuple(int(c) for c in codes), None, None
+        if not info.ddp:
+            return
+        cuda = info.device.type == "cuda" and info.backend == "nccl"
+        t = torch.tensor(self._values, dtype=torch.int64)
+        if cuda:
+            t = t.pin_memory().to(info.device, non_blocking=True)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        if cuda:
+            self._host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self._host.copy_(t, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = t
+
+    def result(self) -> tuple[int, ...]:
+        """The codes max-reduced over the ranks (the same tuple on every rank)."""
+        if self._host is not None:
+            if self._event is not None:
+                self._event.synchronize()
+            self._values, self._host, self._event = tuple(int(v) for v in self._host.tolist()), None, None
+        return self._values
+
+
+def broadcast_object(obj: T, info: DistInfo, src: int = 0) -> T:
     """Rank ``src``'s ``obj`` on every rank (a small python object; control plane)."""
     if not info.ddp:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=src, group=info.control)
+    dist.broadcast_object_list(box, src=src, group=info.control)  # type: ignore[arg-type]
     return box[0]
 
 

@@ -103,6 +103,8 @@ def load_hf_gpt2(name_or_dir: str, vocab_multiple: int = 64) -> GPT:
 
 def hf_config_dict(config: ModelConfig, eot_id: int | None = None) -> dict:
     """A transformers GPT2Config as a dict for config.json."""
+    if config.vocab_size is None:
+        raise ValueError("model.vocab_size is unset: take it from the tokenizer first (resolve_vocab)")
     eot = config.vocab_size - 1 if eot_id is None else eot_id
     return {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],

@@ -13,6 +13,7 @@ import torch
 from gpt2stream.config import ModelConfig, RunConfig, TrainConfig
 from gpt2stream.errors import UserError
 from gpt2stream.model import GPT
+from tokenizer import Tokenizer
 
 
 def gpt_from_config(m: ModelConfig) -> GPT:
@@ -42,8 +43,8 @@ def check_vocab(model, tokenizer, tokenizer_spec: str) -> None:
 
 @dataclass
 class Loaded:
-    model: torch.nn.Module
-    tokenizer: object
+    model: GPT
+    tokenizer: Tokenizer
     tokenizer_spec: str
     label: str  # what was loaded, for messages
     run_dir: Path | None  # where generated.txt goes by default

@@ -32,6 +32,7 @@ class MetricsLog:
     def __init__(self, path: str | Path | None, history: list[dict[str, Any]] | None = None,
                  mirror: Any = None) -> None:
         self.path: Path | None = None
+        self._file: Any = None  # open for appending from attach() to close(): no open/close per line
         self.mirror = mirror
         self.records: list[dict[str, Any]] = [dict(r) for r in (history or [])]
         if path is not None:
@@ -39,12 +40,19 @@ class MetricsLog:
 
     def attach(self, path: str | Path) -> None:
         """Write to ``path`` from now on; it is rewritten to hold exactly the history so far."""
+        self.close()
         self.path = Path(path)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w") as f:
             for r in self.records:
                 f.write(json.dumps(r) + "\n")
         os.replace(tmp, self.path)
+        self._file = open(self.path, "a")  # noqa: SIM115 - kept open until close()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def state_dict(self) -> list[dict[str, Any]]:
         return self.records
@@ -57,9 +65,11 @@ class MetricsLog:
     def log(self, **record: Any) -> dict[str, Any]:
         record = {k: _clean(v) for k, v in record.items()}
         self.records.append(record)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        if self._file is not None:
+            # one write of the whole line, flushed to the OS: a kill -9 loses at most the line being written, and a
+            # torn last line is skipped by read_metrics (and replaced on resume, which rewrites the file)
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         if self.mirror is not None:
             self.mirror.log(record)
         return record

@@ -30,6 +30,10 @@ class Cache(Protocol):
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
+
+class ResidualProjection(nn.Linear):
+    """A projection back into the residual stream: initialised with std scaled by 1/sqrt(2 * n_layer) (GPT-2)."""
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
@@ -37,8 +41,7 @@ class CausalSelfAttention(nn.Module):
         self.layer = layer
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v for all heads at once
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.c_proj.residual_scaled_init = True
+        self.c_proj = ResidualProjection(config.n_embd, config.n_embd)
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, cache: Cache | None = None) -> torch.Tensor:
@@ -69,8 +72,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation
-        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.c_proj.residual_scaled_init = True
+        self.c_proj = ResidualProjection(4 * config.n_embd, config.n_embd)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,28 +93,32 @@ class Block(nn.Module):
         return x
 
 
+class Trunk(nn.Module):
+    """Embeddings, blocks and the final norm, under GPT-2's (and Hugging Face's) names: wte, wpe, h.N, ln_f."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.wte = nn.Embedding(config.padded_vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+
+
 class GPT(nn.Module):
     def __init__(self, config: ModelConfig, activation_checkpointing: bool = False):
         super().__init__()
         self.config = config
         # recompute each block's activations in backward instead of keeping them: less memory, one more forward
         self.activation_checkpointing = activation_checkpointing
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.padded_vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
-                ln_f=nn.LayerNorm(config.n_embd),
-            )
-        )
+        self.transformer = Trunk(config)
         self.lm_head = nn.Linear(config.n_embd, config.padded_vocab_size, bias=False)
         self.lm_head.weight = self.transformer.wte.weight  # weight tying, as in GPT-2
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module) -> None:
         std = 0.02
-        if getattr(module, "residual_scaled_init", False):
+        if isinstance(module, ResidualProjection):
             # each block adds two residual branches; keep the residual stream's variance from growing with depth
             std *= (2 * self.config.n_layer) ** -0.5
         if isinstance(module, nn.Linear):

@@ -45,7 +45,7 @@ class SplitMuon(torch.optim.Muon):
         super().__init__(*args, **kwargs)
         self.fp32_ns = fp32_ns
 
-    def _init_group(self, group, params_with_grad, grads, muon_momentum_bufs):  # type: ignore[override]
+    def _init_group(self, group, params_with_grad, grads, muon_momentum_bufs):  # type: ignore[override,unused-ignore]
         start = len(params_with_grad)
         has_complex = super()._init_group(group, params_with_grad, grads, muon_momentum_bufs)
         k = int(group.get("split", 1))

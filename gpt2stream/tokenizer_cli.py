@@ -43,7 +43,7 @@ def count_arg(text: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """Flag errors become UserError, so they print as one ``error: ...`` line like every other bad input."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):  # type: ignore[override,unused-ignore]
         extra = message.removeprefix("unrecognized arguments: ")
         if extra != message and all(os.path.exists(x) for x in extra.split()):
             # an unquoted glob the shell expanded into several files: --data takes one path or pattern

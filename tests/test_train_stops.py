@@ -42,13 +42,13 @@ def test_signal_skips_the_due_evaluation_and_saves_at_once(tmp_path):
     out = tmp_path / "run"
     patch = (  # SIGTERM arrives during step 3, whose evaluation, sample and HellaSwag are due
         "import os, signal\n"
-        "import gpt2stream.train.loop as L\n"
-        "_orig = L.train_step\n"
-        "def train_step(parts, batches, lr):\n"
+        "import gpt2stream.train.step as S\n"
+        "_orig = S.accumulate\n"
+        "def accumulate(parts, batches):\n"
         "    if parts.progress.step == 2:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return _orig(parts, batches, lr)\n"
-        "L.train_step = train_step\n"
+        "    return _orig(parts, batches)\n"
+        "S.accumulate = accumulate\n"
     )
     args = _args(tmp_path, "--max-steps", "10", "--save-every", "0", "--out-dir", str(out))
     args[args.index("--eval-every") + 1] = "1"

@@ -46,26 +46,7 @@ def learn_merges(
     """
     if 256 + num_merges > MAX_VOCAB:
         raise ValueError(f"at most {MAX_VOCAB - 256} merges are supported, asked for {num_merges}")
-    words: list[list[int]] = []
-    weights: list[int] = []
-    for chunk, count in chunks:
-        if len(chunk) >= 2:  # single-byte chunks hold no pairs
-            words.append(list(chunk))
-            weights.append(count)
-
-    counts: dict[int, int] = {}
-    where: dict[int, list[int]] = {}
-    for wi, w in enumerate(words):
-        c = weights[wi]
-        for i in range(len(w) - 1):
-            k = w[i] << SHIFT | w[i + 1]
-            counts[k] = counts.get(k, 0) + c
-            lst = where.get(k)
-            if lst is None:
-                where[k] = [wi]
-            elif lst[-1] != wi:
-                lst.append(wi)
-
+    words, weights, counts, where = _pair_index(chunks)
     heap = [(-c, k) for k, c in counts.items()]
     heapq.heapify(heap)
     vocab: list[bytes] = [bytes([i]) for i in range(256)]
@@ -100,6 +81,32 @@ def learn_merges(
         if on_merge is not None:
             on_merge(len(merges))
     return merges
+
+
+def _pair_index(
+    chunks: Iterable[tuple[bytes, int]],
+) -> tuple[list[list[int]], list[int], dict[int, int], dict[int, list[int]]]:
+    """(words as byte lists, their counts, {pair: weighted count}, {pair: indices of the words holding it}); a pair
+    is ``left << SHIFT | right``."""
+    words: list[list[int]] = []
+    weights: list[int] = []
+    for chunk, count in chunks:
+        if len(chunk) >= 2:  # single-byte chunks hold no pairs
+            words.append(list(chunk))
+            weights.append(count)
+    counts: dict[int, int] = {}
+    where: dict[int, list[int]] = {}
+    for wi, w in enumerate(words):
+        c = weights[wi]
+        for i in range(len(w) - 1):
+            k = w[i] << SHIFT | w[i + 1]
+            counts[k] = counts.get(k, 0) + c
+            lst = where.get(k)
+            if lst is None:
+                where[k] = [wi]
+            elif lst[-1] != wi:
+                lst.append(wi)
+    return words, weights, counts, where
 
 
 def _merge_pair(

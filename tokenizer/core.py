@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Literal
 
 import tiktoken
 
@@ -139,8 +140,9 @@ class Tokenizer:
     def encode(self, text: str, allowed_special: Collection[str] | str = ()) -> list[int]:
         """Text -> ids. Special tokens in ``text`` are encoded as ordinary text unless listed in ``allowed_special``
         (or ``"all"``), as tiktoken does with ``disallowed_special=()``."""
+        allowed: Literal["all"] | set[str]
         if isinstance(allowed_special, str):  # "all", or one token given bare (not its characters as a set)
-            allowed = allowed_special if allowed_special == "all" else {allowed_special}
+            allowed = "all" if allowed_special == "all" else {allowed_special}
         else:
             allowed = set(allowed_special)
         return self.encoding.encode(text, allowed_special=allowed, disallowed_special=())

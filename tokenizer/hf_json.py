@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from tokenizer.byte_unicode import str_to_token, token_to_str
 from tokenizer.errors import TokenizerError
@@ -158,7 +159,7 @@ def _expect(cond: bool, what: str) -> None:
         raise _Foreign(what)
 
 
-def parse_tokenizer_json(doc: object) -> tuple[str, str, dict[bytes, int], dict[str, int]]:
+def parse_tokenizer_json(doc: Any) -> tuple[str, str, dict[bytes, int], dict[str, int]]:
     _expect(isinstance(doc, dict), "top level is not an object")
     model = doc.get("model")
     _expect(isinstance(model, dict) and model.get("type") == "BPE", "model is not BPE")
@@ -193,7 +194,7 @@ def parse_tokenizer_json(doc: object) -> tuple[str, str, dict[bytes, int], dict[
     return name, pattern, ranks, special_tokens
 
 
-def _split_pattern(pre: object) -> str:
+def _split_pattern(pre: Any) -> str:
     """The split regex of a byte-level pre-tokenizer: ours (Sequence[Split, ByteLevel]) or HF's GPT-2 ByteLevel."""
     _expect(isinstance(pre, dict), "no pre_tokenizer")
     if pre.get("type") == "ByteLevel":
@@ -207,7 +208,8 @@ def _split_pattern(pre: object) -> str:
     _expect(split.get("type") == "Split" and split.get("behavior") == "Isolated" and not split.get("invert"),
             "first pre-tokenizer is not Split(behavior=Isolated)")
     pattern = (split.get("pattern") or {}).get("Regex")
-    _expect(isinstance(pattern, str), "Split pattern is not a Regex")
+    if not isinstance(pattern, str):
+        raise _Foreign("Split pattern is not a Regex")
     _expect(byte_level.get("type") == "ByteLevel" and not byte_level.get("use_regex")
             and not byte_level.get("add_prefix_space"),
             "second pre-tokenizer is not ByteLevel(add_prefix_space=false, use_regex=false)")
@@ -227,7 +229,8 @@ def _check_merges(merges: list, ranks: dict[bytes, int]) -> None:
         except KeyError:
             raise _Foreign(f"merge {m!r} is not in the byte-level alphabet") from None
         rank = ranks.get(a + b)
-        _expect(a in ranks and b in ranks and rank is not None, f"merge {m!r} uses or makes a token not in the vocab")
+        if a not in ranks or b not in ranks or rank is None:
+            raise _Foreign(f"merge {m!r} uses or makes a token not in the vocab")
         _expect(rank > last, f"merge {m!r} is out of id order (ids must follow merge order)")
         _expect(ranks[a] < rank and ranks[b] < rank, f"merge {m!r} makes a token older than its parts")
         last = rank

@@ -14,7 +14,7 @@ handful of ints), the buffer's index and how many of its blocks were emitted. A 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import numpy as np
@@ -52,7 +52,7 @@ class BufferedStream:
             buf.append(item)
         return len(buf) >= self.buffer_blocks, None
 
-    def blocks(self) -> Iterator[tuple[np.ndarray, Docs, dict[str, Any]]]:
+    def blocks(self) -> Generator[tuple[np.ndarray, Docs, dict[str, Any]], None, None]:
         """The blocks, buffer after buffer. The first buffer is filled before the first block; each next one is
         filled a little after every block of the current one is handed out (as many blocks as the buffer holds,
         spread over its emission), so the work per block stays flat instead of a whole buffer's packing and

@@ -214,6 +214,7 @@ class ReaderStream:
         self.state = dict(state) if state else fresh_state()
         # shared: the reader's read thread and tokenizer pool, when it runs several streams (their owner stops them)
         self._shared = shared is not None
+        self._tok_pool: ThreadPoolExecutor | None
         self._background, self._tok_pool = shared if shared is not None else (Background(), None)
         self._windows = WindowReader(source, self.window, handles, spill, key=reader)
 

@@ -22,7 +22,7 @@ from gpt2stream.config import DataConfig
 from gpt2stream.data import local_pin
 from gpt2stream.data.hub import manifest as M
 from gpt2stream.data.open import open_source
-from gpt2stream.data.sources import LocalFile, Source
+from gpt2stream.data.sources import LocalFile, ParquetSource, Source
 from gpt2stream.errors import UserError
 
 SHARE_DIR = ".hub-urls"  # in the run directory: signed storage URLs shared by the job's processes
@@ -85,6 +85,7 @@ def open_data_for_job(data_cfg: DataConfig, info: Any, run_dir: str | Path | Non
         except UserError as e:
             payload = ("error", e)
     payload = D.broadcast_object(payload, info)
+    assert payload is not None  # rank 0 always sends one
     kind, value = payload
     if kind == "error":
         raise value
@@ -95,6 +96,7 @@ def write_manifest(source: Source, data_cfg: DataConfig, run_dir: str | Path) ->
     """Rank 0, once the run directory is the run's: save a Hub source's manifest, or what the local files are
     (local_pin.py), which a resume checks."""
     if source.revision:
+        assert isinstance(source, ParquetSource)  # a Hub source: parquet files at a revision
         M.save_manifest(M.manifest_of(source, data_cfg), Path(run_dir))
     else:
         local_pin.save(local_pin.describe(_local_paths(source)), Path(run_dir))

@@ -93,8 +93,8 @@ class TrainLoader:
         self._skip = 0  # micro-batches to skip on the next step fetched (a state saved mid-step)
         self.last_docs: Docs = []  # of the micro-batch (or step) handed out last
         self.last_blocks: list[tuple[int, int]] = []  # (i, stream) of the rows of the micro-batch handed out last
-        self._it = None
-        self._dl = None
+        self._it: Any = None  # the step iterator: the dataset's, or the DataLoader's over its workers
+        self._dl: Any = None
         self._workers = counters.WorkerTotals()
 
     # -- identity of the stream -----------------------------------------------------------------------------------
@@ -245,6 +245,7 @@ class TrainLoader:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._cur is None or self._micro >= len(self._cur):
             self._fetch()
+        assert self._cur is not None  # _fetch cut the step's micro-batches
         x, y = self._cur[self._micro]
         self.last_docs = self._cur_docs[self._micro]
         a = sum(self.micro_sizes[: self._micro])

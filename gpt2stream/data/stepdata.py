@@ -82,5 +82,10 @@ class StepDataset(IterableDataset):
         finally:
             for gen in gens:
                 gen.close()
-            background.stop(last=lambda: (handles.close(), spill and spill.close()))
+            def release() -> None:  # after the reads still queued on the read thread
+                handles.close()
+                if spill:
+                    spill.close()
+
+            background.stop(last=release)
             pool.shutdown(wait=False, cancel_futures=True)

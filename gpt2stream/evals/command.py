@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpt2stream.errors import UserError
 
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> int:
         loaded = load_source(source if is_dir else "", "" if is_dir else source, args.init, args.tokenizer,
                              info.device)
         examples = task.load(args.data, args.limit or None)
-        model = torch.compile(loaded.model) if args.compile else loaded.model
+        model: Any = torch.compile(loaded.model) if args.compile else loaded.model
 
         def progress(done: int, correct_norm: int, correct: int) -> None:
             if info.master:

@@ -44,7 +44,7 @@ class MultipleChoiceTask:
     title: str
     load: Callable[[str, int | None], list[Example]] = field(repr=False)
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, examples: Sequence[Example], info: D.DistInfo,
+    def evaluate(self, model: Any, tokenizer: Any, examples: Sequence[Example], info: D.DistInfo,
                  amp: torch.dtype | None = None, progress: Progress | None = None) -> dict[str, float]:
         return score(model, tokenizer, examples, info, amp, progress)
 

@@ -21,6 +21,7 @@ from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
 from gpt2stream.metrics import MetricsLog
+from gpt2stream.model import GPT
 from gpt2stream.optim import build_optimizer, load_state
 from gpt2stream.precision import autocast_dtype
 from gpt2stream.schedules import LRSchedule, make_schedule
@@ -39,9 +40,9 @@ class Parts:
     info: D.DistInfo
     tok: Tokenizer
     tok_spec: str
-    model: torch.nn.Module
-    fwd_model: torch.nn.Module
-    ddp_model: torch.nn.Module
+    model: GPT
+    fwd_model: Any  # the model, or torch.compile's wrapper of it (what forward passes outside DDP call)
+    ddp_model: Any  # fwd_model, or under DDP its wrapper (compiled when fwd_model is): what training steps call
     optimizer: Any  # a torch optimizer, or optim.Chained (gpt2stream/optim.py builds it)
     schedule: LRSchedule
     loader: Any
@@ -87,7 +88,7 @@ def check_settings(cfg: RunConfig, tok: Tokenizer) -> None:
                         "--eval-every > 0 (or use --schedule cosine)")
 
 
-def build_model(m: ModelConfig, seed: int) -> torch.nn.Module:
+def build_model(m: ModelConfig, seed: int) -> GPT:
     """The GPT of a ModelConfig, initialised from ``seed`` (identical on every rank)."""
     torch.manual_seed(seed)
     return gpt_from_config(m)
@@ -174,6 +175,7 @@ def restore(parts: Parts, state: dict) -> None:
     parts.progress.load_state_dict(state)
     parts.position.load_state_dict(merge_states([r["loader"] for r in ranks]))
     if info.rank < len(ranks):
+        assert parts.rng is not None  # build_parts made it
         parts.rng.load_state_dict(ranks[info.rank]["rng"])
     else:
         torch.manual_seed(parts.cfg.train.seed + 1000 * info.rank + parts.progress.step)
@@ -196,13 +198,14 @@ def bf16_hook(backend: str):
     return bf16_compress_hook if backend == "nccl" else _bf16_compress_gloo
 
 
-def wrap_ddp(parts: Parts) -> None:
+def wrap_ddp(parts: Parts, always: bool = False) -> None:
     """Collective: DDP broadcasts rank 0's weights. The DDP-wrapped module is what gets compiled, so Dynamo splits
     the graph at the gradient buckets (``--bucket-mb``) and each bucket's all-reduce overlaps the rest of the
     backward; gradients are views into the buckets (no copy; train/step.py zeroes them in place). ``--grad-reduce
     bf16`` all-reduces the buckets in bf16 (half the bytes; the sum is cast back into the fp32 buckets).
-    Evaluation keeps the plain compiled module (no collective in its forward)."""
-    if parts.info.ddp:
+    Evaluation keeps the plain compiled module (no collective in its forward). ``always``: wrap a single process
+    too (bench/gpu_check.py checks the compiled wrapper on one GPU)."""
+    if parts.info.ddp or always:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         dev, t = parts.info.device, parts.cfg.train

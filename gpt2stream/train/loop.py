@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import gpt2stream.train.datastats as datastats
+import gpt2stream.train.step as S  # called through the module: tests patch S.accumulate
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import assemble
 from gpt2stream.data.job import pin_revision
@@ -26,7 +27,7 @@ from gpt2stream.train.evaluate import run_eval, sample, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
-from gpt2stream.train.step import StepStats, train_step
+from gpt2stream.train.step import PendingStep, StepStats, read_steps
 from gpt2stream.train.stops import STOP_SIGNALS, StopSignals, WorkerDied, describe_death
 from gpt2stream.train.timing import StepTimer, data_share
 
@@ -52,6 +53,7 @@ class Trainer:
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
         self.step_times: list[float] = []
+        self.pending: list[tuple[PendingStep, dict]] = []  # steps whose loss and norm are still on the device
         self.timer = StepTimer(parts.info.device)
         self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
         self.data_totals: dict | None = None
@@ -81,15 +83,12 @@ class Trainer:
         it = self.start_data()
         while self.step < t.max_steps:
             t0 = time.perf_counter()
-            batches = self.next_batches(it)
-            stats = train_step(self.parts, batches, self.parts.schedule.lr_at(self.step), self.timer)
-            if not stats.applied:
-                raise self.not_finite(stats)
+            pending = self.one_step(it)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
             if self.doclog is not None:
                 self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
-            self.report(stats, time.perf_counter() - t0)
+            self.report(pending, time.perf_counter() - t0)
             self.note_skipped()
             if self.step % self.parts.cfg.eval.log_every == 0:
                 self.log_data_totals()
@@ -136,7 +135,7 @@ class Trainer:
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
-        self.step_docs: list = []
+        self.step_docs = []
         try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
             self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
@@ -153,38 +152,73 @@ class Trainer:
             return batches, WorkerDied(died) if died and not isinstance(e, WorkerDied) else e
         return batches, None
 
-    def next_batches(self, it) -> list:
-        """This step's micro-batches, once every rank has them (one agreement per step); a stop signal or a data
-        failure on any rank saves the state after the last completed step and stops every rank."""
-        t0 = time.perf_counter()
+    def one_step(self, it) -> PendingStep:
+        """Fetch this rank's batches, agree with every rank (one small all-reduce), step. A stop signal or a data
+        failure on any rank saves the state after the last completed step and stops every rank. Under DDP the
+        agreement is in flight during the forward and backward (a rank without data runs zeros with weight 0), and
+        a step it stops is discarded: no optimizer step, gradients zeroed, the RNG states put back."""
+        parts, t0 = self.parts, time.perf_counter()
         batches, err = ([], None) if self.stops.received else self.fetch(it)
-        t1 = time.perf_counter()
-        failed, sig = D.agree_max(self.parts.info, failure_of(err), self.stops.received or 0)
-        self.timer.host("data_wait_ms", t1 - t0)
-        self.timer.host("sync_ms", time.perf_counter() - t1)
+        self.timer.host("data_wait_ms", time.perf_counter() - t0)
+        sig = self.stops.received or 0  # what this rank reports: a signal arriving later counts at the next step
+        agreement = D.StepAgreement(parts.info, (failure_of(err), sig))
+        if not parts.info.ddp:
+            self.check_agreement(agreement, err)
+        rng = (torch.get_rng_state(), torch.cuda.get_rng_state() if parts.info.device_type == "cuda" else None)
+        self.timer.start()
+        loss_sum = S.accumulate(parts, batches if err is None and not sig else [])
+        self.timer.mark("compute_ms")
+        if any(agreement.result()):
+            S.zero_grad(parts)
+            torch.set_rng_state(rng[0])
+            if rng[1] is not None:
+                torch.cuda.set_rng_state(rng[1])
+            self.check_agreement(agreement, err)
+        parts.position.mark()
+        self.timer.mark("sync_ms")
+        pending = S.apply_step(parts, loss_sum, parts.schedule.lr_at(self.step))
+        self.timer.mark("optim_ms")
+        return pending
+
+    def check_agreement(self, agreement: D.StepAgreement, err: BaseException | None) -> None:
+        failed, sig = agreement.result()
         if sig:  # the signal may also have hit the DataLoader workers while we waited for a batch
             raise self.stop_for_signal(sig)
         if failed:
             raise self.stop_for_data(D.Failure(failed), err)
-        self.parts.position.mark()
-        return batches
 
-    def report(self, stats: StepStats, dt: float) -> None:
+    def report(self, pending: PendingStep, dt: float) -> None:
+        """Queue the step's figures; read them (one host read for the batch) every --log-every steps."""
         parts, t = self.parts, self.parts.cfg.train
         self.step_times.append(dt)
-        recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
-        avg = sum(recent) / len(recent)
         tok_s = t.total_batch_size / dt
         mfu = parts.model.estimate_mfu(tok_s / parts.info.world_size, self.peak.flops, parts.cfg.data.seq_len)
-        mem = peak_memory_gb(parts.info.device)
-        rec = parts.metrics.log(**step_record(self.step, stats, dt, tok_s, mfu, parts.progress.tokens_seen,
-                                              parts.loader.epoch, mem), **self.timer.finish(self.step),
-                                time=round(time.time(), 3),
-                                **{f"lr_{name}": lr for name, lr in group_lrs(parts.optimizer).items()})
-        if self.step % parts.cfg.eval.log_every == 0 or self.step == 1 or self.step == t.max_steps:
-            self.log(step_line(self.step, t.max_steps, stats, dt, tok_s, mfu, avg * (t.max_steps - self.step), mem,
-                               data_share(rec)))
+        self.pending.append((pending, dict(step=self.step, dt=dt, tok_s=tok_s, mfu=mfu,
+                                           tokens=parts.progress.tokens_seen, epoch=parts.loader.epoch,
+                                           mem_gb=peak_memory_gb(parts.info.device),
+                                           timing=self.timer.finish(self.step), time=round(time.time(), 3),
+                                           lrs={f"lr_{n}": v for n, v in group_lrs(parts.optimizer).items()})))
+        if self.log_due(self.step):
+            self.read_pending()
 
+    def log_due(self, step: int) -> bool:
+        return step % self.parts.cfg.eval.log_every == 0 or step == 1 or step == self.parts.cfg.train.max_steps
+
+    def read_pending(self) -> None:
+        """Log the queued steps (collective under DDP: one all-reduce of their losses); stop at a non-finite one."""
+        parts, t = self.parts, self.parts.cfg.train
+        queued, self.pending = self.pending, []
+        for stats, (_, f) in zip(read_steps([p for p, _ in queued], parts.info), queued, strict=True):
+            if not stats.applied:
+                raise self.not_finite(stats, f["step"])
+            rec = parts.metrics.log(**step_record(f["step"], stats, f["dt"], f["tok_s"], f["mfu"], f["tokens"],
+                                                  f["epoch"], f["mem_gb"]), **f["timing"], time=f["time"], **f["lrs"])
+        if queued and self.log_due(queued[-1][1]["step"]):
+            recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
+            eta = sum(recent) / len(recent) * (t.max_steps - self.step)
+            f = queued[-1][1]
+            self.log(step_line(f["step"], t.max_steps, stats, f["dt"], f["tok_s"], f["mfu"], eta, f["mem_gb"],
+                               data_share(rec)))
     def log_data_totals(self) -> None:
         """Collective (control group): the job's pipeline and network totals into the metrics, on rank 0."""
         totals = datastats.gather_totals(self.parts.loader, self.parts.info, self.data_base)
@@ -211,6 +245,7 @@ class Trainer:
     def close(self) -> None:
         if self.doclog is not None:
             self.doclog.close()
+        self.parts.metrics.close()
 
     def due(self, every: int) -> bool:
         """Whether a task run every ``every`` steps (0 = only at the end) is due after this step."""
@@ -223,6 +258,7 @@ class Trainer:
         smp, save = ev.sample_every and self.due(ev.sample_every), self.due(ev.save_every)
         if not (val or hs or smp or save):
             return
+        self.read_pending()  # before anything is evaluated or saved: a non-finite step stops the run here
         (sig,) = D.agree_max(info, self.stops.received or 0)
         if sig:  # a stop signal skips what was due and saves at once
             raise self.stop_for_signal(sig)
@@ -258,6 +294,7 @@ class Trainer:
         """Checkpoint the state after step ``self.step`` (collective: every rank calls it): rank 0 snapshots it to
         CPU memory and writes it in the background. Stops every rank if the previous write failed."""
         parts, info = self.parts, self.parts.info
+        self.read_pending()  # the history saved is complete, and no weights after a non-finite step are saved
         ranks = D.gather_objects({k: v.state_dict() for k, v in parts.mine.items()}, info)
         err = self.saver.wait() if info.master else None
         if info.master and err is None:
@@ -327,7 +364,7 @@ class Trainer:
                      f"{self.resume_hint()}")
         return Stop(Exit.DATA if failed == D.Failure.DATA else Exit.USER)
 
-    def not_finite(self, stats: StepStats) -> Stop:
+    def not_finite(self, stats: StepStats, step: int) -> Stop:
         """The step was not applied: say what went wrong and which checkpoint holds good weights (NaN weights are
         never saved: a step with a non-finite loss or norm never reaches the optimizer)."""
         what = f"training loss became {stats.loss}" if not math.isfinite(stats.loss) else \
@@ -336,6 +373,6 @@ class Trainer:
             self.saver.wait()  # the write in progress: if it fails, the previous checkpoint is the good one
             saved = self.saver.last or self.resumed
             good = f"step {saved[0]} ({saved[1]})" if saved else "none (no checkpoint was saved yet)"
-            error(f"the {what} at step {self.step + 1}; the step was not applied; stopping without saving. "
+            error(f"the {what} at step {step}; the step was not applied; stopping without saving. "
                   f"Last good checkpoint: {good}. Try a lower --lr or --grad-clip, then --resume")
         return Stop(Exit.NAN)

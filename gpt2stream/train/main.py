@@ -101,6 +101,7 @@ def setup(cfg: RunConfig, info: D.DistInfo, log: RunLog, stops: StopSignals) -> 
     except USER_ERRORS as e:  # decided collectively: a bad setting usually fails on every rank, data on one
         err = e
     agree_errors(err, info)
+    assert parts is not None  # agree_errors raised on every rank if any rank failed to build
     out = open_run_dir(parts)
     cfg = parts.cfg  # resolved by the build (vocab_size, streams)
     log.attach(out / "train.log")

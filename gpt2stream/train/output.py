@@ -6,7 +6,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -21,7 +21,7 @@ class RunLog:
 
     def __init__(self, master: bool) -> None:
         self.master = master
-        self.file = None
+        self.file: TextIO | None = None
 
     def attach(self, path: Path) -> None:
         if self.master:

@@ -39,7 +39,9 @@ class RNGState:
         self.device = device
 
     def state_dict(self) -> dict[str, Any]:
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        np_state = np.random.get_state(legacy=True)
+        assert isinstance(np_state, tuple)  # legacy=True: (kind, keys, pos, has_gauss, gauss)
+        kind, keys, pos, has_gauss, gauss = np_state
         st = {"torch": torch.get_rng_state(), "python": random.getstate(),
               "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
         if self.device.type == "cuda":

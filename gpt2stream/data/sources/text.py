@@ -183,8 +183,8 @@ class TextSource(Source):
         val_hi = 0
         if val_docs > 0:
             count = 0
-            with self.files[last].open() as f:
-                for off, raw in self._iter_docs(f, 0, self.files[last].size):
+            with self.files[last].open() as fh:
+                for off, raw in self._iter_docs(fh, 0, self.files[last].size):
                     if count == val_docs:
                         val_hi = off
                         break
