@@ -208,13 +208,14 @@ def train_loss(blocks: list, val: list, seed: int, shape: dict, lr: float = 3e-3
     """Train a tiny GPT on ``blocks`` (one step each), return the mean loss on ``val`` blocks."""
     import torch
 
-    from gpt2stream.config import ModelConfig
+    from gpt2stream.config import ModelConfig, TrainConfig
     from gpt2stream.model import GPT
+    from gpt2stream.optim import build_optimizer
     from gpt2stream.schedules import cosine_lr
 
     torch.manual_seed(seed)
     model = GPT(ModelConfig(vocab_size=ByteTokenizer.n_vocab, vocab_multiple=1, **shape))
-    opt = model.configure_optimizers(0.1, lr, (0.9, 0.95), "cpu")
+    opt = build_optimizer(model, TrainConfig(lr=lr, weight_decay=0.1), "cpu")
     for s, b in enumerate(blocks):
         for g in opt.param_groups:
             g["lr"] = cosine_lr(s, lr, lr / 10, 10, len(blocks))

@@ -165,7 +165,10 @@ def build(side: str, shape: dict, init: dict[str, torch.Tensor], ref_vocab: str)
     if side == "ours":
         ours = GPT(our_config(shape))
         ours.load_state_dict(init)
-        return ours, ours.configure_optimizers(0.1, 6e-4, (0.9, 0.95), "cpu")
+        from gpt2stream.config import TrainConfig
+        from gpt2stream.optim import build_optimizer
+
+        return ours, build_optimizer(ours, TrainConfig(lr=6e-4, weight_decay=0.1), "cpu")
     width = VOCAB if ref_vocab == "real" else PADDED
     ref = RefGPT(RefConfig(block_size=shape["T"], vocab_size=width, n_layer=shape["n_layer"],
                            n_head=shape["n_head"], n_embd=shape["n_embd"],

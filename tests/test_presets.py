@@ -142,4 +142,4 @@ def test_openai_weights_load_through_init_from_the_hub(tmp_path, name):
                             "--max-new-tokens", "12", "--temperature", "0", "--no-stop-at-eot", "--transcript",
                             "off"], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout == tok.decode(want) + "\n"
+    assert r.stdout == prompt + tok.decode(want) + "\n"  # the prompt is printed before its continuation
