@@ -23,7 +23,7 @@ from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
 from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import run_eval, sample, validation
+from gpt2stream.train.evaluate import run_eval, sample, val_line, validation
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -279,7 +279,7 @@ class Trainer:
         if val is not None:
             self.parts.metrics.log(step=self.step, **val)
             self.parts.schedule.observe(val["val_loss"])
-            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
+            self.log(val_line(self.step, val))
         self.plot()
 
     def score_evals(self) -> None:

@@ -13,6 +13,7 @@ import torch
 from gpt2stream.config import RunConfig
 from gpt2stream.mfu import Peak, format_mfu
 from gpt2stream.train.build import Parts
+from gpt2stream.train.evaluate import val_tokens
 from gpt2stream.train.settings import format_eta
 from gpt2stream.train.step import StepStats
 
@@ -78,7 +79,7 @@ def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[st
         f"model {model.num_params():,} params | tokenizer {parts.tok.identity} ({parts.tok.n_vocab} tokens) | "
         f"{parts.accum} micro-steps x {cfg.train.batch_size} x {cfg.data.seq_len} x {info.world_size} "
         f"processes = {tokens_per_step:,} tokens/step | dtype {parts.amp or torch.float32} | "
-        f"compile {parts.compile} | val {sum(x.numel() for x, _ in parts.val):,} tokens on rank 0 | "
+        f"compile {parts.compile} | val {val_tokens(parts.val):,} tokens on rank 0 | "
         f"MFU peak {peak.flops:.3g} FLOP/s ({peak.source})" if peak.known else f"MFU n/a ({peak.source})",
     ]
 
