@@ -18,19 +18,21 @@ import torch
 from config import PRESETS
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import find_latest
-from gpt2stream.config import load_config
-from gpt2stream.data import val_batches
+from gpt2stream.config import load_config, resolve_vocab
+from gpt2stream.data import TrainLoader, val_batches
 from gpt2stream.data.doclog import read_log
 from gpt2stream.data.mixture import resolve
 from gpt2stream.data.mixval import has_validation, mixture_val_batches
 from gpt2stream.data.open import open_data
+from gpt2stream.errors import UserError
 from gpt2stream.metrics import read_metrics
-from gpt2stream.train.build import build_model
+from gpt2stream.train.build import build_model, check_settings
 from gpt2stream.train.evaluate import val_line, validation
 from tests.test_train_common import RUN_TRAIN, TINY, env, make_jsonl, run
 from tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+HELD = {"web": 90, "code": 60}  # each source's val_docs: its first rows (ids <name>0, <name>1, ...)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +42,8 @@ def mix_files(tmp_path_factory) -> dict[str, Path]:
     a, b = (prefixed(make_jsonl(d / f"{name}.jsonl", n, seed=seed), name)
             for name, n, seed in (("web", 300, 1), ("code", 200, 2)))
     mix = d / "mix.yaml"
-    mix.write_text(f"sources:\n  - data: {a}\n    weight: 3\n    val_docs: 30\n"
-                   f"  - data: {b}\n    weight: 1\n    val_docs: 12\n")
+    mix.write_text(f"sources:\n  - data: {a}\n    weight: 3\n    val_docs: {HELD['web']}\n"
+                   f"  - data: {b}\n    weight: 1\n    val_docs: {HELD['code']}\n")
     return {"web": a, "code": b, "mix": mix}
 
 
@@ -72,10 +74,21 @@ def test_each_source_validates_on_its_own_held_out_documents(mix_files):
         alone = val_batches(e.data_cfg(cfg.data), 4, tok, num_tokens=256, source=src)
         assert blocks(got[e.name]) == blocks(alone) and len(blocks(alone)) == 8  # 256 tokens / seq_len 32
     assert blocks(got["web"]) != blocks(got["code"])
-    # the held-out rows are the source's own first val_docs rows (the ones its training plan skips)
-    plan = mix.sources[1].plan(12, 1)
-    assert [r.doc_id for r in mix.sources[1].read_val(plan)] == [f"code{i}" for i in range(12)]
     assert has_validation(cfg.data)
+
+
+def test_the_training_plan_of_each_source_skips_exactly_its_held_out_rows(mix_files):
+    """By construction: the mixture's TrainLoader plans each source with that source's val_docs, and validation
+    reads the rows that plan holds out."""
+    cfg = mixture_cfg(mix_files["mix"])
+    mix = open_data(cfg.data)
+    loader = TrainLoader(cfg.data, 4, load_tokenizer("gpt2"), total_batch_size=256, source=mix)
+    for e, src, plan in zip(mix.entries, mix.sources, loader.plans, strict=True):
+        held = [r.doc_id for r in src.read_val(src.plan(e.val_docs, 1))]
+        assert held == [f"{e.name}{i}" for i in range(HELD[e.name])]
+        trained = [r.doc_id for u in plan.units for r in src.read_unit(u)]
+        n = {"web": 300, "code": 200}[e.name]
+        assert sorted(trained + held) == sorted(f"{e.name}{i}" for i in range(n)) and not set(trained) & set(held)
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -102,6 +115,12 @@ def test_a_source_without_val_docs_has_no_batches(tmp_path, mix_files):
     assert has_validation(cfg.data)
     none = dataclasses.replace(cfg.data, mixture=[{**d, "val_docs": 0} for d in cfg.data.mixture])
     assert not has_validation(none)
+    # the plateau schedule judges the weighted validation loss: it needs one source that holds documents out
+    plateau = dataclasses.replace(resolve_vocab(cfg, 50257), train=dataclasses.replace(cfg.train, schedule="plateau"),
+                                  eval=dataclasses.replace(cfg.eval, eval_every=2))
+    check_settings(plateau, load_tokenizer("gpt2"))
+    with pytest.raises(UserError, match="needs --val-docs > 0"):
+        check_settings(dataclasses.replace(plateau, data=none), load_tokenizer("gpt2"))
 
 
 def test_validation_reports_each_source_and_the_weighted_total(mix_files):
@@ -215,7 +234,7 @@ def test_held_out_documents_of_each_source_are_never_trained_on(mix_runs, mix_fi
     trained = {i for r in read_log(mix_runs["one"]) for i in r["ids"]}
     trained_two = {i for r in read_log(mix_runs["two"]) for i in r["ids"]}
     assert trained == trained_two
-    for name, held in (("web", 30), ("code", 12)):
+    for name, held in HELD.items():
         assert not trained & {f"{name}{i}" for i in range(held)}, name
         assert any(i.startswith(name) for i in trained), name  # the source is trained on
 
