@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpt2stream.config import DataConfig
+from gpt2stream.config import DataConfig, RunConfig
 from gpt2stream.errors import UserError
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -82,8 +82,9 @@ def is_mixture_spec(data: str) -> bool:
     s = data.strip()
     if s.lower().endswith(SUFFIXES):
         return True
-    parts = [p.strip() for p in s.split(",")]
-    return bool(parts) and all(_WEIGHT_TAIL.match(p) for p in parts if p) and any("@" in p for p in parts)
+    weighted = [bool(_WEIGHT_TAIL.match(p.strip())) for p in s.split(",") if p.strip()]
+    # every part DATA@W, or a list with some weights (then the one-line parse names the part without one)
+    return bool(weighted) and (all(weighted) or (len(weighted) > 1 and any(weighted)))
 
 
 def entries(cfg: DataConfig) -> tuple[MixEntry, ...]:
@@ -97,6 +98,55 @@ def resolve(cfg: DataConfig) -> DataConfig:
         return cfg
     mix = parse_mixture(str(cfg.data), cfg)
     return dataclasses.replace(cfg, mixture=[e.to_dict() for e in mix])
+
+
+def for_run(cfg: RunConfig, data_given: bool) -> RunConfig:
+    """The run's mixture, resolved where it is decided: a new run resolves ``--data``; a resume keeps the
+    checkpoint's saved mixture (its pinned shas) unless ``--data`` is given again (``data_given``), which must then
+    name the same mixture (UserError saying what differs). A resume may still ask a source's revision: the job
+    checks that it names the pinned sha."""
+    if not cfg.train.resume:
+        return dataclasses.replace(cfg, data=resolve(dataclasses.replace(cfg.data, mixture=[])))
+    if not data_given:
+        return cfg
+    saved = entries(cfg.data)
+    new = entries(resolve(dataclasses.replace(cfg.data, mixture=[])))
+    diff = mixture_changes(saved, new)
+    if diff:
+        what = "; ".join(diff[:3]) + (f" (and {len(diff) - 3} more)" if len(diff) > 3 else "")
+        raise UserError(f"cannot resume: --data {cfg.data.data} is not the data this run trained on ({what}); drop "
+                        f"--data to resume on the run's own data, or start a new run with another --out-dir")
+    if not saved:
+        return cfg
+    asked = {e.name: e.revision for e in new}
+    merged = [{**e.to_dict(), "revision": asked[e.name] or e.revision} for e in saved]
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mixture=merged))
+
+
+def mixture_changes(saved: tuple[MixEntry, ...], new: tuple[MixEntry, ...]) -> list[str]:
+    """What differs between the mixture a run trained on and one given again on resume (revisions aside: a
+    resume reads the pinned shas). [] when they are the same mixture or both are single sources.
+
+    >>> a = MixEntry("web", "org/web", 0.5, "default", "train", "abc", "text", "id", 10)
+    >>> b = dataclasses.replace(a, name="code", data="org/code")
+    >>> mixture_changes((a, b), (dataclasses.replace(a, revision=""), dataclasses.replace(b, weight=0.6)))
+    ['source code: weight 0.5 -> 0.6']
+    """
+    if not saved and not new:
+        return []
+    if not saved or not new:
+        return ["a single source then, a mixture now" if new else "a mixture then, a single source now"]
+    if [e.name for e in saved] != [e.name for e in new]:
+        return [f"sources {[e.name for e in saved]} -> {[e.name for e in new]}"]
+    out = []
+    for old, now in zip(saved, new, strict=True):
+        for f in dataclasses.fields(MixEntry):
+            a, b = getattr(old, f.name), getattr(now, f.name)
+            same = math.isclose(a, b, rel_tol=1e-9) if f.name == "weight" else a == b
+            if f.name != "revision" and not same:
+                out.append(f"source {old.name}: {f.name} {a!r} -> {b!r}" if f.name != "weight"
+                           else f"source {old.name}: weight {a:.4g} -> {b:.4g}")
+    return out
 
 
 def parse_mixture(data: str, run: DataConfig) -> tuple[MixEntry, ...]:
@@ -210,6 +260,22 @@ def _count(v: Any, what: str) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise UserError(f"{what} {v!r} must be a whole number >= 0")
     return v
+
+
+def source_error(e: MixEntry, err: Exception) -> Exception:
+    """``err`` (a UserError raised opening one source) saying which source of the mixture it is about, with the
+    flag advice turned into the mixture file's key (that source's text_column is not --text-column's).
+
+    >>> e = MixEntry("code", "org/code", 1.0, "default", "train", "", "text", "id", 0)
+    >>> str(source_error(e, ValueError("f.parquet has no column 'text'; set --text-column")))
+    "mixture source 'code' (org/code): f.parquet has no column 'text'; set text_column: for this source in the mixture"
+    """
+    msg = str(err)
+    for flag, key in (("--text-column", "text_column"), ("--data-revision", "revision"), ("--data-config", "config"),
+                      ("--split", "split"), ("--val-docs", "val_docs")):
+        msg = msg.replace(f"set {flag}", f"set {key}: for this source in the mixture")
+    msg = msg.replace("drop --data-revision", "drop this source's revision: from the mixture")
+    return type(err)(f"mixture source {e.name!r} ({e.data}): {msg}")
 
 
 def describe(mix: tuple[MixEntry, ...]) -> str:

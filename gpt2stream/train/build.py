@@ -17,6 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
 from gpt2stream.config import ModelConfig, RunConfig, resolve_vocab, with_streams
+from gpt2stream.data.mixsource import MixtureSource
 from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
@@ -113,7 +114,8 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     inductor_config.deterministic = True
 
 
-def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | None) -> tuple[Any, int]:
+def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | MixtureSource | None
+                ) -> tuple[Any, int]:
     """This rank's training loader and the micro-steps of a step. An elastic run fixes its canonical streams at
     the start (``loader.streams``, saved with the run as ``data.streams``): every layout then trains the same global
     batches."""
@@ -137,8 +139,8 @@ def make_val(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Any) -> l
                 world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
 
 
-def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Source | None = None
-                ) -> Parts:
+def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None,
+                source: Source | MixtureSource | None = None) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
     checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job; None = the
     loader opens it); training and validation share the loader's. ``Parts.cfg`` is ``cfg`` resolved (vocab_size,
