@@ -214,6 +214,7 @@ def val_records(run_dir: Path) -> list[dict]:
     return [r for r in read_metrics(run_dir / "metrics.jsonl") if "val_loss" in r]
 
 
+@pytest.mark.slow
 def test_metrics_have_each_source_and_the_weighted_total(mix_runs):
     recs = val_records(mix_runs["one"])
     assert [r["step"] for r in recs] == [2, 4]
@@ -229,6 +230,7 @@ def test_metrics_have_each_source_and_the_weighted_total(mix_runs):
     assert ckpt["schedule"]["recent"] == pytest.approx([r["val_loss"] for r in recs], abs=1e-12)
 
 
+@pytest.mark.slow
 def test_held_out_documents_of_each_source_are_never_trained_on(mix_runs, mix_files):
     trained = {i for r in read_log(mix_runs["one"]) for i in r["ids"]}
     trained_two = {i for r in read_log(mix_runs["two"]) for i in r["ids"]}
@@ -238,6 +240,7 @@ def test_held_out_documents_of_each_source_are_never_trained_on(mix_runs, mix_fi
         assert any(i.startswith(name) for i in trained), name  # the source is trained on
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_validation_as_one(mix_runs):
     one, two = val_records(mix_runs["one"]), val_records(mix_runs["two"])
     assert [r["step"] for r in two] == [r["step"] for r in one] and set(two[0]) == set(one[0])
@@ -246,6 +249,7 @@ def test_two_processes_give_the_same_validation_as_one(mix_runs):
             assert b[k] == pytest.approx(a[k], abs=1e-5), (a["step"], k)
 
 
+@pytest.mark.slow
 def test_wandb_gets_each_source(mix_runs):
     pytest.importorskip("wandb")  # dev extra: CI installs it, so this never skips there
     from tests.test_tracking import wandb_run
@@ -256,6 +260,7 @@ def test_wandb_gets_each_source(mix_runs):
         assert [r[key] for r in history] == pytest.approx([r[key] for r in val_records(mix_runs["one"])]), key
 
 
+@pytest.mark.slow
 def test_tensorboard_plot_and_report_show_each_source(mix_runs):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -273,3 +278,35 @@ def test_tensorboard_plot_and_report_show_each_source(mix_runs):
         last = recs[-1]
         line = next(ln for ln in p.stdout.splitlines() if ln.lstrip().startswith(name + " "))
         assert f"last {last[f'val/{name}']:.4f} at step 4, val_bpb {last[f'val/{name}/bpb']:.4f}" in line
+
+
+@pytest.mark.slow
+def test_hub_sources_validate_each_on_its_own_text_column(hub_repo, tmp_path, monkeypatch):
+    """Against the test Hub server: two Hub datasets with different text columns and a local jsonl, through
+    run_train.py; every source's validation is present and the code source's held-out blocks are its `content`."""
+    from gpt2stream.data.hub import signed
+    from tests.hubserver import DEFAULT_REPO, HubServer
+    from tests.test_mixture_hub import CODE_REPO, build_code_repo
+
+    code = build_code_repo(tmp_path / "code", hub_repo)
+    mine = prefixed(make_jsonl(tmp_path / "mine.jsonl", 200, seed=3), "mine")
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"sources:\n  - data: {DEFAULT_REPO}\n    name: web\n    config: sample-10BT\n    weight: 0.5\n"
+                   f"  - data: {CODE_REPO}\n    name: code\n    config: default\n    text_column: content\n"
+                   f"    weight: 0.3\n  - data: {mine}\n    weight: 0.2\n")
+    monkeypatch.setattr(signed, "TARGETS", {})
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: code}, redirect_data=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        run([*TINY, "--data", str(mix), "--val-docs", "10", "--max-steps", "2", "--eval-every", "2",
+             "--num-workers", "0", "--out-dir", str(tmp_path / "run")])
+        cfg = mixture_cfg(mix, "--val-docs", "10")
+        tok = load_tokenizer("gpt2")
+        val = mixture_val_batches(cfg.data, 4, tok, num_tokens=64)
+    (rec,) = val_records(tmp_path / "run")
+    weights = {"web": 0.5, "code": 0.3, "mine": 0.2}
+    assert set(rec) == {"step", "val_loss", "val_bpb", *(f"val/{n}{b}" for n in weights for b in ("", "/bpb"))}
+    assert rec["val_loss"] == pytest.approx(sum(w * rec[f"val/{n}"] for n, w in weights.items()), abs=1e-9)
+    assert tok.decode(val["code"][0][0][0].tolist()).startswith("def f")  # the content column, held out
+    assert not tok.decode(val["web"][0][0][0].tolist()).startswith("def f")
