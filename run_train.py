@@ -45,8 +45,10 @@ def main(argv: list[str]) -> int:
         return 0
     # --resume continues with the checkpoint's config; flags given here override it
     from gpt2stream.checkpoint import assemble_config
+    from gpt2stream.data.mixture import for_run
 
     cfg = assemble_config(base, flags, warn=_warn0, say=_say0)
+    cfg = for_run(cfg, "data" in flags)  # --data naming a mixture: its sources, resolved (a resume keeps its own)
     if actions.plan:
         return _plan(cfg, actions)
     if actions.print_config:
@@ -54,6 +56,7 @@ def main(argv: list[str]) -> int:
 
         cfg = resolve_vocab(cfg, load_tokenizer(cfg.data.tokenizer).n_vocab)  # as training resolves it
         sys.stdout.write(cfg.to_json())
+        _print_mixture(cfg)
         _print_memory(cfg)
         return 0
     from gpt2stream.distributed import exit_process
@@ -74,6 +77,14 @@ def _plan(cfg: RunConfig, actions: Actions) -> int:
     text, problems, _ = plan_report(cfg, actions.nproc, actions.nnodes)
     sys.stdout.write(text)
     return 2 if problems else 0
+
+
+def _print_mixture(cfg: RunConfig) -> None:
+    """The resolved mixture for a person, on stderr (stdout stays the config's JSON)."""
+    from gpt2stream.data.mixture import describe, entries
+
+    if cfg.data.mixture:
+        print(describe(entries(cfg.data)), file=sys.stderr)
 
 
 def _print_memory(cfg: RunConfig) -> None:

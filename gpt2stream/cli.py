@@ -66,7 +66,7 @@ def flag_table(*configs: Any) -> dict[str, tuple[Any, dataclasses.Field]]:
             value = getattr(obj, f.name)
             if dataclasses.is_dataclass(value):
                 walk(value)
-            elif not f.name.startswith("_"):
+            elif not f.name.startswith("_") and f.metadata.get("flag", True):  # flag=False: saved, not a flag
                 flag = f.name.replace("_", "-")
                 if flag in table:  # two sections with one field name would make one flag set the other silently
                     other = type(table[flag][0]).__name__

@@ -94,6 +94,8 @@ class DataConfig:
     request_timeout: float = 60.0  # seconds before one network request counts as failed
     rate_limit_wait: float = 900.0  # seconds one request may wait out Hub rate limits (429) before the stream gives up
     accept_data_change: bool = False  # --resume although local data files changed since the run started
+    # Not a flag: set from --data (a mixture file or DATA@W,...), saved in config.json and every checkpoint.
+    mixture: list = field(default_factory=list, metadata={"flag": False})  # resolved sources (data/mixture.py); []=one
 
     def __post_init__(self) -> None:
         _check(bool(self.data.strip()), "data", "data", self.data, "give a Hub dataset id or local path")

@@ -1,6 +1,6 @@
-"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss and bits per byte, the eval
-tasks' accuracy (when evaluated: every ``<task>_acc_norm`` series, gpt2stream/evals) and the learning rate of every
-parameter group.
+"""loss_plot.png from metrics.jsonl: train loss (raw and smoothed), validation loss (a mixture's weighted total and
+one curve per source) and bits per byte, the eval tasks' accuracy (when evaluated: every ``<task>_acc_norm`` series,
+gpt2stream/evals) and the learning rate of every parameter group.
 
 Regenerate a run's plot:  python -m gpt2stream.plot RUN_DIR
 """
@@ -78,6 +78,34 @@ def eval_tasks(records: list[dict[str, Any]]) -> list[str]:
                    if k.endswith("_acc_norm") and _finite(v)})
 
 
+def val_sources(records: list[dict[str, Any]]) -> list[str]:
+    """The sources of a mixture run's per-source validation (``val/<name>`` keys), in first-seen order.
+
+    >>> val_sources([{"step": 5, "val_loss": 3.0, "val/web": 2.9, "val/web/bpb": 1.1, "val/code": 3.2}])
+    ['web', 'code']
+    """
+    names: dict[str, None] = {}
+    for r in records:
+        names.update((k[4:], None) for k, v in r.items() if k.startswith("val/") and k.count("/") == 1
+                     and _finite(v))
+    return list(names)
+
+
+def val_curves(ax: Any, records: list[dict[str, Any]]) -> bool:
+    """The validation loss (a mixture's weighted total) and, for a mixture, one dashed curve per source."""
+    val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
+    sources = val_sources(records)
+    if val:
+        vs, vl = zip(*val, strict=True)
+        ax.plot(vs, vl, "o-", color="tab:orange", markersize=3, linewidth=1.4,
+                label="validation (weighted)" if sources else "validation")
+    for name in sources:
+        pts = [(r["step"], r[f"val/{name}"]) for r in records if _finite(r.get(f"val/{name}"))]
+        ps, pl = zip(*pts, strict=True)
+        ax.plot(ps, pl, "^--", markersize=3, linewidth=1, label=f"val {name}")
+    return bool(val)
+
+
 def eval_panel(ax: Any, records: list[dict[str, Any]], tasks: list[str]) -> None:
     """acc_norm (solid) and acc (dashed) of each task, and each task's chance level when it was recorded."""
     for task in tasks:
@@ -103,7 +131,6 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
     import matplotlib.pyplot as plt
 
     train = [(r["step"], r["loss"]) for r in records if "loss" in r and _finite(r.get("loss"))]
-    val = [(r["step"], r["val_loss"]) for r in records if _finite(r.get("val_loss"))]
     lrs = lr_curves([r for r in records if "loss" in r])
     bpb = [(r["step"], r["val_bpb"]) for r in records if _finite(r.get("val_bpb"))]
     tasks = eval_tasks(records)
@@ -117,9 +144,7 @@ def plot_metrics(records: list[dict[str, Any]], out_path: str | Path, title: str
         ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="train (raw)")
         half = max(1, len(losses) // 40)  # a window of ~1/20 of the run, centred: no lag
         ax.plot(steps, smooth(list(losses), half), color="tab:blue", linewidth=1.6, label="train (smoothed)")
-    if val:
-        vs, vl = zip(*val, strict=True)
-        ax.plot(vs, vl, "o-", color="tab:orange", markersize=3, linewidth=1.4, label="validation")
+    val = val_curves(ax, records)
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     if train or val:
@@ -162,7 +187,8 @@ USAGE = "usage: python -m gpt2stream.plot RUN_DIR"
 HELP = f"""{USAGE}
 
 Redraw RUN_DIR/loss_plot.png from RUN_DIR/metrics.jsonl: train loss (raw and smoothed by a centred window),
-validation loss, HellaSwag accuracy (when scored) and the learning rate. Prints the png's path.
+validation loss (a mixture's weighted total and each source's), HellaSwag accuracy (when scored) and the learning
+rate. Prints the png's path.
 """
 
 

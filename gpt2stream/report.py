@@ -144,18 +144,39 @@ def progress_lines(run: Run) -> list[str]:
             + restarts_line(run)]
 
 
-def validation_line(run: Run) -> str:
+def _best_last(vals: list[dict[str, Any]], loss: str, bpb: str) -> str:
+    """"best LOSS at step N, val_bpb B | last ..." of the records holding ``loss``."""
+    def fmt(r: dict[str, Any]) -> str:
+        b = f", val_bpb {r[bpb]:.4f}" if isinstance(r.get(bpb), (int, float)) else ""
+        return f"{r[loss]:.4f} at step {r['step']:,}{b}" if isinstance(r[loss], (int, float)) else \
+            f"{r[loss]} at step {r['step']:,}"
+
+    finite = [r for r in vals if isinstance(r[loss], (int, float))]
+    best = min(finite, key=lambda r: r[loss]) if finite else vals[-1]
+    return f"best loss {fmt(best)} | last {fmt(vals[-1])}"
+
+
+def sources_of(run: Run) -> list[str]:
+    """A mixture run's sources with a validation of their own (``val/<name>`` keys), in first-seen order."""
+    names: dict[str, None] = {}
+    for r in run.vals:
+        names.update((k[4:], None) for k in r if k.startswith("val/") and k.count("/") == 1)
+    return list(names)
+
+
+def validation_lines(run: Run) -> list[str]:
+    """The best and last validation; for a mixture the weighted total, then each source's."""
     vals = run.vals
     if not vals:
-        return "validation: none yet"
-
-    def fmt(r: dict[str, Any]) -> str:
-        bpb = f", val_bpb {r['val_bpb']:.4f}" if isinstance(r.get("val_bpb"), (int, float)) else ""
-        return f"{r['val_loss']:.4f} at step {r['step']:,}{bpb}"
-
-    finite = [r for r in vals if isinstance(r["val_loss"], (int, float))]
-    best = min(finite, key=lambda r: r["val_loss"]) if finite else vals[-1]
-    return f"validation: best loss {fmt(best)} | last {fmt(vals[-1])}"
+        return ["validation: none yet"]
+    sources = sources_of(run)
+    lines = [f"validation{' (weighted by the mixture)' if sources else ''}: "
+             + _best_last(vals, "val_loss", "val_bpb")]
+    width = max((len(n) for n in sources), default=0)
+    for name in sources:
+        key = f"val/{name}"
+        lines.append(f"  {name:<{width}} " + _best_last([r for r in vals if key in r], key, f"{key}/bpb"))
+    return lines
 
 
 def time_split_lines(run: Run) -> list[str]:
@@ -225,7 +246,7 @@ def render(run: Run, now: float | None = None) -> str:
     rev = data.get("data_revision") or "(latest)"
     head = [f"run {run.path}: {state_of(run, now)}",
             f"data {data.get('data', '?')} (revision {rev}) | preset {run.config.get('preset', '?')}"]
-    body = [*progress_lines(run), validation_line(run), *time_split_lines(run), network_line(run)]
+    body = [*progress_lines(run), *validation_lines(run), *time_split_lines(run), network_line(run)]
     return "\n".join(head + body + checkpoint_lines(run, world_size_of(run))) + "\n"
 
 

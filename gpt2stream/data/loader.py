@@ -14,10 +14,12 @@ from gpt2stream.data import counters
 from gpt2stream.data import streams as S
 from gpt2stream.data.blockbuffer import Docs
 from gpt2stream.data.dataset import WorkerError, stop_iterator
-from gpt2stream.data.open import open_source
+from gpt2stream.data.mixsource import MixtureSource
+from gpt2stream.data.mixstream import dropped_sources, source_epochs
+from gpt2stream.data.open import open_mixture, open_source
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, usable
-from gpt2stream.data.spec import StreamSpec
+from gpt2stream.data.spec import StreamSpec, source_spec
 from gpt2stream.data.stepdata import StepDataset
 from gpt2stream.data.unitspill import SPILL_ABOVE
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
@@ -59,12 +61,13 @@ class TrainLoader:
     Optimizer step s trains the same ``total_batch_size / seq_len`` blocks whatever the world size, DataLoader
     workers or micro-batch (streams.py). This rank's blocks of a step come as micro-batches of ``batch_size`` rows
     (the last one may be smaller): iterate the loader for micro-batches, or call ``next_step()`` for a whole step.
-    ``total_batch_size`` defaults to one micro-batch per rank per step.
+    ``total_batch_size`` defaults to one micro-batch per rank per step. ``source``: the opened data (a Source, or a
+    MixtureSource for a weighted mixture: data/mixstream.py); None opens ``data_cfg``'s.
     """
 
     def __init__(self, data_cfg: DataConfig, batch_size: int, tokenizer: Tokenizer, rank: int = 0, world_size: int = 1,
                  seed: int = 0, total_batch_size: int | None = None, pin_memory: bool = False,
-                 source: Source | None = None) -> None:
+                 source: Source | MixtureSource | None = None) -> None:
         check_layout(batch_size, rank, world_size)
         self.cfg = data_cfg
         self.batch_size = batch_size
@@ -74,11 +77,11 @@ class TrainLoader:
         self.pin_memory = pin_memory  # page-locked batches: host-to-GPU copies with non_blocking=True overlap
         total = total_batch_size if total_batch_size is not None else batch_size * data_cfg.seq_len * world_size
         blocks = S.blocks_per_step(total, data_cfg.seq_len)  # checked before the source is opened
-        self.source: Source = source if source is not None else open_source(data_cfg)
-        # the cut of jsonl/txt files into pieces must not depend on the layout either
-        self.plan: Plan = self.source.plan(data_cfg.val_docs, data_cfg.streams or S.PLAN_READERS)
-        self.spec = StreamSpec.build(data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=tokenizer,
-                                     source=self.source, plan=self.plan)
+        if source is None:
+            source = open_mixture(data_cfg) if data_cfg.mixture else open_source(data_cfg)
+        self.source: Any = source
+        self.mixture: MixtureSource | None = self.source if isinstance(self.source, MixtureSource) else None
+        self._plan(data_cfg, blocks, seed)
         S.check_streams(self.streams, self.blocks, world_size)
         self.mine = S.rank_streams(self.streams, world_size, rank)
         self.num_workers = S.effective_workers(data_cfg.num_workers, self.mine)
@@ -93,9 +96,28 @@ class TrainLoader:
         self._skip = 0  # micro-batches to skip on the next step fetched (a state saved mid-step)
         self.last_docs: Docs = []  # of the micro-batch (or step) handed out last
         self.last_blocks: list[tuple[int, int]] = []  # (i, stream) of the rows of the micro-batch handed out last
+        self.last_sources: list[str] = []  # a mixture's source of each row handed out last (micro-batch or step)
+        self._cur_sources: list[list[str]] = []
         self._it: Any = None  # the step iterator: the dataset's, or the DataLoader's over its workers
         self._dl: Any = None
         self._workers = counters.WorkerTotals()
+
+    def _plan(self, data_cfg: DataConfig, blocks: int, seed: int) -> None:
+        """The plan(s) and the StreamSpec. The cut of jsonl/txt files into pieces must not depend on the layout
+        either; a mixture's sources are planned each with its own val_docs."""
+        readers = data_cfg.streams or S.PLAN_READERS
+        if self.mixture is None:
+            self.plan: Plan = self.source.plan(data_cfg.val_docs, readers)
+            self.units: Any = self.plan.units
+            self.spec = StreamSpec.build(data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=self.tokenizer,
+                                         source=self.source, plan=self.plan)
+            return
+        mix = self.mixture
+        self.plans: list[Plan] = [s.plan(e.val_docs, readers) for e, s in zip(mix.entries, mix.sources, strict=True)]
+        self.units = tuple(p.units for p in self.plans)
+        self.spec = StreamSpec.build_mixture(
+            data_cfg, blocks_per_step=blocks, seed=seed, tokenizer=self.tokenizer,
+            sources=[source_spec(e, s, p) for e, s, p in zip(mix.entries, mix.sources, self.plans, strict=True)])
 
     # -- identity of the stream -----------------------------------------------------------------------------------
     @property
@@ -144,7 +166,7 @@ class TrainLoader:
         check_resumable("this checkpoint", [sd])
         diff = self.spec.changes(sd["fingerprint"])
         if self.cfg.accept_data_change:  # changed local files, accepted (local_pin.py): their pieces may differ
-            diff = [d for d in diff if not d.startswith("num_units:")]
+            diff = [d for d in diff if not d.startswith("num_units")]
         if diff:
             raise UserError("cannot resume the data stream exactly, the run changed (" + "; ".join(diff) +
                             "); resume with the same settings, or start a new run")
@@ -175,6 +197,24 @@ class TrainLoader:
     def _current_states(self) -> list[dict | None]:
         return self._start if self._micro else self._states
 
+    def source_epochs(self) -> dict[str, int]:
+        """A mixture's {source name: highest epoch of its sub-streams among this rank's streams} ({} for one
+        source): each source counts its own epochs."""
+        if self.mixture is None:
+            return {}
+        names, out = self.mixture.names, dict[str, int]()
+        for st in self._current_states():
+            if st:
+                for n, e in source_epochs(st, names).items():
+                    out[n] = max(out.get(n, 0), e)
+        return {n: out.get(n, 0) for n in names}
+
+    def dropped_sources(self) -> set[str]:
+        """The mixture's sources that any of this rank's streams has dropped (their max_epochs reached)."""
+        if self.mixture is None:
+            return set()
+        return set().union(*(dropped_sources(st, self.mixture.names) for st in self._current_states() if st))
+
     @property
     def docs_seen(self) -> int:
         return sum(int(s["docs"]) for s in self._current_states() if s)
@@ -185,7 +225,7 @@ class TrainLoader:
 
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> StepDataset:
-        return StepDataset(self.source, self.plan.units, self.tokenizer, self.spec, readers=self.readers,
+        return StepDataset(self.source, self.units, self.tokenizer, self.spec, readers=self.readers,
                            states=list(self._states), spill=len(self.mine) > SPILL_ABOVE)
 
     def __iter__(self) -> TrainLoader:
@@ -222,23 +262,29 @@ class TrainLoader:
             iter(self)
         rows: dict[tuple[int, int], torch.Tensor] = {}
         docs: dict[tuple[int, int], Docs] = {}
+        srcs: dict[tuple[int, int], str] = {}
+        names = self.mixture.names if self.mixture is not None else []
         states = list(self._states)
         for w in range(len(self.readers)):  # each reader yields one item per step, worker 0 first
             blocks, keys, block_docs, st, added = self._item()
             self._workers.update(w, added)
-            for n, key in enumerate(keys):
-                rows[tuple(key)], docs[tuple(key)] = blocks[n], [tuple(d) for d in block_docs[n]]
+            for n, key in enumerate(keys):  # (i, c), or (i, c, source) for a mixture
+                ic = (int(key[0]), int(key[1]))
+                rows[ic], docs[ic] = blocks[n], [tuple(d) for d in block_docs[n]]
+                if len(key) > 2:
+                    srcs[ic] = names[int(key[2])]
             for c, s in st.items():
                 states[int(c)] = s
         ordered = torch.stack([rows[key] for key in self.order])
         self._start, self._states = self._states, states
-        self._cur, self._cur_docs, a = [], [], 0
+        self._cur, self._cur_docs, self._cur_sources, a = [], [], [], 0
         for size in self.micro_sizes:
             t = ordered[a : a + size]
             x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()
             # pinned after the contiguous copies: those are the tensors the step copies to the GPU
             self._cur.append((x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y))
             self._cur_docs.append([d for key in self.order[a : a + size] for d in docs[key]])
+            self._cur_sources.append([srcs[key] for key in self.order[a : a + size] if key in srcs])
             a += size
         self._micro, self._skip = self._skip, 0
 
@@ -248,6 +294,7 @@ class TrainLoader:
         assert self._cur is not None  # _fetch cut the step's micro-batches
         x, y = self._cur[self._micro]
         self.last_docs = self._cur_docs[self._micro]
+        self.last_sources = self._cur_sources[self._micro]
         a = sum(self.micro_sizes[: self._micro])
         self.last_blocks = self.order[a : a + self.micro_sizes[self._micro]]
         self._micro += 1
@@ -259,13 +306,14 @@ class TrainLoader:
         """This rank's whole next step (call at a step boundary)."""
         if self._cur is not None:
             raise RuntimeError("next_step() in the middle of a step handed out by next()")
-        micro, docs = [], []
+        micro, docs, sources = [], [], []
         while True:
             micro.append(next(self))
             docs += self.last_docs
+            sources += self.last_sources
             if self._cur is None:
                 break
-        self.last_docs = docs
+        self.last_docs, self.last_sources = docs, sources
         return StepBatch(micro, docs)
 
     def close(self) -> None:

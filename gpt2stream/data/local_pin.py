@@ -2,9 +2,10 @@
 
 A Hub run is pinned to a commit sha; local files have none, and a file edited in place or appended to would make a
 resume read rows the checkpoint's position does not refer to (documents repeated, skipped or never seen) with no
-sign of it. So the run directory keeps ``data-files.json``: each file's size, mtime and a digest (of the parquet
-footer, which describes every row group, or of the first and last MiB of a text file). ``--resume`` compares and
-refuses on any difference unless ``--accept-data-change`` is given.
+sign of it. So the run directory keeps ``data-files.json`` (a mixture's local source NAME: ``data-files-NAME.json``):
+each file's size, mtime and a digest (of the parquet footer, which describes every row group, or of the first and
+last MiB of a text file). ``--resume`` compares and refuses on any difference unless ``--accept-data-change`` is
+given.
 
 Format (JSON): ``{"format", "files": [{"path", "size", "mtime_ns", "digest"}]}``.
 """
@@ -66,17 +67,27 @@ def describe(paths: list[str]) -> list[dict]:
     return out
 
 
-def save(entries: list[dict], run_dir: Path) -> None:
-    path = Path(run_dir) / FILENAME
-    tmp = path.with_name(f".{FILENAME}.{os.getpid()}")
+def filename(source: str = "") -> str:
+    """The pin's file name: the run's one source (""), or a mixture's source by its name.
+
+    >>> filename(), filename("mine")
+    ('data-files.json', 'data-files-mine.json')
+    """
+    return f"data-files-{source}.json" if source else FILENAME
+
+
+def save(entries: list[dict], run_dir: Path, source: str = "") -> None:
+    path = Path(run_dir) / filename(source)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"format": FORMAT, "files": entries}, indent=1))
     os.replace(tmp, path)
 
 
-def load(run_dir: Path) -> list[dict] | None:
-    """The files a run recorded, or None (a run from before this check, or an unreadable file)."""
+def load(run_dir: Path, source: str = "") -> list[dict] | None:
+    """The files a run recorded (for a mixture's ``source``), or None (a run from before this check, or an
+    unreadable file)."""
     try:
-        m = json.loads((Path(run_dir) / FILENAME).read_text())
+        m = json.loads((Path(run_dir) / filename(source)).read_text())
     except (OSError, ValueError):
         return None
     return m["files"] if isinstance(m, dict) and m.get("format") == FORMAT else None

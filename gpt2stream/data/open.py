@@ -6,9 +6,22 @@ sources (gpt2stream.data.sources) and the Hub (gpt2stream.data.hub), so neither 
 from __future__ import annotations
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data.mixsource import MixtureSource
+from gpt2stream.data.mixture import entries
 from gpt2stream.data.sources import Source, open_local
 from gpt2stream.data.sources.named import named_data_path
 from gpt2stream.errors import UserError
+
+
+def open_mixture(data_cfg: DataConfig) -> MixtureSource:
+    """Every source of the resolved mixture ``data_cfg.mixture``, opened as a run of it alone would open it."""
+    mix = entries(data_cfg)
+    return MixtureSource(mix, [open_source(e.data_cfg(data_cfg)) for e in mix])
+
+
+def open_data(data_cfg: DataConfig) -> Source | MixtureSource:
+    """The run's data: the mixture ``data_cfg.mixture`` when it has one, else the one source ``data_cfg.data``."""
+    return open_mixture(data_cfg) if data_cfg.mixture else open_source(data_cfg)
 
 
 def open_source(data_cfg: DataConfig) -> Source:

@@ -17,6 +17,7 @@ import torch
 from gpt2stream import distributed as D
 from gpt2stream.checkpoint import check_compatible, restore_parts
 from gpt2stream.config import ModelConfig, RunConfig, resolve_vocab, with_streams
+from gpt2stream.data.mixsource import MixtureSource
 from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
 from gpt2stream.loading import gpt_from_config
@@ -47,7 +48,7 @@ class Parts:
     schedule: LRSchedule
     loader: Any
     position: LoaderPosition
-    val: list
+    val: list | dict[str, list]  # this rank's validation batches; a mixture's by source name (data/mixval.py)
     accum: int  # micro-steps every rank runs per step (the busiest rank's; others pad with weight-0 ones)
     amp: torch.dtype | None
     compile: bool
@@ -83,7 +84,9 @@ def check_settings(cfg: RunConfig, tok: Tokenizer) -> None:
     if cfg.model.vocab_size != tok.n_vocab:
         raise UserError(f"--vocab-size {cfg.model.vocab_size} does not match the tokenizer ({tok.n_vocab} tokens); "
                         f"leave vocab_size unset so it is taken from the tokenizer")
-    if cfg.train.schedule == "plateau" and not (cfg.data.val_docs and cfg.eval.eval_every):
+    from gpt2stream.data.mixval import has_validation
+
+    if cfg.train.schedule == "plateau" and not (has_validation(cfg.data) and cfg.eval.eval_every):
         raise UserError("--schedule plateau judges the validation loss: it needs --val-docs > 0 and "
                         "--eval-every > 0 (or use --schedule cosine)")
 
@@ -111,7 +114,8 @@ def configure_kernels(device: torch.device, deterministic: bool) -> None:
     inductor_config.deterministic = True
 
 
-def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | None) -> tuple[Any, int]:
+def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source | MixtureSource | None
+                ) -> tuple[Any, int]:
     """This rank's training loader and the micro-steps of a step. An elastic run fixes its canonical streams at
     the start (``loader.streams``, saved with the run as ``data.streams``): every layout then trains the same global
     batches."""
@@ -125,13 +129,22 @@ def make_loader(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Source
     return loader, accum_steps(loader.streams, loader.k, info.world_size, t.batch_size)
 
 
-def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None, source: Source | None = None
-                ) -> Parts:
+def make_val(cfg: RunConfig, info: D.DistInfo, tok: Tokenizer, source: Any) -> list | dict[str, list]:
+    """This rank's validation batches: a list for one source, {name: batches} for a mixture (data/mixval.py)."""
+    from gpt2stream.data import val_batches
+    from gpt2stream.data.mixval import mixture_val_batches
+
+    make = mixture_val_batches if cfg.data.mixture else val_batches
+    return make(cfg.data, batch_size=cfg.train.batch_size, tokenizer=tok, rank=info.rank,
+                world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=source)
+
+
+def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None,
+                source: Source | MixtureSource | None = None) -> Parts:
     """Everything one rank builds by itself (no collective, nothing written), checked against ``resume``'s
     checkpoint before anything large is built. ``source``: the job's opened data (open_data_for_job; None = the
     loader opens it); training and validation share the loader's. ``Parts.cfg`` is ``cfg`` resolved (vocab_size,
     streams); ``cfg`` is not changed."""
-    from gpt2stream.data import val_batches
     from gpt2stream.data.job import check_pinned_revision
     from gpt2stream.data.loader import check_resumable
     from tokenizer import load_tokenizer
@@ -154,8 +167,7 @@ def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | No
     loader, accum = make_loader(cfg, info, tok, source)
     cfg = with_streams(cfg, loader.streams)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
-    val = val_batches(cfg.data, batch_size=t.batch_size, tokenizer=tok, rank=info.rank,
-                      world_size=info.world_size, num_tokens=cfg.eval.eval_tokens, source=loader.source)
+    val = make_val(cfg, info, tok, loader.source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,
                  fwd_model=fwd, ddp_model=fwd, optimizer=optimizer, schedule=make_schedule(t), loader=loader,
                  position=LoaderPosition(loader), val=val, accum=accum, amp=autocast_dtype(t.dtype, dev),

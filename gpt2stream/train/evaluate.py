@@ -8,6 +8,7 @@ import math
 import torch
 
 from gpt2stream import distributed as D
+from gpt2stream.data.mixture import entries
 from gpt2stream.generate import generate_stream
 from gpt2stream.precision import autocast, reduce_dtype
 from gpt2stream.train.build import Parts
@@ -30,33 +31,95 @@ def token_bytes(tok, device: torch.device) -> torch.Tensor:
     return lengths.to(device)
 
 
+def val_groups(val: list | dict[str, list]) -> dict[str, list]:
+    """``Parts.val`` as {source name: batches}: a mixture's dict as it is, a single source's list as {"": list}."""
+    return val if isinstance(val, dict) else {"": val}
+
+
+def val_tokens(val: list | dict[str, list]) -> int:
+    """Tokens in this rank's validation batches (every source's)."""
+    return sum(x.numel() for batches in val_groups(val).values() for x, _ in batches)
+
+
+def _val_sums(parts: Parts, groups: dict[str, list]) -> list[list[float]]:
+    """Per group [sum of losses x tokens, tokens, text bytes] over every rank's share (one all-reduce)."""
+    info = parts.info
+    dtype = reduce_dtype(info.device)
+    nbytes = token_bytes(parts.tok, info.device)
+    total = torch.zeros(max(len(groups), 1), 3, dtype=dtype, device=info.device)
+    parts.fwd_model.eval()
+    with torch.no_grad():
+        for g, batches in enumerate(groups.values()):
+            for x, y in batches:
+                x, y = pad_batch(x, y, parts.cfg.train.batch_size)
+                x, y = x.to(info.device), y.to(info.device)
+                with autocast(parts.amp, info.device_type):
+                    _, loss = parts.fwd_model(x, y)
+                n = (y != -1).sum()
+                total[g, 0] += loss.to(dtype) * n
+                total[g, 1] += n
+                total[g, 2] += nbytes[y[y != -1]].sum()
+    parts.fwd_model.train()
+    D.all_reduce_sum(total, info)  # sums, not means: the same figures on any world size
+    return total.tolist()
+
+
+def loss_and_bpb(loss_sum: float, tokens: float, text_bytes: float) -> tuple[float, float] | None:
+    """(mean loss per token, bits per byte) of summed figures; None without tokens.
+
+    >>> loss_and_bpb(2 * math.log(2) * 10, 10, 5)
+    (1.3862943611198906, 4.0)
+    """
+    if tokens <= 0:
+        return None
+    return loss_sum / tokens, loss_sum / math.log(2) / max(text_bytes, 1.0)
+
+
+def weighted_figures(per_source: dict[str, tuple[float, float]], weights: dict[str, float]) -> dict[str, float]:
+    """A mixture's validation record: ``val_loss``/``val_bpb`` = sum of weight x that source's figure, over the
+    sources that have a validation set (their weights renormalised to sum 1), then ``val/<name>`` and
+    ``val/<name>/bpb`` of each source.
+
+    >>> weighted_figures({"a": (2.0, 1.0), "b": (4.0, 3.0)}, {"a": 0.75, "b": 0.25})
+    {'val_loss': 2.5, 'val_bpb': 1.5, 'val/a': 2.0, 'val/a/bpb': 1.0, 'val/b': 4.0, 'val/b/bpb': 3.0}
+    """
+    total = math.fsum(weights[n] for n in per_source)
+    out = {"val_loss": math.fsum(weights[n] * v[0] for n, v in per_source.items()) / total,
+           "val_bpb": math.fsum(weights[n] * v[1] for n, v in per_source.items()) / total}
+    for name, (loss, bpb) in per_source.items():
+        out[f"val/{name}"], out[f"val/{name}/bpb"] = loss, bpb
+    return out
+
+
 def validation(parts: Parts) -> dict[str, float] | None:
     """Over the fixed validation set (every rank's share; collective): ``val_loss``, the mean loss per token, and
     ``val_bpb``, the summed loss in bits over the UTF-8 bytes of the text the targets spell (byte-level BPE tokens
     concatenate to the documents' bytes; each document's closing <|endoftext|> is predicted but is no text), so runs
     with different tokenizers compare on one number (nanochat's evaluate_bpb). Sums are reduced, not means: exact
-    under DDP. None without a validation set."""
-    info = parts.info
-    dtype = reduce_dtype(info.device)
-    nbytes = token_bytes(parts.tok, info.device)
-    total = torch.zeros(3, dtype=dtype, device=info.device)  # sum of losses x tokens, tokens, bytes
-    parts.fwd_model.eval()
-    with torch.no_grad():
-        for x, y in parts.val:
-            x, y = pad_batch(x, y, parts.cfg.train.batch_size)
-            x, y = x.to(info.device), y.to(info.device)
-            with autocast(parts.amp, info.device_type):
-                _, loss = parts.fwd_model(x, y)
-            n = (y != -1).sum()
-            total[0] += loss.to(dtype) * n
-            total[1] += n
-            total[2] += nbytes[y[y != -1]].sum()
-    parts.fwd_model.train()
-    D.all_reduce_sum(total, info)
-    loss_sum, tokens, text_bytes = total.tolist()
-    if tokens <= 0:
+    under DDP. A mixture (``Parts.val`` a dict by source) reports each source's figures (``val/<name>``,
+    ``val/<name>/bpb``) and, as ``val_loss``/``val_bpb``, their total weighted by the mixture's weights (what the
+    plateau schedule watches). None without a validation set."""
+    groups = val_groups(parts.val)
+    sums = _val_sums(parts, groups)
+    if not isinstance(parts.val, dict):
+        figs = loss_and_bpb(*sums[0])
+        return None if figs is None else {"val_loss": figs[0], "val_bpb": figs[1]}
+    per_source = {name: f for name, s in zip(groups, sums, strict=False) if (f := loss_and_bpb(*s)) is not None}
+    if not per_source:
         return None
-    return {"val_loss": loss_sum / tokens, "val_bpb": loss_sum / math.log(2) / max(text_bytes, 1.0)}
+    weights = {e.name: e.weight for e in entries(parts.cfg.data)}
+    return weighted_figures(per_source, weights)
+
+
+def val_line(step: int, val: dict[str, float]) -> str:
+    """The log line of a validation: the (weighted) totals, then each source's loss and bits per byte.
+
+    >>> val_line(10, {"val_loss": 2.5, "val_bpb": 1.5, "val/a": 2.0, "val/a/bpb": 1.0})
+    'step     10 | val loss 2.5000 | val bpb 1.5000 | a 2.0000 (1.0000 bpb)'
+    """
+    line = f"step {step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}"
+    names = [k[4:] for k in val if k.startswith("val/") and k.count("/") == 1]  # a name has no '/' (mixture.py)
+    return line + "".join(f" | {n} {val[f'val/{n}']:.4f} ({val[f'val/{n}/bpb']:.4f} bpb)" for n in names)
 
 
 def run_eval(parts: Parts, name: str, examples: list) -> dict[str, float]:

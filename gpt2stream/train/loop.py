@@ -23,7 +23,8 @@ from gpt2stream.errors import DataStreamError, UserError, without_resume_advice
 from gpt2stream.mfu import Peak
 from gpt2stream.optim import group_lrs
 from gpt2stream.train.build import Parts
-from gpt2stream.train.evaluate import run_eval, sample, validation
+from gpt2stream.train.evaluate import run_eval, sample, val_line, validation
+from gpt2stream.train.mixnotes import SourceNotes
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
@@ -58,6 +59,8 @@ class Trainer:
         self.data_base = datastats.logged_totals(parts.metrics.records)  # a resumed run's totals so far
         self.data_totals: dict | None = None
         self.step_docs: list = []
+        self.step_sources: list[str] = []  # a mixture's source of each of this rank's blocks of the step
+        self.sources = SourceNotes(parts.loader, log)
         self.skip_noted = False
         self.doclog = None
         if parts.cfg.eval.log_docs:  # lines after the checkpoint (a killed run's) are replaced from here on
@@ -86,9 +89,12 @@ class Trainer:
             pending = self.one_step(it)
             self.parts.progress.advance(self.parts.cfg.train.total_batch_size)
             if self.doclog is not None:
-                self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch)
+                mixed = self.sources.mixture is not None
+                self.doclog.write(self.step, self.step_docs, self.parts.loader.epoch,
+                                  self.step_sources if mixed else None, self.sources.source_epochs())
             self.stops.in_setup = False  # from the first completed step on, a stop signal saves first
             self.report(pending, time.perf_counter() - t0)
+            self.sources.after_step(self.step)
             self.note_skipped()
             if self.step % self.parts.cfg.eval.log_every == 0:
                 self.log_data_totals()
@@ -135,7 +141,7 @@ class Trainer:
     def fetch(self, it) -> tuple[list, BaseException | None]:
         """This rank's micro-batches of the next step (and their documents in ``self.step_docs``)."""
         batches: list = []
-        self.step_docs = []
+        self.step_docs, self.step_sources = [], []
         try:  # the SIGCHLD handler raises only while waiting_for_data, and clears it: only inside this try
             self.stops.waiting_for_data = True
             if self.stops.worker_died:  # died during the last step (see StopSignals.guard_worker_deaths)
@@ -143,6 +149,7 @@ class Trainer:
             for _ in range(self.micro_batches()):
                 batches.append(next(it))
                 self.step_docs += getattr(self.parts.loader, "last_docs", [])
+                self.step_sources += getattr(self.parts.loader, "last_sources", [])
             self.stops.waiting_for_data = False
         except Exception as e:  # noqa: BLE001 - decided collectively by the caller
             self.stops.waiting_for_data = False
@@ -197,6 +204,7 @@ class Trainer:
                                            tokens=parts.progress.tokens_seen, epoch=parts.loader.epoch,
                                            mem_gb=peak_memory_gb(parts.info.device),
                                            timing=self.timer.finish(self.step), time=round(time.time(), 3),
+                                           src=self.sources.record(),
                                            lrs={f"lr_{n}": v for n, v in group_lrs(parts.optimizer).items()})))
         if self.log_due(self.step):
             self.read_pending()
@@ -212,7 +220,8 @@ class Trainer:
             if not stats.applied:
                 raise self.not_finite(stats, f["step"])
             rec = parts.metrics.log(**step_record(f["step"], stats, f["dt"], f["tok_s"], f["mfu"], f["tokens"],
-                                                  f["epoch"], f["mem_gb"]), **f["timing"], time=f["time"], **f["lrs"])
+                                                  f["epoch"], f["mem_gb"]), **f["timing"], time=f["time"], **f["lrs"],
+                                  **f["src"])
         if queued and self.log_due(queued[-1][1]["step"]):
             recent = self.step_times[1:][-20:] or self.step_times  # the first step includes warm-up/compilation
             eta = sum(recent) / len(recent) * (t.max_steps - self.step)
@@ -279,7 +288,7 @@ class Trainer:
         if val is not None:
             self.parts.metrics.log(step=self.step, **val)
             self.parts.schedule.observe(val["val_loss"])
-            self.log(f"step {self.step:>6} | val loss {val['val_loss']:.4f} | val bpb {val['val_bpb']:.4f}")
+            self.log(val_line(self.step, val))
         self.plot()
 
     def score_evals(self) -> None:

@@ -3,6 +3,7 @@ place that turns what went wrong into a printed line and an ``Exit`` code."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -26,9 +27,10 @@ from gpt2stream.train.stops import StopSignals
 def build_and_restore(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | None) -> tuple[Parts, Path | None]:
     """Collective first (rank 0 opens the data for the job, every rank receives it), then each rank by itself:
     build everything, checked against the checkpoint, then restore it."""
-    from gpt2stream.data.job import open_data_for_job
+    from gpt2stream.data.job import open_data_for_job, pin_data
 
     source = open_data_for_job(cfg.data, info, cfg.train.out_dir, resume is not None)
+    cfg = dataclasses.replace(cfg, data=pin_data(cfg.data, source))  # a mixture's shas, in config.json too
     parts = build_parts(cfg, info, resume, source)
     if resume is None:
         return parts, None

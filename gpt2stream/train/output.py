@@ -10,8 +10,10 @@ from typing import Any, TextIO
 
 import torch
 
+from gpt2stream.config import RunConfig
 from gpt2stream.mfu import Peak, format_mfu
 from gpt2stream.train.build import Parts
+from gpt2stream.train.evaluate import val_tokens
 from gpt2stream.train.settings import format_eta
 from gpt2stream.train.step import StepStats
 
@@ -73,10 +75,11 @@ def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[st
         f"run {out} | git {h['git_commit']} | " + " ".join(f"{k} {v}" for k, v in h["versions"].items()),
         "hardware " + " | ".join(f"{k} {v}" for k, v in h["hardware"].items()),
         *config_lines(cfg.to_dict(), out / "config.json"),
+        *mixture_lines(cfg),
         f"model {model.num_params():,} params | tokenizer {parts.tok.identity} ({parts.tok.n_vocab} tokens) | "
         f"{parts.accum} micro-steps x {cfg.train.batch_size} x {cfg.data.seq_len} x {info.world_size} "
         f"processes = {tokens_per_step:,} tokens/step | dtype {parts.amp or torch.float32} | "
-        f"compile {parts.compile} | val {sum(x.numel() for x, _ in parts.val):,} tokens on rank 0 | "
+        f"compile {parts.compile} | val {val_tokens(parts.val):,} tokens on rank 0 | "
         f"MFU peak {peak.flops:.3g} FLOP/s ({peak.source})" if peak.known else f"MFU n/a ({peak.source})",
     ]
 
@@ -94,11 +97,19 @@ def config_lines(cfg: dict, path: Path, width: int = 116) -> list[str]:
         if not isinstance(section, dict):
             continue
         pairs = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and (not v or ' ' in v) else v}"
-                         for k, v in section.items())
+                         for k, v in section.items() if k != "mixture")  # a mixture: its own lines (describe)
         lead = f"  {name:<6} "
         lines += textwrap.wrap(pairs, width, initial_indent=lead, subsequent_indent=" " * len(lead),
                                break_long_words=False, break_on_hyphens=False)
     return lines
+
+
+def mixture_lines(cfg: RunConfig) -> list[str]:
+    """The resolved mixture (each source's share, what it reads, its pinned revision); none for one source."""
+    from gpt2stream.data.mixture import describe, entries
+
+    mix = entries(cfg.data)
+    return describe(mix).splitlines() if mix else []
 
 
 def peak_memory_gb(device: torch.device) -> float | None:

@@ -1,8 +1,9 @@
 """A Hub source's manifest: the pinned commit, the files and their parquet footers, saved in the run directory.
 
 Resolving a Hub dataset (revision -> sha, card, listing, every file's footer) is the expensive, rate-limited part of
-opening it. It is done once per job (job.py) and saved as ``<run dir>/data-manifest.json``, so that a resume needs
-no listing and no footer, only a check that the pinned revision still exists.
+opening it. It is done once per job (job.py) and saved as ``<run dir>/data-manifest.json`` (a mixture's source NAME:
+``data-manifest-NAME.json``), so that a resume needs no listing and no footer, only a check that the pinned revision
+still exists.
 
 Format (JSON): ``{"format", "repo", "config", "split", "revision", "files": [{"path", "size", "footer"}]}`` where
 ``footer`` is the file's parquet metadata as a base64 ``_metadata`` file (pyarrow's write_metadata_file).
@@ -51,20 +52,30 @@ def manifest_of(src: ParquetSource, data_cfg: DataConfig) -> dict:
             "split": str(data_cfg.split), "revision": src.revision, "files": files}
 
 
-def save_manifest(manifest: dict, run_dir: Path) -> Path:
-    """Write ``run_dir/data-manifest.json`` atomically (a crash leaves the old one or the new one)."""
-    path = Path(run_dir) / FILENAME
+def filename(source: str = "") -> str:
+    """The manifest's file name: the run's one source (""), or a mixture's source by its name.
+
+    >>> filename(), filename("code")
+    ('data-manifest.json', 'data-manifest-code.json')
+    """
+    return f"data-manifest-{source}.json" if source else FILENAME
+
+
+def save_manifest(manifest: dict, run_dir: Path, source: str = "") -> Path:
+    """Write ``run_dir/data-manifest[-source].json`` atomically (a crash leaves the old one or the new one)."""
+    path = Path(run_dir) / filename(source)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{FILENAME}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(manifest))
     os.replace(tmp, path)
     return path
 
 
-def load_manifest(run_dir: Path) -> dict | None:
-    """The run directory's manifest, or None if there is none (or it is unreadable: then it is resolved again)."""
+def load_manifest(run_dir: Path, source: str = "") -> dict | None:
+    """The run directory's manifest (of a mixture's ``source``), or None if there is none (or it is unreadable:
+    then it is resolved again)."""
     try:
-        m = json.loads((Path(run_dir) / FILENAME).read_text())
+        m = json.loads((Path(run_dir) / filename(source)).read_text())
     except (OSError, ValueError):
         return None
     return m if isinstance(m, dict) and m.get("format") == FORMAT else None

@@ -1,0 +1,206 @@
+"""Weighted mixtures streamed exactly (data/mixstream.py): the shares of every window of steps, the same batches on
+every layout, exact resume (also on another layout), per-source epochs and max_epochs drops; through the
+TrainLoader on local jsonl sources, and end to end through run_train.py."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2stream.config import DataConfig
+from gpt2stream.data.loader import TrainLoader, merge_states
+from gpt2stream.data.mixstream import pick, weyl_offset, weyl_point
+from gpt2stream.data.mixture import resolve
+from gpt2stream.errors import UserError
+from tests.test_train_common import make_jsonl
+
+SEQ = 32
+BLOCKS = 16  # blocks a step
+WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}
+
+
+def worst_window_error(sources: list[str], weights: dict[str, float], per_step: int, window: int = 50) -> float:
+    """The largest |share - weight| of any source over any ``window`` consecutive steps (``sources``: the source
+    of every block in step order)."""
+    steps = [sources[i : i + per_step] for i in range(0, len(sources), per_step)]
+    worst = 0.0
+    for s in range(len(steps) - window + 1):
+        counts = Counter(x for st in steps[s : s + window] for x in st)
+        worst = max(worst, *(abs(counts[n] / (window * per_step) - w) for n, w in weights.items()))
+    return worst
+
+
+@pytest.mark.parametrize("weights", [[0.5, 0.3, 0.2], [0.9, 0.07, 0.03], [0.34, 0.33, 0.33]])
+@pytest.mark.parametrize("per_step", [4, 16, 512])
+def test_weyl_choice_holds_every_window_of_50_steps(weights, per_step):
+    off = weyl_offset(7)
+    steps = 400 if per_step < 512 else 60
+    got = [pick(weyl_point(n, off), weights, [False] * 3) for n in range(steps * per_step)]
+    assert worst_window_error(got, dict(enumerate(weights)), per_step) < 0.02
+    # a dropped source's share goes to the others in proportion to their weights
+    later = Counter(pick(weyl_point(n, off), weights, [False, True, False]) for n in range(4000))
+    assert later[1] == 0 and abs(later[0] / 4000 - weights[0] / (weights[0] + weights[2])) < 0.005
+
+
+# -- through the TrainLoader -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mixdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("mix")
+    make_jsonl(d / "big.jsonl", n_docs=400, seed=1)
+    make_jsonl(d / "mid.jsonl", n_docs=240, seed=2)
+    make_jsonl(d / "small.jsonl", n_docs=30, seed=3)
+    return d
+
+
+def mixture_file(d: Path, name: str, **extra: dict) -> Path:
+    sources = [{"data": str(d / f"{n}.jsonl"), "weight": w, "val_docs": 5 if n == "small" else 10,
+                **extra.get(n, {})} for n, w in WEIGHTS.items()]
+    path = d / f"{name}.json"
+    path.write_text(json.dumps({"sources": sources}))
+    return path
+
+
+def data_cfg(path: Path, workers: int = 0) -> DataConfig:
+    return resolve(DataConfig(data=str(path), seq_len=SEQ, shuffle_buffer=64, block_buffer=64, num_workers=workers))
+
+
+def loader(cfg: DataConfig, rank: int = 0, world: int = 1, batch: int = 4) -> TrainLoader:
+    from tokenizer import load_tokenizer
+
+    return TrainLoader(cfg, batch_size=batch, tokenizer=load_tokenizer("gpt2"), rank=rank, world_size=world, seed=5,
+                       total_batch_size=SEQ * BLOCKS)
+
+
+def global_steps(loaders: list[TrainLoader], n: int) -> list[tuple[torch.Tensor, list[str]]]:
+    """n steps of the job: (every block in global step order, their sources), from one loader per rank."""
+    out = []
+    for _ in range(n):
+        rows: dict[int, tuple[torch.Tensor, str]] = {}
+        for ld in loaders:
+            step = ld.next_step()
+            x = torch.cat([m[0] for m in step.micro])
+            for (i, c), row, src in zip(ld.order, x, ld.last_sources, strict=True):
+                rows[i * ld.streams + c] = (row, src)
+        js = sorted(rows)
+        assert js == list(range(BLOCKS))
+        out.append((torch.stack([rows[j][0] for j in js]), [rows[j][1] for j in js]))
+    return out
+
+
+def same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(x.equal(y) and s == t for (x, s), (y, t) in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def reference(mixdir) -> tuple[DataConfig, list]:
+    """40 steps of one process without workers: the sequence every other layout must give."""
+    cfg = data_cfg(mixture_file(mixdir, "plain"))
+    ld = loader(cfg)
+    try:
+        return cfg, global_steps([ld], 40)
+    finally:
+        ld.close()
+
+
+def test_blocks_follow_the_weights(reference):
+    cfg, steps = reference
+    sources = [s for _, ss in steps for s in ss]
+    counts = Counter(sources)
+    assert set(counts) == set(WEIGHTS)
+    for n, w in WEIGHTS.items():  # 640 blocks: within a few blocks of the weights
+        assert abs(counts[n] / len(sources) - w) < 0.01, counts
+    assert worst_window_error(sources, WEIGHTS, BLOCKS, window=20) < 0.02
+
+
+def test_same_batches_on_every_layout(reference):
+    cfg, ref = reference
+    two_workers = loader(data_cfg(Path(cfg.data), workers=2))
+    ranks = [loader(data_cfg(Path(cfg.data), workers=1), rank=r, world=2, batch=3) for r in range(2)]
+    try:
+        assert same(global_steps([two_workers], 12), ref[:12])
+        assert same(global_steps(ranks, 12), ref[:12])
+    finally:
+        for ld in (two_workers, *ranks):
+            ld.close()
+
+
+def test_resume_exactly_on_the_same_and_another_layout(reference):
+    cfg, ref = reference
+    ranks = [loader(cfg, rank=r, world=2) for r in range(2)]
+    global_steps(ranks, 10)
+    saved = merge_states([ld.state_dict() for ld in ranks])
+    for ld in ranks:
+        ld.close()
+    one = loader(cfg)
+    one.load_state_dict(saved)
+    again = [loader(cfg, rank=r, world=2) for r in range(2)]
+    for ld in again:
+        ld.load_state_dict(saved)
+    try:
+        assert same(global_steps([one], 8), ref[10:18])
+        assert same(global_steps(again, 8), ref[10:18])
+    finally:
+        for ld in (one, *again):
+            ld.close()
+
+
+def test_a_small_source_starts_its_next_epoch_while_the_others_go_on(reference):
+    cfg, _ = reference
+    ld = loader(cfg)
+    seen: dict[tuple[str, int], Counter] = defaultdict(Counter)
+    try:
+        for _ in range(40):
+            step = ld.next_step()
+            for e, doc, src in step.docs:
+                seen[src, e][doc] += 1
+        epochs = ld.source_epochs()
+        state = ld.state_dict()
+    finally:
+        ld.close()
+    assert epochs["small"] >= 1 and epochs["big"] == 0 and epochs["mid"] == 0, epochs
+    small = [f"doc{i}" for i in range(5, 30)]  # the first 5 are its validation documents
+    assert sorted(seen["small", 0]) == sorted(small) and set(seen["small", 0].values()) == {1}
+    assert seen["small", 1] and set(seen["small", 1].values()) == {1} and set(seen["small", 1]) <= set(small)
+    saved = [s for s in state["streams"] if s]
+    assert max(s["sources"][2]["epoch"] for s in saved) == epochs["small"]  # saved with the loader's state
+
+
+def test_max_epochs_drops_a_source_and_renormalises(mixdir, reference):
+    cfg = data_cfg(mixture_file(mixdir, "capped", small={"max_epochs": 1}))
+    ld = loader(cfg)
+    try:
+        steps = global_steps([ld], 30)
+        dropped = ld.dropped_sources()
+        mid_state = ld.state_dict()
+        tail = global_steps([ld], 10)
+    finally:
+        ld.close()
+    assert dropped == {"small"} and all(s["dropped"][2] for s in mid_state["streams"])
+    assert same(steps[:5], reference[1][:5])  # the same stream until the drop
+    last = [s for _, ss in tail for s in ss]  # every stream has dropped it (streams end their epochs apart)
+    assert "small" not in last and abs(Counter(last)["big"] / len(last) - 0.5 / 0.8) < 0.03
+    assert "small" in [s for _, ss in steps[:10] for s in ss]
+    resumed = loader(cfg)
+    resumed.load_state_dict(mid_state)
+    try:
+        assert same(global_steps([resumed], 10), tail) and resumed.dropped_sources() == {"small"}
+    finally:
+        resumed.close()
+
+
+def test_a_changed_mixture_is_refused_naming_what_changed(mixdir, reference):
+    cfg, _ = reference
+    ld = loader(cfg)
+    state = ld.state_dict()
+    other = loader(data_cfg(mixture_file(mixdir, "capped2", small={"max_epochs": 2})))
+    with pytest.raises(UserError, match=r"max_epochs of source small: saved 0, now 2"):
+        other.load_state_dict(state)
+    single = loader(DataConfig(data=str(mixdir / "big.jsonl"), seq_len=SEQ, shuffle_buffer=64, block_buffer=64,
+                               num_workers=0, streams=ld.streams, val_docs=10))
+    with pytest.raises(UserError, match=r"data: saved 'mixture', now '.*big.jsonl'.*mixture sources: saved"):
+        single.load_state_dict(state)
