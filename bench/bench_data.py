@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 
 def rss_mb() -> float:
@@ -42,6 +41,9 @@ def rss_mb() -> float:
 
 
 def main() -> None:
+    # here, not at import: bench_streams.py imports rss_mb from this file in children that import the code under
+    # test from their own PYTHONPATH
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=4)
     # ~4 KB / ~1000 tokens per document on average, like FineWeb-Edu

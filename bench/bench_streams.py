@@ -33,18 +33,11 @@ sys.path[:0] = [] if "--child" in sys.argv else [str(ROOT)]
 sys.path.append(str(ROOT / "tests"))
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def child(args) -> None:
     """One case: build the loader, run ``args.steps`` steps, print JSON; "mid" on stdout at half way."""
     import resource
 
+    from bench_data import rss_mb  # bench/, the script's directory, is on sys.path
     from hubserver import DEFAULT_REPO
 
     from gpt2stream.config import DataConfig

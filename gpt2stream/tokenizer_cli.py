@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     src = p.add_argument_group("data (same sources as model training)")
     src.add_argument("--data", default="HuggingFaceFW/fineweb-edu",
-                     help="Hub dataset id, or local parquet/jsonl/txt file, directory or glob (default: %(default)s)")
+                     help="Hub dataset id, local parquet/jsonl/txt file, directory or glob, or a mixture (mix.yaml or "
+                          "'DATA@W,DATA@W': sources sampled by weight) (default: %(default)s)")
     src.add_argument("--data-config", default="sample-10BT", help="Hub dataset config (default: %(default)s)")
     src.add_argument("--split", default="train", help="Hub split (default: %(default)s)")
     src.add_argument("--text-column", default="text", help="column/key holding the text (default: %(default)s)")
@@ -123,19 +124,28 @@ def _main(argv: list[str] | None) -> None:
     check_args(args)  # before reading any data: a bad flag should not cost a download
 
     from gpt2stream.data import iter_documents
+    from gpt2stream.data.mixdocs import MixtureDocuments
+    from gpt2stream.data.mixture import describe, entries, resolve
 
     # val_docs=0: the tokenizer reads from the first document (the model's held-out set is not special here)
-    data_cfg = DataConfig(data=args.data, data_config=args.data_config, split=args.split,
-                          text_column=args.text_column, txt_docs=args.txt_docs, val_docs=0)
+    data_cfg = resolve(DataConfig(data=args.data, data_config=args.data_config, split=args.split,
+                                  text_column=args.text_column, txt_docs=args.txt_docs, val_docs=0))
     progress = Progress(sys.stderr, interval=1.0, enabled=not args.quiet)
-    if args.max_docs is None and args.max_chars is None and not _looks_local(args.data):
-        print(f"note: no --max-chars or --max-docs: reading all of {args.data} (Ctrl-C to stop)", file=sys.stderr)
+    mix = entries(data_cfg)
+    if mix and not args.quiet:
+        print(describe(mix), file=sys.stderr)
+    remote = [e.data for e in mix if not _looks_local(e.data)] if mix else [args.data] * (not _looks_local(args.data))
+    if args.max_docs is None and args.max_chars is None and remote:
+        print(f"note: no --max-chars or --max-docs: reading all of {', '.join(remote)} (Ctrl-C to stop)",
+              file=sys.stderr)
     start = time.perf_counter()
     docs = iter_documents(data_cfg, max_docs=args.max_docs, max_chars=args.max_chars)
     workers = args.workers if args.workers is not None else default_workers()
     tok = train_bpe(docs, args.vocab_size, pattern=args.pattern, workers=workers, progress=progress)
     tok.save(args.out)
     skipped = f", {docs.skipped} unusable skipped" if docs.skipped else ""
+    if isinstance(docs, MixtureDocuments):
+        skipped += f" (characters: {docs.shares()})"
     print(
         f"wrote {args.out}: {tok.n_vocab} tokens ({args.pattern} split) from {human(docs.docs)} documents, "
         f"{human(docs.chars)} chars{skipped}, in {time.perf_counter() - start:.1f}s",

@@ -4,10 +4,18 @@ of filling a buffer at once when the last one runs out (the reference below, the
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from gpt2stream.config import DataConfig
+from gpt2stream.data import TrainLoader
 from gpt2stream.data.blockbuffer import BufferedStream
+from gpt2stream.data.dataset import FIRST_BATCH, batch_spans
 from gpt2stream.data.shuffle import block_order
 
 
@@ -85,3 +93,43 @@ def test_the_next_buffer_fills_a_share_per_block_not_all_at_once():
         pulls.append(FakeReader.pulled - before)
     gen.close()
     assert max(pulls) <= 2 and sum(pulls) == 64 * 5  # before: 64 blocks at once every 64th block, else none
+
+
+class CountingTokenizer:
+    """Texts "doc-<n> ..." -> the single token n+1 (eot 0), counting the documents encoded."""
+
+    eot_id = 0
+    identity = "test:ids"
+
+    def __init__(self) -> None:
+        self.encoded = 0
+        self.lock = threading.Lock()
+
+    def encode_ordinary(self, text):
+        with self.lock:
+            self.encoded += 1
+        return [int(text.split()[0][4:]) + 1]
+
+    def encode_ordinary_batch(self, texts, num_threads=8):
+        return [self.encode_ordinary(t) for t in texts]
+
+
+def test_the_next_windows_first_tokenizer_batch_is_ready_before_the_stream_reaches_it(tmp_path):
+    """The stall of every window's start: its first tokenizer batch is tokenized with the window's read, while
+    the window before is still handed out, and no more than that runs ahead."""
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"text": [f"doc-{i} words" for i in range(300)], "id": [str(i) for i in range(300)]}),
+                   path, row_group_size=300)
+    tok = CountingTokenizer()
+    window = 100  # batches of window 0: 64 + 36 documents; window 1's first batch: FIRST_BATCH
+    cfg = DataConfig(data=str(path), seq_len=1, shuffle_buffer=window, block_buffer=1, num_workers=0, val_docs=0)
+    loader = TrainLoader(cfg, batch_size=1, tokenizer=tok, seed=0)
+    next(loader)  # one document of window 0 handed out; the consumer stops here
+    deadline = time.monotonic() + 20
+    while tok.encoded < window + FIRST_BATCH and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert tok.encoded == window + FIRST_BATCH  # before: 100, the next window waited for the consumer
+    loader.close()
+    assert batch_spans(0, 1000) == [(0, 64), (64, 192), (192, 448), (448, 960), (960, 1000)]
+    assert batch_spans(70, 100) == [(70, 100)]  # a resumed window starts at its saved position

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import math
 import subprocess
@@ -16,28 +17,41 @@ import torch
 
 from config import PRESETS
 from gpt2stream import distributed as D
-from gpt2stream.config import load_config
-from gpt2stream.data import val_batches
+from gpt2stream.checkpoint import find_latest
+from gpt2stream.config import load_config, resolve_vocab
+from gpt2stream.data import TrainLoader, val_batches
+from gpt2stream.data.doclog import read_log
 from gpt2stream.data.mixture import resolve
 from gpt2stream.data.mixval import has_validation, mixture_val_batches
 from gpt2stream.data.open import open_data
-from gpt2stream.train.build import build_model
+from gpt2stream.errors import UserError
+from gpt2stream.metrics import read_metrics
+from gpt2stream.train.build import build_model, check_settings
 from gpt2stream.train.evaluate import val_line, validation
-from tests.test_train_common import TINY, env, make_jsonl
+from tests.test_train_common import RUN_TRAIN, TINY, env, make_jsonl, run
 from tokenizer import load_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+HELD = {"web": 90, "code": 60}  # each source's val_docs: its first rows (ids <name>0, <name>1, ...)
 
 
 @pytest.fixture(scope="module")
 def mix_files(tmp_path_factory) -> dict[str, Path]:
     """Two local jsonl sources of different texts, and a mixture file over them (different val_docs each)."""
     d = tmp_path_factory.mktemp("mixval")
-    a, b = make_jsonl(d / "web.jsonl", 300, seed=1), make_jsonl(d / "code.jsonl", 200, seed=2)
+    a, b = (prefixed(make_jsonl(d / f"{name}.jsonl", n, seed=seed), name)
+            for name, n, seed in (("web", 300, 1), ("code", 200, 2)))
     mix = d / "mix.yaml"
-    mix.write_text(f"sources:\n  - data: {a}\n    weight: 3\n    val_docs: 30\n"
-                   f"  - data: {b}\n    weight: 1\n    val_docs: 12\n")
+    mix.write_text(f"sources:\n  - data: {a}\n    weight: 3\n    val_docs: {HELD['web']}\n"
+                   f"  - data: {b}\n    weight: 1\n    val_docs: {HELD['code']}\n")
     return {"web": a, "code": b, "mix": mix}
+
+
+def prefixed(path: Path, prefix: str) -> Path:
+    """The jsonl with its ids "doc<i>" renamed "<prefix><i>" (ids unique across the sources)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "id": prefix + r["id"][3:]}) + "\n" for r in rows))
+    return path
 
 
 def mixture_cfg(mix: Path, *extra: str):
@@ -60,10 +74,21 @@ def test_each_source_validates_on_its_own_held_out_documents(mix_files):
         alone = val_batches(e.data_cfg(cfg.data), 4, tok, num_tokens=256, source=src)
         assert blocks(got[e.name]) == blocks(alone) and len(blocks(alone)) == 8  # 256 tokens / seq_len 32
     assert blocks(got["web"]) != blocks(got["code"])
-    # the held-out rows are the source's own first val_docs rows (the ones its training plan skips)
-    plan = mix.sources[1].plan(12, 1)
-    assert [r.doc_id for r in mix.sources[1].read_val(plan)] == [f"doc{i}" for i in range(12)]
     assert has_validation(cfg.data)
+
+
+def test_the_training_plan_of_each_source_skips_exactly_its_held_out_rows(mix_files):
+    """By construction: the mixture's TrainLoader plans each source with that source's val_docs, and validation
+    reads the rows that plan holds out."""
+    cfg = mixture_cfg(mix_files["mix"])
+    mix = open_data(cfg.data)
+    loader = TrainLoader(cfg.data, 4, load_tokenizer("gpt2"), total_batch_size=256, source=mix)
+    for e, src, plan in zip(mix.entries, mix.sources, loader.plans, strict=True):
+        held = [r.doc_id for r in src.read_val(src.plan(e.val_docs, 1))]
+        assert held == [f"{e.name}{i}" for i in range(HELD[e.name])]
+        trained = [r.doc_id for u in plan.units for r in src.read_unit(u)]
+        n = {"web": 300, "code": 200}[e.name]
+        assert sorted(trained + held) == sorted(f"{e.name}{i}" for i in range(n)) and not set(trained) & set(held)
 
 
 @pytest.mark.parametrize("world", [2, 3])
@@ -90,6 +115,12 @@ def test_a_source_without_val_docs_has_no_batches(tmp_path, mix_files):
     assert has_validation(cfg.data)
     none = dataclasses.replace(cfg.data, mixture=[{**d, "val_docs": 0} for d in cfg.data.mixture])
     assert not has_validation(none)
+    # the plateau schedule judges the weighted validation loss: it needs one source that holds documents out
+    plateau = dataclasses.replace(resolve_vocab(cfg, 50257), train=dataclasses.replace(cfg.train, schedule="plateau"),
+                                  eval=dataclasses.replace(cfg.eval, eval_every=2))
+    check_settings(plateau, load_tokenizer("gpt2"))
+    with pytest.raises(UserError, match="needs --val-docs > 0"):
+        check_settings(dataclasses.replace(plateau, data=none), load_tokenizer("gpt2"))
 
 
 def test_validation_reports_each_source_and_the_weighted_total(mix_files):
@@ -129,11 +160,10 @@ def fake_run(path: Path) -> Path:
 
 
 def test_report_and_plot_show_each_source(tmp_path):
+    from gpt2stream.report import load_run, render
+
     run = fake_run(tmp_path / "run")
-    p = subprocess.run([sys.executable, "-m", "gpt2stream.report", str(run)], capture_output=True, text=True,
-                       env=env(), cwd=ROOT, timeout=120)
-    assert p.returncode == 0, p.stderr
-    lines = p.stdout.splitlines()
+    lines = render(load_run(run)).splitlines()
     total = next(ln for ln in lines if ln.startswith("validation"))
     assert total.startswith("validation (weighted by the mixture): best loss 3.9250 at step 4")
     web = next(ln for ln in lines if ln.lstrip().startswith("web "))
@@ -156,3 +186,127 @@ def test_report_and_plot_show_each_source(tmp_path):
     assert curves == {"validation (weighted)": [4.25, 3.925], "val web": [4.0, 3.5], "val code": [5.0, 5.2]}
     assert math.isclose(curves["validation (weighted)"][0], 0.75 * 4.0 + 0.25 * 5.0)
     assert plot_metrics(read_metrics(run / "metrics.jsonl"), run / "loss_plot.png").stat().st_size > 0
+
+
+# -- end to end: run_train.py on a mixture, 1 process and torchrun 2 -------------------------------------------------
+
+RUN_FLAGS = ["--max-steps", "4", "--eval-every", "2", "--save-every", "4", "--log-docs", "--num-workers", "0",
+             "--schedule", "plateau"]
+
+
+@pytest.fixture(scope="module")
+def mix_runs(mix_files, tmp_path_factory) -> dict[str, Path]:
+    """The same 4-step mixture run on 1 process (with TensorBoard, and W&B offline where it is installed: the dev
+    extra CI installs) and on torchrun 2 processes."""
+    d = tmp_path_factory.mktemp("mixruns")
+    common = [*TINY, "--data", str(mix_files["mix"]), *RUN_FLAGS]
+    e = {k: v for k, v in env().items() if k != "WANDB_DIR"}
+    e.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    wandb = ["--wandb", "gpt2stream-test"] if importlib.util.find_spec("wandb") else []
+    p = subprocess.run([sys.executable, RUN_TRAIN, *common, "--out-dir", str(d / "one"), "--tensorboard", *wandb],
+                       capture_output=True, text=True, env=e, timeout=300, cwd=d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    run([*common, "--out-dir", str(d / "two")], nproc=2)
+    return {"one": d / "one", "two": d / "two"}
+
+
+def val_records(run_dir: Path) -> list[dict]:
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if "val_loss" in r]
+
+
+@pytest.mark.slow
+def test_metrics_have_each_source_and_the_weighted_total(mix_runs):
+    recs = val_records(mix_runs["one"])
+    assert [r["step"] for r in recs] == [2, 4]
+    for r in recs:
+        assert set(r) == {"step", "val_loss", "val_bpb", "val/web", "val/web/bpb", "val/code", "val/code/bpb"}
+        assert r["val_loss"] == pytest.approx(0.75 * r["val/web"] + 0.25 * r["val/code"], abs=1e-9)
+        assert r["val_bpb"] == pytest.approx(0.75 * r["val/web/bpb"] + 0.25 * r["val/code/bpb"], abs=1e-9)
+    log = (mix_runs["one"] / "train.log").read_text()
+    for r in recs:
+        assert val_line(r["step"], r) in log
+    # the plateau schedule watched the weighted total
+    _, ckpt = find_latest(mix_runs["one"])
+    assert ckpt["schedule"]["recent"] == pytest.approx([r["val_loss"] for r in recs], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_held_out_documents_of_each_source_are_never_trained_on(mix_runs, mix_files):
+    trained = {i for r in read_log(mix_runs["one"]) for i in r["ids"]}
+    trained_two = {i for r in read_log(mix_runs["two"]) for i in r["ids"]}
+    assert trained == trained_two
+    for name, held in HELD.items():
+        assert not trained & {f"{name}{i}" for i in range(held)}, name
+        assert any(i.startswith(name) for i in trained), name  # the source is trained on
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_validation_as_one(mix_runs):
+    one, two = val_records(mix_runs["one"]), val_records(mix_runs["two"])
+    assert [r["step"] for r in two] == [r["step"] for r in one] and set(two[0]) == set(one[0])
+    for a, b in zip(one, two, strict=True):
+        for k in a:
+            assert b[k] == pytest.approx(a[k], abs=1e-5), (a["step"], k)
+
+
+@pytest.mark.slow
+def test_wandb_gets_each_source(mix_runs):
+    pytest.importorskip("wandb")  # dev extra: CI installs it, so this never skips there
+    from tests.test_tracking import wandb_run
+
+    files = sorted((mix_runs["one"] / "wandb").glob("offline-run-*/run-*.wandb"))
+    history = [r for r in wandb_run(files[0])["history"] if "val_loss" in r]
+    for key in ("val_loss", "val_bpb", "val/web", "val/web/bpb", "val/code", "val/code/bpb"):
+        assert [r[key] for r in history] == pytest.approx([r[key] for r in val_records(mix_runs["one"])]), key
+
+
+@pytest.mark.slow
+def test_tensorboard_plot_and_report_show_each_source(mix_runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = mix_runs["one"]
+    recs = val_records(out)
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    acc.Reload()
+    for key in ("val_loss", "val/web", "val/web/bpb", "val/code", "val/code/bpb"):
+        assert [ev.value for ev in acc.Scalars(key)] == pytest.approx([r[key] for r in recs], rel=1e-6), key
+    assert (out / "loss_plot.png").stat().st_size > 0
+    p = subprocess.run([sys.executable, "-m", "gpt2stream.report", str(out)], capture_output=True, text=True,
+                       env=env(), cwd=ROOT, timeout=120)
+    assert p.returncode == 0, p.stderr
+    for name in ("web", "code"):
+        last = recs[-1]
+        line = next(ln for ln in p.stdout.splitlines() if ln.lstrip().startswith(name + " "))
+        assert f"last {last[f'val/{name}']:.4f} at step 4, val_bpb {last[f'val/{name}/bpb']:.4f}" in line
+
+
+@pytest.mark.slow
+def test_hub_sources_validate_each_on_its_own_text_column(hub_repo, tmp_path, monkeypatch):
+    """Against the test Hub server: two Hub datasets with different text columns and a local jsonl, through
+    run_train.py; every source's validation is present and the code source's held-out blocks are its `content`."""
+    from gpt2stream.data.hub import signed
+    from tests.hubserver import DEFAULT_REPO, HubServer
+    from tests.test_mixture_hub import CODE_REPO, build_code_repo
+
+    code = build_code_repo(tmp_path / "code", hub_repo)
+    mine = prefixed(make_jsonl(tmp_path / "mine.jsonl", 200, seed=3), "mine")
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"sources:\n  - data: {DEFAULT_REPO}\n    name: web\n    config: sample-10BT\n    weight: 0.5\n"
+                   f"  - data: {CODE_REPO}\n    name: code\n    config: default\n    text_column: content\n"
+                   f"    weight: 0.3\n  - data: {mine}\n    weight: 0.2\n")
+    monkeypatch.setattr(signed, "TARGETS", {})
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: code}, redirect_data=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        run([*TINY, "--data", str(mix), "--val-docs", "10", "--max-steps", "2", "--eval-every", "2",
+             "--num-workers", "0", "--out-dir", str(tmp_path / "run")])
+        cfg = mixture_cfg(mix, "--val-docs", "10")
+        tok = load_tokenizer("gpt2")
+        val = mixture_val_batches(cfg.data, 4, tok, num_tokens=64)
+    (rec,) = val_records(tmp_path / "run")
+    weights = {"web": 0.5, "code": 0.3, "mine": 0.2}
+    assert set(rec) == {"step", "val_loss", "val_bpb", *(f"val/{n}{b}" for n in weights for b in ("", "/bpb"))}
+    assert rec["val_loss"] == pytest.approx(sum(w * rec[f"val/{n}"] for n, w in weights.items()), abs=1e-9)
+    assert tok.decode(val["code"][0][0][0].tolist()).startswith("def f")  # the content column, held out
+    assert not tok.decode(val["web"][0][0][0].tolist()).startswith("def f")

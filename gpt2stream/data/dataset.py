@@ -7,7 +7,8 @@ position in the window's emission order of the document being packed, and how ma
 as always, reads the next one ahead) and yields exactly the batches the uninterrupted stream would have yielded.
 
 Threads of a reader: the consumer (packing, yielding), a tokenizer pool (one batch of documents ahead) and one
-background thread reading the next window; none of them changes which rows are used or in what order.
+background thread reading the next window and submitting its first tokenizer batch; none of them changes which rows
+are used or in what order.
 """
 
 from __future__ import annotations
@@ -34,6 +35,22 @@ from tokenizer import Tokenizer
 EMPTY_EPOCHS_LIMIT = 5
 STOP_WAIT = 30.0  # seconds close() waits for a read in progress (one unit; longer only if the network is dead)
 TOKENIZE_BATCH = 512  # documents tokenized together (spread over the pool): keeps it busy, stays lazy enough
+FIRST_BATCH = 64  # documents in a window's first tokenizer batch, tokenized as soon as the window is read
+
+
+def batch_spans(start: int, n: int) -> list[tuple[int, int]]:
+    """The emission ranges [a, b) of a window's tokenizer batches, from position ``start`` of its ``n`` documents:
+    FIRST_BATCH, then doubling up to TOKENIZE_BATCH. The first batch is tokenized with the window's read (ahead), so
+    it stays small in memory; each next one, twice the one before, is tokenized while that one is packed.
+
+    >>> batch_spans(0, 1000)
+    [(0, 64), (64, 192), (192, 448), (448, 960), (960, 1000)]
+    """
+    out, a, size = [], start, FIRST_BATCH
+    while a < n:
+        out.append((a, min(n, a + size)))
+        a, size = a + size, min(TOKENIZE_BATCH, 2 * size)
+    return out
 
 
 def tokenizer_threads(workers_per_rank: int) -> int:
@@ -223,9 +240,23 @@ class ReaderStream:
         order = epoch_order(len(self.units), self.seed, epoch, self.shuffle_units)
         return [self.units[k] for k in reader_units(order, self.reader, self.num_readers)]
 
-    def read_window(self, mine: list[Unit], cursor: int, row: int) -> Future:
-        """The window at (cursor, row) of ``mine``, read in the background thread: (rows, next cursor, next row)."""
-        return self._background.submit(self._windows.read, mine, cursor, row)
+    def read_window(self, mine: list[Unit], cursor: int, row: int, epoch: int, window: int, start: int) -> Future:
+        """Window number ``window`` of ``epoch``, at (cursor, row) of ``mine``, read in the background thread, which
+        then submits its first tokenizer batch (from emission position ``start``) at once: a stream reaching the
+        window finds those tokens ready instead of waiting for them (the stall of every window's start before).
+        The future's result: ([(picked, usable texts)] per batch, the first batch's futures, rows, next cursor,
+        next row)."""
+        return self._background.submit(self._read_window, mine, cursor, row, epoch, window, start)
+
+    def _read_window(self, mine: list[Unit], cursor: int, row: int, epoch: int, window: int, start: int) -> tuple:
+        rows, cursor, row = self._windows.read(mine, cursor, row)
+        emit = window_order(len(rows), self.shuffle_buffer, self.seed, epoch, self.reader, window)
+        batches = []
+        for a, b in batch_spans(start, len(emit)):
+            picked = [(a + k, rows[i].text, rows[i].doc_id) for k, i in enumerate(emit[a:b])]
+            batches.append((picked, [t for _, t, _ in picked if usable(t)]))
+        first = self._submit(batches[0][1]) if batches else []
+        return batches, first, len(rows), cursor, row
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the list -> array conversion of one
@@ -240,19 +271,14 @@ class ReaderStream:
         return out
 
     def _submit(self, texts: list[str]) -> list[Future]:
-        if self._tok_pool is None:
-            self._tok_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+        assert self._tok_pool is not None  # made before the first read (_batches): reads submit from their thread
         step = max(1, -(-len(texts) // (4 * self.threads)))
         return [self._tok_pool.submit(self._encode, texts[i : i + step]) for i in range(0, len(texts), step)]
 
-    def _encoded(self, rows: list[Row], emit: list[int], start: int):
-        """(picked, iterator of token arrays of the usable ones) per TOKENIZE_BATCH documents of the window, from
-        emission position ``start``; the next batch is already being tokenized while this one is packed."""
-        batches = []
-        for c in range(start, len(emit), TOKENIZE_BATCH):
-            picked = [(c + k, rows[i].text, rows[i].doc_id) for k, i in enumerate(emit[c : c + TOKENIZE_BATCH])]
-            batches.append((picked, [t for _, t, _ in picked if usable(t)]))
-        ahead = self._submit(batches[0][1]) if batches else []
+    def _encoded(self, batches: list[tuple[list, list[str]]], first: list[Future]):
+        """(picked, iterator of token arrays of the usable ones) per tokenizer batch of a window; the first batch's
+        tokens were submitted with the read, and the next batch is already being tokenized while one is packed."""
+        ahead = first
         for k, (picked, _good) in enumerate(batches):
             current = ahead
             ahead = self._submit(batches[k + 1][1]) if k + 1 < len(batches) else []
@@ -280,18 +306,19 @@ class ReaderStream:
         whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
         used = empty_epochs = 0
         mine = self._mine(st["epoch"])
-        pending = self.read_window(mine, st["cursor"], st["row"])
+        if self._tok_pool is None:
+            self._tok_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+        pending = self.read_window(mine, st["cursor"], st["row"], st["epoch"], st["window"], resume_pos)
         while True:  # windows
-            rows, next_cursor, next_row = pending.result()
-            # Read the next window while this one is tokenized; after the last window of the epoch, that is the
-            # first window of the next epoch. Reading ahead changes nothing in which rows are used, or how.
-            epoch_ends = next_cursor >= len(mine) or not rows
+            batches, first, n_rows, next_cursor, next_row = pending.result()
+            # Read the next window (and tokenize its first batch) while this one is tokenized; after the last window
+            # of the epoch, that is the first window of the next epoch. Reading ahead changes nothing in which rows
+            # are used, or how.
+            epoch_ends = next_cursor >= len(mine) or not n_rows
             next_mine = self._mine(st["epoch"] + 1) if epoch_ends else mine
-            pending = self.read_window(next_mine, 0, 0) if epoch_ends else self.read_window(mine, next_cursor,
-                                                                                            next_row)
-            emit = window_order(len(rows), self.shuffle_buffer, self.seed, st["epoch"], self.reader,
-                                st["window"])
-            for picked, encoded in self._encoded(rows, emit, resume_pos):
+            pending = (self.read_window(next_mine, 0, 0, st["epoch"] + 1, 0, 0) if epoch_ends else
+                       self.read_window(mine, next_cursor, next_row, st["epoch"], st["window"] + 1, 0))
+            for picked, encoded in self._encoded(batches, first):
                 for pos, text, doc_id in picked:  # in order, so the counters in each state are exact
                     if not usable(text):
                         st["skipped"] += 1
@@ -311,7 +338,6 @@ class ReaderStream:
                         here = [(e, d) for off, e, d in starts if off < cut]
                         starts = [(off - cut, e, d) for off, e, d in starts if off >= cut]
                         yield block, dict(st), here
-            resume_pos = 0
             if not epoch_ends:
                 st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)
                 continue

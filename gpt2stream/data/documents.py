@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from gpt2stream.config import DataConfig
+from gpt2stream.data.mixdocs import MixtureDocuments
 from gpt2stream.data.open import open_source
 from gpt2stream.data.sources import usable
 
@@ -51,6 +52,10 @@ class DocumentIterator:
         return next(self._gen)
 
 
-def iter_documents(data_cfg: DataConfig, max_docs: int | None = None, max_chars: int | None = None) -> DocumentIterator:
-    """Texts from the same sources as training (Hub or local), skipping unusable ones with a count (``.skipped``)."""
+def iter_documents(data_cfg: DataConfig, max_docs: int | None = None, max_chars: int | None = None
+                   ) -> DocumentIterator | MixtureDocuments:
+    """Texts from the same sources as training (Hub or local), skipping unusable ones with a count (``.skipped``);
+    a mixture's sources interleaved by weight (mixdocs.py)."""
+    if data_cfg.mixture:
+        return MixtureDocuments(data_cfg, max_docs, max_chars)
     return DocumentIterator(data_cfg, max_docs, max_chars)

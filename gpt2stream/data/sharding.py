@@ -11,7 +11,7 @@ disjoint and together hold every unit exactly once, and no reader reads a unit i
 
 from __future__ import annotations
 
-import numpy as np
+from numpy.random import default_rng  # by name: see shuffle.py
 
 from gpt2stream.errors import UserError
 
@@ -40,7 +40,7 @@ def epoch_order(num_units: int, seed: int, epoch: int, shuffle: bool = True) -> 
     """The order in which the units are dealt out in this epoch (same for every reader)."""
     if not shuffle:
         return list(range(num_units))
-    rng = np.random.default_rng([_ORDER_SALT, seed, epoch])
+    rng = default_rng([_ORDER_SALT, seed, epoch])
     return rng.permutation(num_units).tolist()
 
 
