@@ -80,18 +80,20 @@ def loader(cfg: DataConfig, rank: int = 0, world: int = 1, batch: int = 4) -> Tr
 
 def global_steps(loaders: list[TrainLoader], n: int) -> list[tuple[torch.Tensor, list[str]]]:
     """n steps of the job: (every block in global step order, their sources), from one loader per rank."""
-    out = []
-    for _ in range(n):
-        rows: dict[int, tuple[torch.Tensor, str]] = {}
-        for ld in loaders:
-            step = ld.next_step()
-            x = torch.cat([m[0] for m in step.micro])
-            for (i, c), row, src in zip(ld.order, x, ld.last_sources, strict=True):
-                rows[i * ld.streams + c] = (row, src)
-        js = sorted(rows)
-        assert js == list(range(BLOCKS))
-        out.append((torch.stack([rows[j][0] for j in js]), [rows[j][1] for j in js]))
-    return out
+    return [global_steps_of(loaders, BLOCKS) for _ in range(n)]
+
+
+def global_steps_of(loaders: list[TrainLoader], blocks: int) -> tuple[torch.Tensor, list[str]]:
+    """The job's next step: every block in global step order, and their sources."""
+    rows: dict[int, tuple[torch.Tensor, str]] = {}
+    for ld in loaders:
+        step = ld.next_step()
+        x = torch.cat([m[0] for m in step.micro])
+        for (i, c), row, src in zip(ld.order, x, ld.last_sources, strict=True):
+            rows[i * ld.streams + c] = (row, src)
+    js = sorted(rows)
+    assert js == list(range(blocks))
+    return torch.stack([rows[j][0] for j in js]), [rows[j][1] for j in js]
 
 
 def same(a: list, b: list) -> bool:
@@ -128,6 +130,34 @@ def test_same_batches_on_every_layout(reference):
         assert same(global_steps(ranks, 12), ref[:12])
     finally:
         for ld in (two_workers, *ranks):
+            ld.close()
+
+
+def test_many_streams_keep_each_sources_partly_read_units_apart(tmp_path):
+    """A rank with more than 16 streams keeps partly read units on disk (unitspill.py): one file per stream and
+    source. The same blocks as 2 ranks of 16 streams each, which keep them in memory."""
+    from gpt2stream.data.unitspill import SPILL_ABOVE
+
+    for n in ("a", "b"):
+        make_jsonl(tmp_path / f"{n}.jsonl", n_docs=400, seed=ord(n))
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"sources": [{"data": str(tmp_path / "a.jsonl"), "weight": 0.6},
+                                           {"data": str(tmp_path / "b.jsonl"), "weight": 0.4}]}))
+    cfg = resolve(DataConfig(data=str(mix), seq_len=SEQ, shuffle_buffer=64, block_buffer=32, num_workers=0,
+                             streams=32, val_docs=10))
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    one = TrainLoader(cfg, batch_size=8, tokenizer=tok, seed=2, total_batch_size=SEQ * 32)
+    two = [TrainLoader(cfg, batch_size=8, tokenizer=tok, rank=r, world_size=2, seed=2, total_batch_size=SEQ * 32)
+           for r in range(2)]
+    assert len(one.mine) > SPILL_ABOVE >= len(two[0].mine)
+    try:
+        for _ in range(30):  # ~8 shuffle windows of 2 documents a stream and source: across units
+            a, b = global_steps_of([one], 32), global_steps_of(two, 32)
+            assert a[0].equal(b[0]) and a[1] == b[1]
+    finally:
+        for ld in (one, *two):
             ld.close()
 
 
