@@ -331,3 +331,63 @@ def test_train_small_source_repeats_then_max_epochs_drops_it(tmp_path):
     assert all(blocks[s]["tiny"] == 0 for s in blocks if s > drop_step) and blocks[drop_step + 1]["big"] == 8
     state = final_state(out)["ranks"][0]["loader"]["streams"][0]
     assert state["dropped"] == [False, True] and state["sources"][1]["epoch"] == 1
+
+
+# -- Hub sources (tests/hubserver.py) ---------------------------------------------------------------------------
+
+@pytest.fixture
+def hub_mixture(hub_repo, tmp_path, monkeypatch) -> Path:
+    """Two Hub datasets with different text columns (fineweb ``text``, code ``content``) and a small local jsonl,
+    served by the test Hub server; the mixture file."""
+    from gpt2stream.data.hub import signed
+    from tests.hubserver import DEFAULT_REPO, HubServer
+    from tests.test_mixture_hub import CODE_REPO, build_code_repo
+
+    code = build_code_repo(tmp_path / "code", hub_repo)
+    mine = make_jsonl(tmp_path / "mine.jsonl", n_docs=30, seed=9)
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"sources": [
+        {"data": DEFAULT_REPO, "name": "web", "config": "sample-10BT", "weight": 0.5},
+        {"data": CODE_REPO, "name": "code", "config": "default", "text_column": "content", "weight": 0.3},
+        {"data": str(mine), "name": "mine", "weight": 0.2}]}))
+    monkeypatch.setattr(signed, "TARGETS", {})
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: code}, redirect_data=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield mix
+
+
+def test_hub_sources_same_blocks_on_two_ranks_exact_resume_and_a_repeated_source(hub_mixture):
+    from gpt2stream.data.open import open_mixture
+
+    cfg = resolve(DataConfig(data=str(hub_mixture), seq_len=SEQ, shuffle_buffer=64, block_buffer=64, val_docs=5,
+                             num_workers=0, max_retries=2, request_timeout=10))
+    source = open_mixture(cfg)  # opened once, as the job does, shared by the ranks' loaders
+
+    def make(rank: int, world: int, workers: int) -> TrainLoader:
+        from tokenizer import load_tokenizer
+
+        c = DataConfig(**{**cfg.__dict__, "num_workers": workers})
+        return TrainLoader(c, batch_size=4, tokenizer=load_tokenizer("gpt2"), rank=rank, world_size=world, seed=5,
+                           total_batch_size=SEQ * BLOCKS, source=source)
+
+    one = make(0, 1, 0)
+    ranks = [make(r, 2, 1) for r in range(2)]
+    try:
+        ref = global_steps([one], 30)
+        assert same(global_steps(ranks, 12), ref[:12])
+        saved = merge_states([ld.state_dict() for ld in ranks])
+        epochs = one.source_epochs()
+    finally:
+        for ld in (one, *ranks):
+            ld.close()
+    sources = Counter(s for _, ss in ref for s in ss)
+    assert all(abs(sources[n] / (30 * BLOCKS) - w) < 0.02 for n, w in (("web", 0.5), ("code", 0.3), ("mine", 0.2)))
+    assert epochs["mine"] >= 1 and epochs["web"] == epochs["code"] == 0, epochs  # the small local source repeats
+    again = make(0, 1, 2)
+    again.load_state_dict(saved)
+    try:
+        assert same(global_steps([again], 6), ref[12:18])
+    finally:
+        again.close()
