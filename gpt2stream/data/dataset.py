@@ -29,7 +29,7 @@ from gpt2stream.data.sharding import epoch_order, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.data.sources.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.spec import StreamSpec
-from gpt2stream.data.tokpool import Ahead, TokenizerPool
+from gpt2stream.data.tokpool import Ahead, TokenizerPool, encoder
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer
 
@@ -219,6 +219,7 @@ class ReaderStream:
         self.source = source
         self.units = units
         self.tok = tokenizer
+        self._one = encoder(tokenizer)  # one document's ids (a uint32 array from tiktoken)
         self.eot = int(tokenizer.eot_id)
         self.rows = rows
         self.block_len = spec.seq_len + 1
@@ -263,12 +264,12 @@ class ReaderStream:
         return batches, first, len(rows), cursor, row
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the list -> array conversion of one
+        """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the copy into int32 arrays of one
         slice overlaps the encoding of the others. This pool is the batch encoder: encode_ordinary per document
         is what encode_ordinary_batch runs in its threads, minus a new pool and a future per document each call
         (~10% of the CPU time); tokenizers without encode_ordinary get encode_ordinary_batch."""
         t0 = time.perf_counter()
-        one = getattr(self.tok, "encode_ordinary", None)
+        one = self._one
         encoded = [one(t) for t in texts] if one is not None else self.tok.encode_ordinary_batch(texts, num_threads=1)
         out = [doc_tokens(ids, self.eot) for ids in encoded]
         counters.add_tokenized(len(out), sum(len(a) for a in out), time.perf_counter() - t0)

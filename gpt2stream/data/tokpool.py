@@ -1,4 +1,5 @@
-"""A reader's tokenizer threads, and the look-ahead that tokenizes each stream's next window before it is reached.
+"""A reader's tokenizer threads, the encoder they run, and the look-ahead that tokenizes each stream's next window
+before it is reached.
 
 A stream reads its next shuffle window while it hands out the current one; ``Ahead`` then tokenizes that window's
 first batch too, so the stream does not wait for it at the window's start (the stall that remained once the block
@@ -54,3 +55,23 @@ class Ahead:
             if self._texts is not None:
                 self._futures, self._texts = self._submit(self._texts), None
             return self._futures
+
+
+def encoder(tok: Any) -> Callable[[str], Any] | None:
+    """One document's ids, special tokens encoded as text (encode_ordinary), for a tokenizer thread. A tokenizer on
+    tiktoken gives them as one uint32 array (``encode_to_numpy``, the same ids): no list of Python ints to build
+    and then convert to an array, which took ~7% of the pipeline's CPU (bench/bench_data.py). None when the
+    tokenizer has no encode_ordinary (its encode_ordinary_batch is used)."""
+    one = getattr(tok, "encode_ordinary", None)
+    to_numpy = getattr(getattr(tok, "encoding", None), "encode_to_numpy", None)
+    if one is None or to_numpy is None:
+        return one
+    nothing: frozenset[str] = frozenset()
+
+    def encode(text: str) -> Any:
+        try:
+            return to_numpy(text, allowed_special=nothing, disallowed_special=())
+        except UnicodeEncodeError:  # lone surrogates: encode_ordinary replaces them first, as tiktoken does
+            return one(text)
+
+    return encode
