@@ -1,7 +1,8 @@
 """``run_train.py --plan``: what a run will read, send to the Hub, write and hold, before anything is trained.
 
-It opens the data exactly as rank 0 of the job does at start-up (resolution, then every parquet footer) and reads
-the rest from the parquet metadata, the config and the memory model; it trains nothing and writes nothing.
+It opens the data exactly as rank 0 of the job does at start-up (resolution, then every parquet footer; each source
+of a mixture) and reads the rest from the parquet metadata, the config and the memory model; it trains nothing and
+writes nothing. A mixture is planned per source: its revision, files, row groups, tokens and epochs at its weight.
 
 Hub requests: the resolution's api and resolver requests are counted as the plan sends them (the job's rank 0
 sends the same ones), plus one resolver request per file for its footer; every other process of the job receives
@@ -18,7 +19,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpt2stream.config import RunConfig
+from gpt2stream.config import DataConfig, RunConfig
 from gpt2stream.data import counters
 from gpt2stream.data.sources import Source
 from gpt2stream.errors import UserError
@@ -51,6 +52,18 @@ class DataFacts:
 
 
 @dataclass(frozen=True)
+class SourcePlan:
+    """One source of the run as the plan opened it: a mixture's source (``name``, ``weight``) or the run's only one
+    (name "", weight 1)."""
+
+    name: str
+    data: str
+    weight: float
+    max_epochs: int
+    facts: DataFacts
+
+
+@dataclass(frozen=True)
 class Requests:
     startup_api: int
     startup_resolver: int
@@ -78,13 +91,15 @@ def _local_size(f: object) -> int:
     return Path(path).stat().st_size if path and Path(path).is_file() else 0
 
 
-def predict_requests(resolution: counters.Counts, files: int, readers: int, nnodes: int) -> Requests:
-    """The job's api and resolver requests (see the module doc): the resolution as counted, one footer per file."""
+def predict_requests(resolution: counters.Counts, sources: list[SourcePlan], readers: int, nnodes: int) -> Requests:
+    """The job's api and resolver requests (see the module doc): the resolutions as counted, one footer per Hub
+    file; in steady state each Hub source's files being read refresh their signed URLs."""
     api, res = int(resolution.get("net/api", 0)), int(resolution.get("net/resolver", 0))
-    if api == 0 and res == 0:  # local files: the Hub is never asked
+    hub = [s.facts for s in sources if s.facts.revision]  # local files (and a Hub cache) ask the Hub nothing
+    if not hub:
         return Requests(0, 0, 0)
-    reading = min(files, readers)
-    return Requests(api, res + files, math.ceil(reading * nnodes * WINDOW_S / URL_TTL_S))
+    reading = sum(min(f.files, readers) for f in hub)
+    return Requests(api, res + sum(f.files for f in hub), math.ceil(reading * nnodes * WINDOW_S / URL_TTL_S))
 
 
 def verdicts(req: Requests) -> dict[str, str]:
@@ -110,15 +125,28 @@ def checkpoint_bytes(cfg: RunConfig) -> int:
     return saved + 8 * sum(p.numel() for p in model.parameters())
 
 
-def open_like_rank0(cfg: RunConfig) -> tuple[Source, counters.Counts]:
-    """The job's source opened as rank 0 opens it, and the Hub requests the resolution sent."""
+def open_like_rank0(cfg: RunConfig) -> tuple[list[SourcePlan], counters.Counts]:
+    """The job's sources opened as rank 0 opens them (every one of a mixture), and the Hub requests their
+    resolutions sent (the footers, one request per Hub file, are predicted apart)."""
+    from gpt2stream.data.mixture import MixEntry, entries, source_error
     from gpt2stream.data.open import open_source
 
-    before = counters.hub_counts()
-    src = open_source(cfg.data)
-    after = counters.hub_counts()
-    src.plan(cfg.data.val_docs, 1)  # every footer, as rank 0 reads them
-    return src, {k: after[k] - before.get(k, 0) for k in after}
+    mix = entries(cfg.data)
+    items: list[tuple[MixEntry | None, DataConfig]] = [(e, e.data_cfg(cfg.data)) for e in mix] or [(None, cfg.data)]
+    out: list[SourcePlan] = []
+    sent: counters.Counts = {}
+    for e, data_cfg in items:
+        try:
+            before = counters.hub_counts()
+            src = open_source(data_cfg)
+            after = counters.hub_counts()
+            src.plan(data_cfg.val_docs, 1)  # every footer, as rank 0 reads them
+        except UserError as err:
+            raise (source_error(e, err) if e is not None else err) from None
+        sent = {k: sent.get(k, 0) + after[k] - before.get(k, 0) for k in after}
+        out.append(SourcePlan(e.name if e else "", str(data_cfg.data), e.weight if e else 1.0,
+                              e.max_epochs if e else 0, data_facts(src, data_cfg.val_docs)))
+    return out, sent
 
 
 def disk_free(path: str) -> int:
@@ -137,25 +165,43 @@ def gib(n: float) -> str:
     return f"{n / 2**30:,.2f} GiB"
 
 
-def data_lines(cfg: RunConfig, facts: DataFacts) -> list[str]:
+def data_lines(cfg: RunConfig, sources: list[SourcePlan]) -> list[str]:
     need = cfg.train.max_steps * cfg.train.total_batch_size
-    epochs = need / facts.tokens if facts.tokens else math.inf
+    steps = f"{cfg.train.max_steps:,} steps x {cfg.train.total_batch_size:,} tokens/step"
+    if len(sources) == 1 and not sources[0].name:
+        facts = sources[0].facts
+        epochs = need / facts.tokens if facts.tokens else math.inf
+        return [f"data: {cfg.data.data} {_what(facts)}",
+                f"tokens in the data: ~{facts.tokens:,} (estimated: {facts.text_bytes:,} bytes of text from "
+                f"{facts.how} / {BYTES_PER_TOKEN} bytes per GPT-2 token)",
+                f"tokens the run needs: {need:,} = {steps}: {epochs:.2f} epochs of the data"]
+    lines = [f"data: a mixture of {len(sources)} sources ({cfg.data.data}); tokens the run needs: {need:,} = {steps}, "
+             f"shared by weight (tokens in the data estimated at {BYTES_PER_TOKEN} bytes per GPT-2 token)"]
+    for s in sources:
+        f = s.facts
+        epochs = need * s.weight / f.tokens if f.tokens else math.inf
+        cap = f"; max_epochs {s.max_epochs}: dropped after {s.max_epochs}" if s.max_epochs else ""
+        lines.append(f"  {s.name} ({100 * s.weight:.1f}%): {s.data} {_what(f)}; ~{f.tokens:,} tokens; needs "
+                     f"{need * s.weight:,.0f}: {epochs:.2f} epochs{cap}")
+    return lines
+
+
+def _what(facts: DataFacts) -> str:
     groups = f", {facts.row_groups:,} row groups, {facts.rows:,} documents" if facts.row_groups else ""
-    return [f"data: {cfg.data.data} (revision {facts.revision or 'local files'}): {facts.files:,} files{groups}",
-            f"tokens in the data: ~{facts.tokens:,} (estimated: {facts.text_bytes:,} bytes of text from {facts.how} "
-            f"/ {BYTES_PER_TOKEN} bytes per GPT-2 token)",
-            f"tokens the run needs: {need:,} = {cfg.train.max_steps:,} steps x {cfg.train.total_batch_size:,} "
-            f"tokens/step: {epochs:.2f} epochs of the data"]
+    return f"(revision {facts.revision or 'local files'}): {facts.files:,} files{groups}"
 
 
-def request_lines(req: Requests, facts: DataFacts, readers: int, nnodes: int) -> list[str]:
+def request_lines(req: Requests, sources: list[SourcePlan], readers: int, nnodes: int) -> list[str]:
     if req == Requests(0, 0, 0):
         return ["Hub requests: none (local files)"]
+    reading = sum(min(s.facts.files, readers) for s in sources if s.facts.revision)
+    hub = sum(1 for s in sources if s.facts.revision)
+    each = f" for each of {hub} Hub sources" if hub > 1 else ""
     lines = [f"Hub requests at start-up (one 5-minute window, the whole job): api {req.startup_api}, resolver "
-             f"{req.startup_resolver} (the resolution, then one footer per file; the other processes get the signed "
-             "URLs with the source)",
+             f"{req.startup_resolver} (the resolution{each}, then one footer per file; the other processes get the "
+             "signed URLs with the source)",
              f"Hub requests in steady state per 5 minutes: api 0, resolver {req.steady_resolver} (signed-URL "
-             f"refreshes: {min(facts.files, readers)} files read at once x {nnodes} node(s) / a {URL_TTL_S // 60}-"
+             f"refreshes: {reading} files read at once x {nnodes} node(s) / a {URL_TTL_S // 60}-"
              f"minute URL lifetime); data reads go to the CDN (no quota)"]
     for tier, verdict in verdicts(req).items():
         q = QUOTAS[tier]
@@ -197,15 +243,14 @@ def plan_report(cfg: RunConfig, nproc: int, nnodes: int) -> tuple[str, list[str]
     except UserError as e:
         problems.append(str(e))
         accum = 0
-    src, resolution = open_like_rank0(cfg)
-    facts = data_facts(src, cfg.data.val_docs)
+    sources, resolution = open_like_rank0(cfg)
     readers = world * readers_per_rank(cfg.data.num_workers)
-    req = predict_requests(resolution, facts.files, readers, nnodes)
+    req = predict_requests(resolution, sources, readers, nnodes)
     disk, disk_problems = disk_lines(cfg)
     mem, mem_problems = memory_lines(cfg, world)
     lines = [f"plan for {nnodes} node(s) x {nproc} process(es) = {world} ranks, {readers} data readers; "
              f"{accum} micro-steps of {cfg.train.batch_size} x {cfg.data.seq_len} per rank per step",
-             *data_lines(cfg, facts), *request_lines(req, facts, readers, nnodes), *disk, *mem]
+             *data_lines(cfg, sources), *request_lines(req, sources, readers, nnodes), *disk, *mem]
     if all(v != "ok" for v in verdicts(req).values()):
         problems.append("the Hub requests exceed every tier's quota: pre-download the data or use a mirror")
     problems += disk_problems + mem_problems

@@ -100,6 +100,12 @@ def _isolated_hf_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
+def pytest_collection_modifyitems(session, config, items):
+    from tests.xdist_order import longest_files_first
+
+    longest_files_first(items)  # xdist hands out whole files in this order (tests/xdist_order.py)
+
+
 _skipped: list[str] = []
 
 

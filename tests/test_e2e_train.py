@@ -14,7 +14,7 @@ import pytest
 from gpt2stream.checkpoint import find_latest
 from tests.test_train_common import ROOT, RUN_TRAIN, env, run, torchrun
 
-STEPS = 30
+STEPS, EVERY = 21, 7  # three evaluations, checkpoints and samples; the stop comes after the first
 
 
 @pytest.mark.slow
@@ -29,15 +29,15 @@ def test_tokenizer_train_stop_resume_sample(hub_server, tmp_path):
 
     out = tmp_path / "run"
     args = ["--preset", "tiny", "--data", "HuggingFaceFW/fineweb-edu", "--tokenizer", str(tok), "--out-dir", str(out),
-            "--val-docs", "20", "--max-steps", str(STEPS), "--save-every", "10", "--eval-every", "10",
-            "--sample-every", "10", "--log-every", "5"]
+            "--val-docs", "20", "--eval-tokens", "4096", "--max-steps", str(STEPS), "--save-every", str(EVERY),
+            "--eval-every", str(EVERY), "--sample-every", str(EVERY), "--log-every", "5"]
     first = subprocess.Popen([*torchrun(2), RUN_TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=e, cwd=ROOT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while not (out / "checkpoints" / "step_00000010.pt").exists():
+        while not (out / "checkpoints" / f"step_{EVERY:08d}.pt").exists():
             assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "no checkpoint at step 10"
+            assert time.monotonic() < deadline, f"no checkpoint at step {EVERY}"
             time.sleep(0.05)
         first.send_signal(signal.SIGTERM)  # torchrun forwards it to both ranks
         stdout, stderr = first.communicate(timeout=120)
@@ -47,7 +47,7 @@ def test_tokenizer_train_stop_resume_sample(hub_server, tmp_path):
     assert "stopped by SIGTERM after step" in stdout, stdout + stderr
     assert "--resume (under torchrun --nproc_per_node=2)" in stdout
     stopped_at = find_latest(out)[1]["step"]
-    assert 10 <= stopped_at < STEPS
+    assert EVERY <= stopped_at < STEPS
 
     p = run(["--out-dir", str(out), "--resume"], nproc=2)
     assert f"resumed from {out}/checkpoints/step_{stopped_at:08d}.pt" in p.stdout

@@ -202,8 +202,8 @@ def startup_counts(server: HubServer) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def trained(hub_repo, mix_files, tmp_path_factory):
-    """A 1-process run (2 steps, a checkpoint at 2) resumed to 3, and the same 2 steps on 2 processes (torchrun,
-    gloo), each against a fresh count of the server's requests."""
+    """--plan for 2 processes; a 1-process run (2 steps, a checkpoint at 2) resumed to 3, and the same 2 steps on 2
+    processes (torchrun, gloo), each against a fresh count of the server's requests."""
     from tests.test_train_common import TINY, run
 
     d = tmp_path_factory.mktemp("mixruns")
@@ -214,11 +214,13 @@ def trained(hub_repo, mix_files, tmp_path_factory):
         mp = pytest.MonkeyPatch()
         mp.setenv("HF_ENDPOINT", server.url)
         try:
+            out["plan"] = run([*args, "--max-steps", "2", "--plan", "--nproc", "2"])
             for name, nproc in (("solo", 1), ("duo", 2)):
                 server.reset_counters()
                 out[name] = run([*args, "--max-steps", "2", "--out-dir", str(d / name)], nproc=nproc, timeout=400)
                 out[f"{name}_counts"] = startup_counts(server)
                 out[f"{name}_resolver"] = server.counts()["resolver"]
+                out[f"{name}_api"] = server.counts()["api"]
             server.reset_counters()
             out["resume"] = run(["--out-dir", str(d / "solo"), "--resume", "--max-steps", "3"])
             out["resume_requests"] = list(server.requests)
@@ -246,6 +248,21 @@ def test_a_mixture_trains_with_each_hub_source_resolved_once_per_job(trained):
     assert "mixture of 3 sources:" in log and f"revision {shas[CODE_REPO]}, text 'content'" in log
     assert sorted(p.name for p in solo.glob("data-*.json")) == ["data-files-mine.json", "data-manifest-code.json",
                                                                 "data-manifest-web.json"]
+
+
+@pytest.mark.slow
+def test_plan_predicts_each_source_and_the_startup_requests_of_the_job(trained):
+    import re
+
+    plan, shas = trained["plan"].stdout, trained["shas"]
+    assert "data: a mixture of 3 sources" in plan and "plan: OK" in plan, plan
+    assert f"  web (50.0%): {DEFAULT_REPO} (revision {shas[DEFAULT_REPO]}): 4 files, 12 row groups" in plan, plan
+    assert f"  code (30.0%): {CODE_REPO} (revision {shas[CODE_REPO]}): 2 files, 4 row groups" in plan, plan
+    assert "  mine (20.0%): " in plan and "(revision local files): 1 files" in plan, plan
+    m = re.search(r"Hub requests at start-up .*: api (\d+), resolver (\d+)", plan)
+    assert m, plan
+    # two steps are all start-up (no signed URL expires): every api and resolver request the 2-process job sent
+    assert (int(m.group(1)), int(m.group(2))) == (trained["duo_api"], trained["duo_resolver"]), plan
 
 
 @pytest.mark.slow

@@ -118,6 +118,19 @@ def test_bad_mixture_through_run_train_is_one_line_and_saves_nothing(tmp_path, c
     assert not (out / "checkpoints").exists()
 
 
+def test_a_source_too_small_for_its_val_docs_is_named_with_the_key_to_change(tmp_path):
+    from types import SimpleNamespace
+
+    from gpt2stream.data.job import open_data_for_job
+
+    small = make_jsonl(tmp_path / "small.jsonl", n_docs=10)
+    mix = write(tmp_path / "mix.yaml", f"sources:\n  - data: demo\n  - data: {small}\n    val_docs: 20\n")
+    with pytest.raises(UserError) as e:
+        open_data_for_job(resolve(DataConfig(data=str(mix), val_docs=5)), SimpleNamespace(rank=0, ddp=False))
+    assert str(e.value).startswith(f"mixture source 'small' ({small}): val_docs=20 but the last file"), str(e.value)
+    assert "lower val_docs: for this source in the mixture" in str(e.value)
+
+
 def test_print_config_shows_the_resolved_mixture(tmp_path):
     docs = make_jsonl(tmp_path / "docs.jsonl", n_docs=60)
     p = subprocess.run([sys.executable, RUN_TRAIN, *ROOT_ARGS, "--data", f"demo@3,{docs}@1", "--print-config"],

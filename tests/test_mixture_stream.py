@@ -80,18 +80,20 @@ def loader(cfg: DataConfig, rank: int = 0, world: int = 1, batch: int = 4) -> Tr
 
 def global_steps(loaders: list[TrainLoader], n: int) -> list[tuple[torch.Tensor, list[str]]]:
     """n steps of the job: (every block in global step order, their sources), from one loader per rank."""
-    out = []
-    for _ in range(n):
-        rows: dict[int, tuple[torch.Tensor, str]] = {}
-        for ld in loaders:
-            step = ld.next_step()
-            x = torch.cat([m[0] for m in step.micro])
-            for (i, c), row, src in zip(ld.order, x, ld.last_sources, strict=True):
-                rows[i * ld.streams + c] = (row, src)
-        js = sorted(rows)
-        assert js == list(range(BLOCKS))
-        out.append((torch.stack([rows[j][0] for j in js]), [rows[j][1] for j in js]))
-    return out
+    return [global_steps_of(loaders, BLOCKS) for _ in range(n)]
+
+
+def global_steps_of(loaders: list[TrainLoader], blocks: int) -> tuple[torch.Tensor, list[str]]:
+    """The job's next step: every block in global step order, and their sources."""
+    rows: dict[int, tuple[torch.Tensor, str]] = {}
+    for ld in loaders:
+        step = ld.next_step()
+        x = torch.cat([m[0] for m in step.micro])
+        for (i, c), row, src in zip(ld.order, x, ld.last_sources, strict=True):
+            rows[i * ld.streams + c] = (row, src)
+    js = sorted(rows)
+    assert js == list(range(blocks))
+    return torch.stack([rows[j][0] for j in js]), [rows[j][1] for j in js]
 
 
 def same(a: list, b: list) -> bool:
@@ -128,6 +130,34 @@ def test_same_batches_on_every_layout(reference):
         assert same(global_steps(ranks, 12), ref[:12])
     finally:
         for ld in (two_workers, *ranks):
+            ld.close()
+
+
+def test_many_streams_keep_each_sources_partly_read_units_apart(tmp_path):
+    """A rank with more than 16 streams keeps partly read units on disk (unitspill.py): one file per stream and
+    source. The same blocks as 2 ranks of 16 streams each, which keep them in memory."""
+    from gpt2stream.data.unitspill import SPILL_ABOVE
+
+    for n in ("a", "b"):
+        make_jsonl(tmp_path / f"{n}.jsonl", n_docs=400, seed=ord(n))
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"sources": [{"data": str(tmp_path / "a.jsonl"), "weight": 0.6},
+                                           {"data": str(tmp_path / "b.jsonl"), "weight": 0.4}]}))
+    cfg = resolve(DataConfig(data=str(mix), seq_len=SEQ, shuffle_buffer=64, block_buffer=32, num_workers=0,
+                             streams=32, val_docs=10))
+    from tokenizer import load_tokenizer
+
+    tok = load_tokenizer("gpt2")
+    one = TrainLoader(cfg, batch_size=8, tokenizer=tok, seed=2, total_batch_size=SEQ * 32)
+    two = [TrainLoader(cfg, batch_size=8, tokenizer=tok, rank=r, world_size=2, seed=2, total_batch_size=SEQ * 32)
+           for r in range(2)]
+    assert len(one.mine) > SPILL_ABOVE >= len(two[0].mine)
+    try:
+        for _ in range(30):  # ~8 shuffle windows of 2 documents a stream and source: across units
+            a, b = global_steps_of([one], 32), global_steps_of(two, 32)
+            assert a[0].equal(b[0]) and a[1] == b[1]
+    finally:
+        for ld in (one, *two):
             ld.close()
 
 
@@ -301,3 +331,63 @@ def test_train_small_source_repeats_then_max_epochs_drops_it(tmp_path):
     assert all(blocks[s]["tiny"] == 0 for s in blocks if s > drop_step) and blocks[drop_step + 1]["big"] == 8
     state = final_state(out)["ranks"][0]["loader"]["streams"][0]
     assert state["dropped"] == [False, True] and state["sources"][1]["epoch"] == 1
+
+
+# -- Hub sources (tests/hubserver.py) ---------------------------------------------------------------------------
+
+@pytest.fixture
+def hub_mixture(hub_repo, tmp_path, monkeypatch) -> Path:
+    """Two Hub datasets with different text columns (fineweb ``text``, code ``content``) and a small local jsonl,
+    served by the test Hub server; the mixture file."""
+    from gpt2stream.data.hub import signed
+    from tests.hubserver import DEFAULT_REPO, HubServer
+    from tests.test_mixture_hub import CODE_REPO, build_code_repo
+
+    code = build_code_repo(tmp_path / "code", hub_repo)
+    mine = make_jsonl(tmp_path / "mine.jsonl", n_docs=30, seed=9)
+    mix = tmp_path / "mix.json"
+    mix.write_text(json.dumps({"sources": [
+        {"data": DEFAULT_REPO, "name": "web", "config": "sample-10BT", "weight": 0.5},
+        {"data": CODE_REPO, "name": "code", "config": "default", "text_column": "content", "weight": 0.3},
+        {"data": str(mine), "name": "mine", "weight": 0.2}]}))
+    monkeypatch.setattr(signed, "TARGETS", {})
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: code}, redirect_data=True) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield mix
+
+
+def test_hub_sources_same_blocks_on_two_ranks_exact_resume_and_a_repeated_source(hub_mixture):
+    from gpt2stream.data.open import open_mixture
+
+    cfg = resolve(DataConfig(data=str(hub_mixture), seq_len=SEQ, shuffle_buffer=64, block_buffer=64, val_docs=5,
+                             num_workers=0, max_retries=2, request_timeout=10))
+    source = open_mixture(cfg)  # opened once, as the job does, shared by the ranks' loaders
+
+    def make(rank: int, world: int, workers: int) -> TrainLoader:
+        from tokenizer import load_tokenizer
+
+        c = DataConfig(**{**cfg.__dict__, "num_workers": workers})
+        return TrainLoader(c, batch_size=4, tokenizer=load_tokenizer("gpt2"), rank=rank, world_size=world, seed=5,
+                           total_batch_size=SEQ * BLOCKS, source=source)
+
+    one = make(0, 1, 0)
+    ranks = [make(r, 2, 1) for r in range(2)]
+    try:
+        ref = global_steps([one], 30)
+        assert same(global_steps(ranks, 12), ref[:12])
+        saved = merge_states([ld.state_dict() for ld in ranks])
+        epochs = one.source_epochs()
+    finally:
+        for ld in (one, *ranks):
+            ld.close()
+    sources = Counter(s for _, ss in ref for s in ss)
+    assert all(abs(sources[n] / (30 * BLOCKS) - w) < 0.02 for n, w in (("web", 0.5), ("code", 0.3), ("mine", 0.2)))
+    assert epochs["mine"] >= 1 and epochs["web"] == epochs["code"] == 0, epochs  # the small local source repeats
+    again = make(0, 1, 2)
+    again.load_state_dict(saved)
+    try:
+        assert same(global_steps([again], 6), ref[12:18])
+    finally:
+        again.close()

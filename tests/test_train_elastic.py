@@ -115,15 +115,14 @@ def test_resume_across_layouts_after_kill_9(uninterrupted, tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_from_before_canonical_streams_is_refused_in_one_line(tmp_path):
+def test_checkpoint_from_before_canonical_streams_is_refused_in_one_line(uninterrupted, tmp_path):
     """A checkpoint whose data state is the round-robin loader's (format /1, before canonical streams) is refused by
     run_train.py --resume in one line, before anything is built, and the checkpoint is left as it was."""
+    import shutil
+
     import torch
 
-    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=60)
-    out = tmp_path / "run"
-    run([*TINY, "--data", str(data), "--num-workers", "0", "--eval-every", "0", "--max-steps", "2",
-         "--out-dir", str(out)])
+    out = Path(shutil.copytree(uninterrupted[1], tmp_path / "run"))  # a copy of the module's run: no training here
     ckpt = sorted((out / "checkpoints").glob("step_*.pt"))[-1]
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     for r in state["ranks"]:  # what the loader before canonical streams saved
@@ -131,7 +130,7 @@ def test_checkpoint_from_before_canonical_streams_is_refused_in_one_line(tmp_pat
                        "next_worker": 0, "workers": [{"epoch": 0, "cursor": 0, "row": 0, "window": 0, "pos": 3}]}
     torch.save(state, ckpt)
     before = ckpt.read_bytes()
-    p = run(["--out-dir", str(out), "--resume", "--max-steps", "4"], check=False)
+    p = run(["--out-dir", str(out), "--resume", "--max-steps", "24"], check=False)
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(errors) == 1, p.stderr[-3000:]
     assert "written before canonical streams" in errors[0] and "start a new run" in errors[0], errors[0]

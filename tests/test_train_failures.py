@@ -60,17 +60,16 @@ def _copy_run(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run"))
 
 
-def test_resume_refuses_incompatible_config_naming_fields(tmp_path):
-    out = tmp_path / "run"
-    run(_args(tmp_path, "--max-steps", "1", "--out-dir", str(out)))
-    before = (out / "checkpoints" / "step_00000001.pt").read_bytes()
+def test_resume_refuses_incompatible_config_naming_fields(four_steps, tmp_path):
+    out = _copy_run(four_steps, tmp_path)
+    before = (out / "checkpoints" / "step_00000004.pt").read_bytes()
     p = run(["--out-dir", str(out), "--resume", "--n-embd", "64", "--seq-len", "16"], check=False)
     assert p.returncode == 2, p.stderr
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: cannot resume from"), p.stderr
     assert "n_embd: checkpoint 32, now 64" in err[0] and "seq_len: checkpoint 32, now 16" in err[0]
     assert "Traceback" not in p.stderr
-    assert (out / "checkpoints" / "step_00000001.pt").read_bytes() == before
+    assert (out / "checkpoints" / "step_00000004.pt").read_bytes() == before
     # a fresh run into a directory with checkpoints is refused too
     p = run(_args(tmp_path, "--max-steps", "1", "--out-dir", str(out)), check=False)
     assert p.returncode == 2 and "already has checkpoints; continue it with --resume" in p.stderr

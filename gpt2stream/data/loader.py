@@ -226,7 +226,12 @@ class TrainLoader:
     # -- iteration ------------------------------------------------------------------------------------------------
     def _dataset(self) -> StepDataset:
         return StepDataset(self.source, self.units, self.tokenizer, self.spec, readers=self.readers,
-                           states=list(self._states), spill=len(self.mine) > SPILL_ABOVE)
+                           states=list(self._states), spill=self._spill())
+
+    def _spill(self) -> bool:
+        """Whether the rank keeps its streams' partly read units on disk: when it runs more than SPILL_ABOVE
+        (stream, source) pairs, each holding one unit (a mixture's stream reads every source)."""
+        return len(self.mine) * max(1, len(self.spec.mixture)) > SPILL_ABOVE
 
     def __iter__(self) -> TrainLoader:
         self.close()

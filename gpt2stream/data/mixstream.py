@@ -32,7 +32,7 @@ PHI64 = 0x9E3779B97F4A7C15  # 2**64 / golden ratio (odd): the Weyl step in 64-bi
 _MASK = (1 << 64) - 1
 _OFFSET_SALT = 0x313C5
 _SOURCE_SALT = 0x5C5
-MIN_WINDOW = 32  # documents: a light source still shuffles among some (its window is otherwise scaled by its weight)
+MIN_WINDOW = 8  # documents: a light source still shuffles among some (its window is otherwise scaled by its weight)
 
 MixDocs = list[tuple[int, str, str]]  # (epoch, id, source name) of the documents whose first token is in a block
 
@@ -78,7 +78,7 @@ def sub_window(window: int, weight: float) -> int:
     (the sub-streams together hold about one window), at least MIN_WINDOW (or the stream's window if smaller).
 
     >>> sub_window(625, 0.5), sub_window(625, 0.01), sub_window(1, 0.5)
-    (313, 32, 1)
+    (313, 8, 1)
     """
     if window <= 1:
         return window

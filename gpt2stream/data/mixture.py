@@ -275,6 +275,7 @@ def source_error(e: MixEntry, err: Exception) -> Exception:
                       ("--split", "split"), ("--val-docs", "val_docs")):
         msg = msg.replace(f"set {flag}", f"set {key}: for this source in the mixture")
     msg = msg.replace("drop --data-revision", "drop this source's revision: from the mixture")
+    msg = msg.replace("lower --val-docs", "lower val_docs: for this source in the mixture")
     return type(err)(f"mixture source {e.name!r} ({e.data}): {msg}")
 
 
