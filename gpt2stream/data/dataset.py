@@ -7,8 +7,8 @@ position in the window's emission order of the document being packed, and how ma
 as always, reads the next one ahead) and yields exactly the batches the uninterrupted stream would have yielded.
 
 Threads of a reader: the consumer (packing, yielding), a tokenizer pool (one batch of documents ahead) and one
-background thread reading the next window and submitting its first tokenizer batch; none of them changes which rows
-are used or in what order.
+background thread reading the next window (whose first tokenizer batch then goes to the pool: tokpool.Ahead); none
+of them changes which rows are used or in what order.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,7 @@ from gpt2stream.data.sharding import epoch_order, reader_units, readers_per_rank
 from gpt2stream.data.shuffle import window_order, window_size
 from gpt2stream.data.sources.base import HandleCache, Row, Source, Unit, usable
 from gpt2stream.data.spec import StreamSpec
+from gpt2stream.data.tokpool import Ahead, TokenizerPool, encoder
 from gpt2stream.errors import DataStreamError, UserError
 from tokenizer import Tokenizer
 
@@ -210,7 +211,7 @@ class ReaderStream:
         state: dict | None = None,
         shuffle_units: bool = True,
         threads: int = 1,
-        shared: tuple[Background, ThreadPoolExecutor] | None = None,
+        shared: tuple[Background, TokenizerPool] | None = None,
         window: int | None = None,
         handles: HandleCache | None = None,
         spill: Any = None,
@@ -218,6 +219,7 @@ class ReaderStream:
         self.source = source
         self.units = units
         self.tok = tokenizer
+        self._one = encoder(tokenizer)  # one document's ids (a uint32 array from tiktoken)
         self.eot = int(tokenizer.eot_id)
         self.rows = rows
         self.block_len = spec.seq_len + 1
@@ -231,7 +233,7 @@ class ReaderStream:
         self.state = dict(state) if state else fresh_state()
         # shared: the reader's read thread and tokenizer pool, when it runs several streams (their owner stops them)
         self._shared = shared is not None
-        self._tok_pool: ThreadPoolExecutor | None
+        self._tok_pool: TokenizerPool | None
         self._background, self._tok_pool = shared if shared is not None else (Background(), None)
         self._windows = WindowReader(source, self.window, handles, spill, key=reader)
 
@@ -242,10 +244,10 @@ class ReaderStream:
 
     def read_window(self, mine: list[Unit], cursor: int, row: int, epoch: int, window: int, start: int) -> Future:
         """Window number ``window`` of ``epoch``, at (cursor, row) of ``mine``, read in the background thread, which
-        then submits its first tokenizer batch (from emission position ``start``) at once: a stream reaching the
-        window finds those tokens ready instead of waiting for them (the stall of every window's start before).
-        The future's result: ([(picked, usable texts)] per batch, the first batch's futures, rows, next cursor,
-        next row)."""
+        then hands its first tokenizer batch (from emission position ``start``) to the pool's look-ahead: a stream
+        reaching the window finds those tokens ready instead of waiting for them (the stall of every window's
+        start before). The future's result: ([(picked, usable texts)] per batch, the first batch (Ahead or None),
+        rows, next cursor, next row)."""
         return self._background.submit(self._read_window, mine, cursor, row, epoch, window, start)
 
     def _read_window(self, mine: list[Unit], cursor: int, row: int, epoch: int, window: int, start: int) -> tuple:
@@ -255,16 +257,19 @@ class ReaderStream:
         for a, b in batch_spans(start, len(emit)):
             picked = [(a + k, rows[i].text, rows[i].doc_id) for k, i in enumerate(emit[a:b])]
             batches.append((picked, [t for _, t, _ in picked if usable(t)]))
-        first = self._submit(batches[0][1]) if batches else []
+        first = Ahead(self._submit, batches[0][1]) if batches else None
+        if first is not None:
+            assert self._tok_pool is not None  # made before the first read (_batches)
+            self._tok_pool.ahead(first.futures)
         return batches, first, len(rows), cursor, row
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the list -> array conversion of one
+        """Token arrays (+ eot) of ``texts``; runs in a tokenizer thread, so the copy into int32 arrays of one
         slice overlaps the encoding of the others. This pool is the batch encoder: encode_ordinary per document
         is what encode_ordinary_batch runs in its threads, minus a new pool and a future per document each call
         (~10% of the CPU time); tokenizers without encode_ordinary get encode_ordinary_batch."""
         t0 = time.perf_counter()
-        one = getattr(self.tok, "encode_ordinary", None)
+        one = self._one
         encoded = [one(t) for t in texts] if one is not None else self.tok.encode_ordinary_batch(texts, num_threads=1)
         out = [doc_tokens(ids, self.eot) for ids in encoded]
         counters.add_tokenized(len(out), sum(len(a) for a in out), time.perf_counter() - t0)
@@ -275,10 +280,10 @@ class ReaderStream:
         step = max(1, -(-len(texts) // (4 * self.threads)))
         return [self._tok_pool.submit(self._encode, texts[i : i + step]) for i in range(0, len(texts), step)]
 
-    def _encoded(self, batches: list[tuple[list, list[str]]], first: list[Future]):
+    def _encoded(self, batches: list[tuple[list, list[str]]], first: Ahead | None):
         """(picked, iterator of token arrays of the usable ones) per tokenizer batch of a window; the first batch's
-        tokens were submitted with the read, and the next batch is already being tokenized while one is packed."""
-        ahead = first
+        tokens were submitted ahead (or are now), and the next batch is being tokenized while one is packed."""
+        ahead = first.futures() if first is not None else []
         for k, (picked, _good) in enumerate(batches):
             current = ahead
             ahead = self._submit(batches[k + 1][1]) if k + 1 < len(batches) else []
@@ -307,7 +312,7 @@ class ReaderStream:
         used = empty_epochs = 0
         mine = self._mine(st["epoch"])
         if self._tok_pool is None:
-            self._tok_pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+            self._tok_pool = TokenizerPool(self.threads)
         pending = self.read_window(mine, st["cursor"], st["row"], st["epoch"], st["window"], resume_pos)
         while True:  # windows
             batches, first, n_rows, next_cursor, next_row = pending.result()

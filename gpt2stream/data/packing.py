@@ -12,7 +12,7 @@ import numpy as np
 TOKEN_DTYPE = np.int32
 
 
-def doc_tokens(ids: list[int], eot: int) -> np.ndarray:
+def doc_tokens(ids: list[int] | np.ndarray, eot: int) -> np.ndarray:
     """A document's ids followed by the end-of-text separator."""
     out = np.empty(len(ids) + 1, dtype=TOKEN_DTYPE)
     out[:-1] = ids

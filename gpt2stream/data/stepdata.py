@@ -11,7 +11,6 @@ the rank's loader takes W consecutive items as one step.
 from __future__ import annotations
 
 import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +23,7 @@ from gpt2stream.data.dataset import Background, ReaderStream, WorkerError, token
 from gpt2stream.data.mixstream import MixStream, source_seed, sub_buffer, sub_window
 from gpt2stream.data.sources.base import HandleCache, Row
 from gpt2stream.data.spec import StreamSpec
+from gpt2stream.data.tokpool import TokenizerPool
 from gpt2stream.data.unitspill import UnitSpill
 from gpt2stream.errors import UserError
 from tokenizer import Tokenizer
@@ -48,7 +48,7 @@ class StepDataset(IterableDataset):
         self.threads = threads_per_reader or tokenizer_threads(len(readers))
         self.spill = spill  # keep partly read units on disk (the rank runs many streams: unitspill.py)
 
-    def _stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor], handles: list[HandleCache],
+    def _stream(self, c: int, shared: tuple[Background, TokenizerPool], handles: list[HandleCache],
                 spill: UnitSpill | None) -> BufferedStream | MixStream:
         if self.spec.mixture:
             return self._mix_stream(c, shared, handles, spill)
@@ -61,7 +61,7 @@ class StepDataset(IterableDataset):
 
         return BufferedStream(make_reader, c, seed=spec.seed, buffer_blocks=spec.buffer_blocks, state=self.states[c])
 
-    def _mix_stream(self, c: int, shared: tuple[Background, ThreadPoolExecutor], handles: list[HandleCache],
+    def _mix_stream(self, c: int, shared: tuple[Background, TokenizerPool], handles: list[HandleCache],
                     spill: UnitSpill | None) -> MixStream:
         """Canonical stream c of a mixture: a sub-stream per source (mixstream.py), each with the source's own
         seed, open files, spilled units and a window and block buffer scaled by its weight."""
@@ -89,7 +89,7 @@ class StepDataset(IterableDataset):
         counters.set_reader_threads(self.threads)
         baseline = counters.snapshot() if info is not None else None  # a forked worker starts with our totals
         background = Background()
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="gpt2stream-tokenize")
+        pool = TokenizerPool(self.threads, held=True)  # the look-ahead waits for the first step (tokpool.py)
         # one read thread, one set of open files and one tokenizer pool for all of this reader's streams
         handles = [HandleCache() for _ in range(max(1, len(self.spec.mixture)))]  # a file index is per source
         spill = UnitSpill() if self.spill else None
@@ -106,6 +106,7 @@ class StepDataset(IterableDataset):
                         docs.append(d)
                         states[c] = st
                 added = counters.since(baseline) if baseline is not None else None
+                pool.release()
                 yield torch.from_numpy(np.stack(rows)).long(), keys, docs, states, added
         except UserError as e:
             if info is None:
