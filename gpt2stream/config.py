@@ -95,6 +95,9 @@ class DataConfig:
     rate_limit_wait: float = 900.0  # seconds one request may wait out Hub rate limits (429) before the stream gives up
     accept_data_change: bool = False  # --resume although local data files changed since the run started
     # Not a flag: set from --data (a mixture file or DATA@W,...), saved in config.json and every checkpoint.
+    # Not a flag: the readers jsonl/txt files were cut into pieces for when the run started (0 = not recorded yet),
+    # saved so that a resume cuts the same pieces whatever streams the run then fixed.
+    plan_readers: int = field(default=0, metadata={"flag": False})  # data/streams.py PLAN_READERS or --streams
     mixture: list = field(default_factory=list, metadata={"flag": False})  # resolved sources (data/mixture.py); []=one
 
     def __post_init__(self) -> None:
@@ -281,10 +284,11 @@ def resolve_vocab(cfg: RunConfig, n_vocab: int) -> RunConfig:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=n_vocab))
 
 
-def with_streams(cfg: RunConfig, streams: int) -> RunConfig:
-    """``cfg`` recording the canonical streams the loader chose (``data.streams`` 0 means "automatic"). A new
-    config; ``cfg`` is not changed."""
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, streams=streams))
+def with_streams(cfg: RunConfig, streams: int, plan_readers: int = 0) -> RunConfig:
+    """``cfg`` recording the canonical streams the loader chose (``data.streams`` 0 means "automatic") and the
+    readers its pieces were planned for. A new config; ``cfg`` is not changed."""
+    data = dataclasses.replace(cfg.data, streams=streams, plan_readers=plan_readers or cfg.data.plan_readers)
+    return dataclasses.replace(cfg, data=data)
 
 
 @dataclass

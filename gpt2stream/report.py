@@ -139,7 +139,7 @@ def progress_lines(run: Run) -> list[str]:
     ms = sum(float(r["ms"]) for r in steps)
     wall_s = f"wall {hms(wall)} over {procs} process(es)" if wall else "wall time not recorded"
     return [f"progress: step {last['step']:,}/{train.get('max_steps', '?'):,} | tokens {last.get('tokens', 0):,} | "
-            f"epoch {last.get('epoch', 0)} (0 = still in the first pass over the data)",
+            + epoch_text(last),
             f"time: {wall_s}, of it training steps {hms(ms / 1000)} | "
             + restarts_line(run)]
 
@@ -240,12 +240,37 @@ def world_size_of(run: Run) -> int:
     return 1
 
 
+def data_line(data: dict[str, Any]) -> str:
+    """What the run trains on: the source and its revision, or a mixture's sources with their shares and revisions
+    (a mixture's --data-revision is unused: each Hub source pins its own).
+
+    >>> data_line({"data": "org/web", "data_revision": ""})
+    'data org/web (revision (latest))'
+    >>> data_line({"data": "m.yaml", "mixture": [{"name": "web", "data": "org/web", "weight": 0.75, "revision": "ab"},
+    ...                                          {"name": "mine", "data": "a.jsonl", "weight": 0.25, "revision": ""}]})
+    'data m.yaml: a mixture of 2 sources: web 75.0% org/web (revision ab), mine 25.0% a.jsonl'
+    """
+    mix = data.get("mixture") or []
+    if not mix:
+        return f"data {data.get('data', '?')} (revision {data.get('data_revision') or '(latest)'})"
+    parts = [f"{m.get('name')} {100 * float(m.get('weight', 0)):.1f}% {m.get('data')}"
+             + (f" (revision {m['revision']})" if m.get("revision") else "") for m in mix]
+    return f"data {data.get('data', '?')}: a mixture of {len(mix)} sources: {', '.join(parts)}"
+
+
+def epoch_text(last: dict[str, Any]) -> str:
+    """The step record's epoch, or each mixture source's (``epoch/<name>``: each source counts its own)."""
+    per_source = {k[6:]: v for k, v in last.items() if k.startswith("epoch/")}
+    if per_source:
+        epochs = ", ".join(f"{n} {e}" for n, e in per_source.items())
+        return f"epochs by source: {epochs} (0 = still in the first pass over that source)"
+    return f"epoch {last.get('epoch', 0)} (0 = still in the first pass over the data)"
+
+
 def render(run: Run, now: float | None = None) -> str:
     now = time.time() if now is None else now
-    data = run.config.get("data", {})
-    rev = data.get("data_revision") or "(latest)"
-    head = [f"run {run.path}: {state_of(run, now)}",
-            f"data {data.get('data', '?')} (revision {rev}) | preset {run.config.get('preset', '?')}"]
+    head = [f"run {run.path}: {state_of(run, now)}", f"{data_line(run.config.get('data', {}))} | preset "
+                                                     f"{run.config.get('preset', '?')}"]
     body = [*progress_lines(run), *validation_lines(run), *time_split_lines(run), network_line(run)]
     return "\n".join(head + body + checkpoint_lines(run, world_size_of(run))) + "\n"
 

@@ -70,7 +70,10 @@ def bad_mixtures(tmp_path) -> dict[str, tuple[str, list[str]]]:
         "duplicate names": ("sources:\n  - data: demo\n  - data: demo\n", ["two sources are named 'demo'", "name:"]),
         "no sources": ("sources: []\n", ["lists no sources"]),
         "not a list": ("data: demo\n", ["one top-level key 'sources:'", "found ['data']"]),
-        "bad yaml": ("sources:\n  - data: [demo\n", ["is not valid YAML"]),
+        "bad yaml": ("sources:\n  - data: [demo\n", ["is not valid YAML: expected ',' or ']'", "(line 3, column 1)"]),
+        "tabs": ("sources:\n\t- data: demo\n", ["not valid YAML", "(line 2, column 1)", "indent with spaces"]),
+        "top-level list": ("- data: demo\n", ["one top-level key 'sources:'", "(found a list)"]),
+        "empty file": ("", ["one top-level key 'sources:'", "(found an empty file)"]),
         "nothing matches": (f"sources:\n  - data: demo\n  - data: {tmp_path}/none/*.jsonl\n    name: gone\n",
                             ["mixture source 'gone'", "no files match"]),
         "text column": (f"sources:\n  - data: demo\n  - data: {docs}\n    name: mine\n    text_column: body\n",
@@ -82,12 +85,14 @@ def bad_mixtures(tmp_path) -> dict[str, tuple[str, list[str]]]:
     out["missing file"] = (str(tmp_path / "nowhere.yaml"), ["no such mixture file"])
     out["bad json"] = (str(write(tmp_path / "mix.json", "{sources: ")), ["is not valid JSON"])
     out["one-line"] = ("demo@0.5,demo", ["'demo' is not DATA@WEIGHT"])
+    out["one-line names"] = ("demo@1,demo@2", ["two sources are named 'demo'", "write a mixture file"])
     return out
 
 
 # Found before anything is opened (the mixture's own text): checked in this process, as run_train.py resolves it.
 PARSED = ["unknown key", "zero weight", "negative weight", "text weight", "duplicate names", "no sources",
-          "not a list", "bad yaml", "missing file", "bad json", "one-line"]
+          "not a list", "bad yaml", "tabs", "top-level list", "empty file", "missing file", "bad json", "one-line",
+          "one-line names"]
 # Through the real entry point: one found parsing, the two found opening the sources (rank 0, before training).
 ENTRY = ["unknown key", "nothing matches", "text column"]
 

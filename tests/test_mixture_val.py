@@ -188,6 +188,23 @@ def test_report_and_plot_show_each_source(tmp_path):
     assert plot_metrics(read_metrics(run / "metrics.jsonl"), run / "loss_plot.png").stat().st_size > 0
 
 
+def test_report_names_the_mixtures_sources_and_their_epochs(tmp_path):
+    from gpt2stream.report import load_run, render
+
+    run = fake_run(tmp_path / "run")
+    mixture = [{"name": "web", "data": "org/web", "weight": 0.75, "revision": "a" * 40},
+               {"name": "code", "data": "./code/*.jsonl", "weight": 0.25, "revision": ""}]
+    (run / "config.json").write_text(json.dumps({"preset": "tiny", "data": {"data": "mix.yaml", "mixture": mixture},
+                                                 "train": {"max_steps": 4}}))
+    recs = (run / "metrics.jsonl").read_text().splitlines()
+    recs[3] = json.dumps({**json.loads(recs[3]), "epoch": 2, "epoch/web": 0, "epoch/code": 2})
+    (run / "metrics.jsonl").write_text("\n".join(recs) + "\n")
+    lines = render(load_run(run)).splitlines()
+    assert lines[1] == (f"data mix.yaml: a mixture of 2 sources: web 75.0% org/web (revision {'a' * 40}), "
+                        "code 25.0% ./code/*.jsonl | preset tiny"), lines[1]  # no '(revision (latest))'
+    assert lines[2].endswith("| epochs by source: web 0, code 2 (0 = still in the first pass over that source)")
+
+
 # -- end to end: run_train.py on a mixture, 1 process and torchrun 2 -------------------------------------------------
 
 RUN_FLAGS = ["--max-steps", "4", "--eval-every", "2", "--save-every", "4", "--log-docs", "--num-workers", "0",

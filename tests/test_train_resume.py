@@ -84,3 +84,16 @@ def test_exact_resume_with_dropout(one_process_resume):
 @pytest.mark.slow
 def test_exact_resume_torchrun_2_processes(tmp_path):
     _exact_resume(tmp_path, nproc=2, workers=1)
+
+
+def test_resume_cuts_text_files_into_the_pieces_the_run_started_with(tmp_path):
+    # Automatic streams: the first plan cuts the jsonl for PLAN_READERS readers, then the run fixes C = 8 streams.
+    # A resume must cut the same pieces (it once re-planned for C readers: "num_units: saved 128, now 64").
+    data = make_jsonl(tmp_path / "docs.jsonl", n_docs=3000)
+    out = tmp_path / "run"
+    common = [*TINY, "--data", str(data), "--num-workers", "0", "--eval-every", "0", "--out-dir", str(out)]
+    run([*common, "--max-steps", "2"])
+    saved = json.loads((out / "config.json").read_text())["data"]
+    assert saved["streams"] == 8 and saved["plan_readers"] == 16
+    p = run(["--out-dir", str(out), "--resume", "--max-steps", "3"])
+    assert "done: 3 steps" in p.stdout

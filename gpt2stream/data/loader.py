@@ -105,7 +105,8 @@ class TrainLoader:
     def _plan(self, data_cfg: DataConfig, blocks: int, seed: int) -> None:
         """The plan(s) and the StreamSpec. The cut of jsonl/txt files into pieces must not depend on the layout
         either; a mixture's sources are planned each with its own val_docs."""
-        readers = data_cfg.streams or S.PLAN_READERS
+        # what the run's first plan used (saved in its config): a resume's streams are fixed, a new run's may be auto
+        readers = self.plan_readers = data_cfg.plan_readers or data_cfg.streams or S.PLAN_READERS
         if self.mixture is None:
             self.plan: Plan = self.source.plan(data_cfg.val_docs, readers)
             self.units: Any = self.plan.units

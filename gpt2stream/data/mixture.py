@@ -164,7 +164,9 @@ def parse_mixture(data: str, run: DataConfig) -> tuple[MixEntry, ...]:
     names = [e.name for e in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise UserError(f"mixture {where}: two sources are named {dup[0]!r}; give each a different 'name:'")
+        fix = ("give each a different 'name:'" if where != "--data" else
+               "write a mixture file to give each a different 'name:'")
+        raise UserError(f"mixture {where}: two sources are named {dup[0]!r}; {fix}")
     total = math.fsum(e.weight for e in out)
     return tuple(dataclasses.replace(e, weight=e.weight / total) for e in out)
 
@@ -181,14 +183,34 @@ def _read_file(path: Path) -> list[Any]:
             import yaml
 
             doc = yaml.safe_load(text)
-    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: the parser's own first line says where
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"mixture file {path} is not valid {path.suffix.lstrip('.').upper()}: {first}") from None
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError
+        raise UserError(f"mixture file {path} is not valid {path.suffix.lstrip('.').upper()}: "
+                        f"{parse_problem(e)}") from None
     if not isinstance(doc, dict) or set(doc) != {"sources"} or not isinstance(doc["sources"], list):
-        keys = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
+        found = (sorted(doc) if isinstance(doc, dict) else "an empty file" if doc is None
+                 else f"a {type(doc).__name__}")
         raise UserError(f"mixture file {path} must hold one top-level key 'sources:' with a list of sources "
-                        f"(found {keys})")
+                        f"(found {found})")
     return doc["sources"]
+
+
+def parse_problem(e: Exception) -> str:
+    r"""What a YAML/JSON parser found wrong and where, in one line (a YAML error's first line is only its context:
+    'while scanning for the next token').
+
+    >>> import yaml
+    >>> try:
+    ...     yaml.safe_load("sources:\n\t- data: demo\n")
+    ... except yaml.YAMLError as e:
+    ...     print(parse_problem(e))
+    found character '\t' that cannot start any token (line 2, column 1); indent with spaces: YAML allows no tabs
+    """
+    problem, mark = getattr(e, "problem", None), getattr(e, "problem_mark", None)
+    if not problem:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    tab = "; indent with spaces: YAML allows no tabs" if "'\\t'" in problem else ""
+    return f"{problem}{where}{tab}"
 
 
 def _one_line(data: str) -> list[dict[str, Any]]:

@@ -165,7 +165,7 @@ def build_parts(cfg: RunConfig, info: D.DistInfo, resume: tuple[Path, dict] | No
     fwd = torch.compile(model) if use_compile else model
     optimizer = build_optimizer(model, t, dev.type)
     loader, accum = make_loader(cfg, info, tok, source)
-    cfg = with_streams(cfg, loader.streams)
+    cfg = with_streams(cfg, loader.streams, loader.plan_readers)
     torch.manual_seed(t.seed + 1000 * info.rank)  # dropout masks differ across ranks (a resume restores its own)
     val = make_val(cfg, info, tok, loader.source)
     return Parts(cfg=cfg, info=info, tok=tok, tok_spec=tokenizer_spec(cfg.data.tokenizer), model=model,

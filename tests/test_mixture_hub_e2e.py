@@ -1,0 +1,163 @@
+"""A weighted mixture end to end against the test Hub server (tests/hubserver.py), through run_train.py as a user
+runs it: two Hub datasets with different text columns (web ``text``, code ``content``) and one small local jsonl.
+
+One shared set of runs (module fixtures) serves every assert: an uninterrupted 60-step run (the reference: the
+document log's proportions, the small source's epochs, per-source validation), the same run killed with SIGKILL
+after its step-30 checkpoint and resumed (bit-identical), and that checkpoint resumed on 2 processes (within 1e-5).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.hubserver import DEFAULT_REPO, HubServer
+from tests.test_mixture_hub import CODE_REPO, build_code_repo
+from tests.test_train_common import TINY, assert_same_weights, final_state, make_jsonl, run, run_and_kill_after
+from tests.test_train_elastic import assert_close_lines, train_lines
+
+WEIGHTS = {"web": 0.5, "code": 0.3, "mine": 0.2}
+STEPS, CUT, BLOCKS = 60, 30, 256 // 32  # TINY: 8 blocks of 32 tokens a step
+MINE_DOCS, MINE_VAL = 30, 4  # the local source: ~6 of its epochs' worth of blocks in 60 steps
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def hub(hub_repo, tmp_path_factory):
+    """The Hub server (web + code) with HF_ENDPOINT pointed at it, the mixture file and the runs' common flags."""
+    d = tmp_path_factory.mktemp("mixe2e")
+    code = build_code_repo(d / "code", hub_repo)
+    mine = make_jsonl(d / "mine.jsonl", n_docs=MINE_DOCS, seed=9)
+    mix = d / "mix.yaml"
+    mix.write_text(f"sources:\n"
+                   f"  - data: {DEFAULT_REPO}\n    name: web\n    config: sample-10BT\n    weight: 0.5\n"
+                   f"  - data: {CODE_REPO}\n    name: code\n    config: default\n    text_column: content\n"
+                   f"    weight: 0.3\n"
+                   f"  - data: {mine}\n    name: mine\n    weight: 0.2\n    val_docs: {MINE_VAL}\n")
+    args = [*TINY, "--data", str(mix), "--max-steps", str(STEPS), "--save-every", str(CUT), "--eval-every",
+            str(CUT), "--log-docs", "--max-retries", "2"]
+    mp = pytest.MonkeyPatch()
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
+        mp.delenv(var, raising=False)
+    mp.setenv("HF_HOME", str(d / "hf_home"))
+    try:
+        with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: code}, redirect_data=True) as server:
+            mp.setenv("HF_ENDPOINT", server.url)
+            yield SimpleNamespace(dir=d, args=args, server=server)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def ref(hub) -> SimpleNamespace:
+    """The uninterrupted run: 1 process, no DataLoader workers."""
+    out = hub.dir / "ref"
+    p = run([*hub.args, "--num-workers", "0", "--out-dir", str(out)])
+    return SimpleNamespace(dir=out, stdout=p.stdout)
+
+
+@pytest.fixture(scope="module")
+def killed(hub) -> SimpleNamespace:
+    """The same run on 2 DataLoader workers, SIGKILLed once its step-30 checkpoint exists; a copy of what the kill
+    left (for the 2-process resume), then the run resumed to the end."""
+    cut, other = hub.dir / "cut", hub.dir / "other"
+    run_and_kill_after([*hub.args, "--num-workers", "2", "--out-dir", str(cut)],
+                       cut / "checkpoints" / f"step_{CUT:08d}.pt")
+    shutil.copytree(cut, other)
+    p = run(["--out-dir", str(cut), "--resume"])
+    return SimpleNamespace(dir=cut, copy=other, stdout=p.stdout)
+
+
+@pytest.fixture(scope="module")
+def elastic(killed) -> Path:
+    """The killed run's copy resumed on another layout: 2 processes (torchrun, gloo) of 1 worker each."""
+    run(["--out-dir", str(killed.copy), "--resume", "--num-workers", "1"], nproc=2, timeout=400)
+    return killed.copy
+
+
+def doclog(run_dir: Path) -> tuple[dict[int, Counter], dict[int, list[tuple]]]:
+    """({step: blocks per source}, {step: its documents, sorted (source, epoch, id)}) over every rank's file."""
+    from gpt2stream.data.doclog import read_log
+
+    blocks: dict[int, Counter] = defaultdict(Counter)
+    docs: dict[int, list[tuple]] = defaultdict(list)
+    for r in read_log(run_dir):
+        blocks[r["step"]][r["source"]] += r["blocks"]
+        docs[r["step"]] += [(r["source"], r["epoch"], i) for i in r["ids"]]
+    return {k: +v for k, v in blocks.items()}, {k: sorted(v) for k, v in docs.items()}
+
+
+def trained_docs(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
+    """{source: its documents as (epoch, id) in the order a 1-process run trained them}."""
+    from gpt2stream.data.doclog import read_log
+
+    out: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for r in sorted(read_log(run_dir), key=lambda r: r["step"]):  # stable: a step's lines keep their order
+        out[r["source"]] += [(r["epoch"], i) for i in r["ids"]]
+    return dict(out)
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_every_50_step_window_holds_the_weights(ref):
+    blocks, docs = doclog(ref.dir)[0], trained_docs(ref.dir)
+    assert sorted(blocks) == list(range(1, STEPS + 1)) and all(sum(b.values()) == BLOCKS for b in blocks.values())
+    assert set(docs) == set(WEIGHTS)
+    assert all(i.startswith("code-") for _, i in docs["code"])  # the code source read its own dataset
+    for first in range(1, STEPS - 50 + 2):
+        window = sum((blocks[s] for s in range(first, first + 50)), Counter())
+        for name, w in WEIGHTS.items():
+            share = window[name] / (50 * BLOCKS)
+            assert abs(share - w) <= 0.02, (first, name, share, w)
+
+
+def test_a_kill_9_resume_is_bit_identical(killed, ref):
+    assert f"resumed from {killed.dir / 'checkpoints' / f'step_{CUT:08d}.pt'}" in killed.stdout, killed.stdout[-2000:]
+    assert train_lines(killed.dir) == train_lines(ref.dir)
+    assert doclog(killed.dir) == doclog(ref.dir)
+    assert_same_weights(final_state(killed.dir)["model"], final_state(ref.dir)["model"])
+
+
+def test_a_resume_on_two_processes_is_within_1e5(elastic, ref):
+    assert doclog(elastic) == doclog(ref.dir)  # the same documents in the same blocks, per step and source
+    assert_close_lines(train_lines(elastic), train_lines(ref.dir))
+    a, b = final_state(elastic)["model"], final_state(ref.dir)["model"]
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+
+
+def test_the_small_source_is_exhausted_and_repeated_while_the_others_go_on(ref):
+    steps = [r for r in records(ref.dir) if "loss" in r]
+    mine = [r["epoch/mine"] for r in steps]
+    assert mine == sorted(mine) and mine[0] == 0 and mine[-1] >= 2, mine  # its epoch advances in metrics.jsonl
+    assert {r["epoch/web"] for r in steps} == {r["epoch/code"] for r in steps} == {0}  # the others stay
+    for e in range(1, mine[-1] + 1):
+        assert f"source mine: epoch {e} begins" in ref.stdout
+    docs = trained_docs(ref.dir)
+    by_epoch = defaultdict(list)
+    for e, i in docs["mine"]:
+        by_epoch[e].append(i)
+    train = {f"doc{k}" for k in range(MINE_VAL, MINE_DOCS)}  # its first val_docs documents are held out
+    assert sorted(by_epoch) == list(range(mine[-1] + 1)) and sorted(by_epoch[0]) == sorted(train)
+    # a later epoch is done stream by stream (metrics show the highest): its documents so far, each once
+    assert all(len(set(ids)) == len(ids) and set(ids) <= train for ids in by_epoch.values()), by_epoch
+    assert not {i for _, i in docs["web"]} & {i for _, i in docs["code"]}
+
+
+def test_each_source_is_validated_on_its_own(ref):
+    vals = [r for r in records(ref.dir) if "val_loss" in r]
+    assert [r["step"] for r in vals][-2:] == [CUT, STEPS], vals
+    for r in vals:
+        assert {f"val/{n}" for n in WEIGHTS} | {f"val/{n}/bpb" for n in WEIGHTS} <= r.keys(), r
+        assert abs(r["val_loss"] - sum(w * r[f"val/{n}"] for n, w in WEIGHTS.items())) < 1e-6, r  # the weighted total
+        assert len({r[f"val/{n}/bpb"] for n in WEIGHTS}) == 3  # each its own held-out documents
+    lines = [ln for ln in (ref.dir / "train.log").read_text().splitlines() if "| val loss " in ln]
+    assert len(lines) == len(vals) and all(f" | {n} " in ln for ln in lines for n in WEIGHTS), lines
