@@ -144,3 +144,4 @@ def test_print_config_shows_the_resolved_mixture(tmp_path):
     mix = json.loads(p.stdout)["data"]["mixture"]
     assert [(d["name"], d["weight"], d["data"]) for d in mix] == [("demo", 0.75, "demo"), ("docs", 0.25, str(docs))]
     assert "mixture of 2 sources:" in p.stderr and " 75.0%  demo" in p.stderr
+    assert f" 25.0%  {docs} (text 'text', val_docs " in p.stderr  # a local source: no Hub config/split shown

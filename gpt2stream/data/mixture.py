@@ -39,6 +39,8 @@ KEYS = {"data": "data", "name": "name", "config": "data_config", "split": "split
         "text_column": "text_column", "id_column": "id_column", "weight": "weight", "val_docs": "val_docs",
         "max_epochs": "max_epochs"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # goes into metric keys (val/<name>) and file names
+# owner/name, as a Hub dataset id is written (a local path: ./x, /x, globs, files with a data suffix)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$(?<!\.parquet)(?<!\.jsonl)(?<!\.json)(?<!\.txt)(?<!\.md)")
 _WEIGHT_TAIL = re.compile(r"^(?P<data>.+)@(?P<w>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 
 
@@ -305,15 +307,17 @@ def describe(mix: tuple[MixEntry, ...]) -> str:
     """The resolved mixture as start-up lines: name, share, what it reads and how.
 
     >>> e = MixEntry("web", "org/web", 0.75, "default", "train", "", "text", "id", 100)
-    >>> print(describe((e,)))
-    mixture of 1 source:
-      web   75.0%  org/web (config default, split train, text 'text', val_docs 100)
+    >>> print(describe((e, dataclasses.replace(e, name="mine", data="./mine/*.jsonl", revision=""))))
+    mixture of 2 sources:
+      web    75.0%  org/web (config default, split train, text 'text', val_docs 100)
+      mine   75.0%  ./mine/*.jsonl (text 'text', val_docs 100)
     """
     width = max(len(e.name) for e in mix)
     lines = [f"mixture of {len(mix)} source{'s' if len(mix) != 1 else ''}:"]
     for e in mix:
-        rev = f", revision {e.revision}" if e.revision else ""
+        hub = f"config {e.data_config}, split {e.split}, " if _HUB_ID.match(e.data) else ""  # local: no config
+        rev = f"revision {e.revision}, " if e.revision else ""
         cap = f", max_epochs {e.max_epochs}" if e.max_epochs else ""
-        lines.append(f"  {e.name:<{width}}  {100 * e.weight:5.1f}%  {e.data} (config {e.data_config}, split "
-                     f"{e.split}{rev}, text {e.text_column!r}, val_docs {e.val_docs}{cap})")
+        lines.append(f"  {e.name:<{width}}  {100 * e.weight:5.1f}%  {e.data} ({hub}{rev}text {e.text_column!r}, "
+                     f"val_docs {e.val_docs}{cap})")
     return "\n".join(lines)
