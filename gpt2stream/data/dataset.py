@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -306,7 +307,10 @@ class ReaderStream:
     def _batches(self) -> Iterator[tuple[np.ndarray, dict, list[tuple[int, str]]]]:
         st = self.state
         packer = Packer(self.rows, self.block_len)
-        starts: list[tuple[int, int, str]] = []  # (offset in the packer's pending tokens, epoch, id) of documents
+        # (offset in the whole packed stream, epoch, id) of documents not yet in a block; absolute offsets, so a
+        # cut only pops from the front instead of rebuilding the list
+        starts: deque[tuple[int, int, str]] = deque()
+        cut = 0  # tokens of the stream handed out in blocks so far
         resume_pos, resume_tok = st["pos"], st["tok"]
         whole_epoch = st["cursor"] == 0 and st["row"] == 0 and resume_pos == 0 and resume_tok == 0
         used = empty_epochs = 0
@@ -336,12 +340,13 @@ class ReaderStream:
                     else:
                         st["docs"] += 1
                         skip = 0
-                        starts.append((packer.pending, st["epoch"], doc_id))
+                        starts.append((cut + packer.pending, st["epoch"], doc_id))
                     for block in packer.push(arr):
                         st["pos"], st["tok"] = pos, skip + len(arr) - packer.pending
-                        cut = packer.need
-                        here = [(e, d) for off, e, d in starts if off < cut]
-                        starts = [(off - cut, e, d) for off, e, d in starts if off >= cut]
+                        cut += packer.need
+                        here = []
+                        while starts and starts[0][0] < cut:
+                            here.append(starts.popleft()[1:])
                         yield block, dict(st), here
             if not epoch_ends:
                 st.update(cursor=next_cursor, row=next_row, window=st["window"] + 1, pos=0, tok=0)

@@ -5,6 +5,7 @@ Pure: no I/O, no tokenizer. Rows are cut from one continuous stream, so no posit
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -34,7 +35,7 @@ class Packer:
         self.rows = rows
         self.block_len = block_len
         self.need = rows * block_len
-        self._parts: list[np.ndarray] = []
+        self._parts: deque[np.ndarray] = deque()  # popped from the front once per cut
         self.pending = 0
 
     def push(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
@@ -45,18 +46,27 @@ class Packer:
             yield self._cut()
 
     def _cut(self) -> np.ndarray:
-        out = np.empty(self.need, dtype=TOKEN_DTYPE)
-        filled = 0
-        while filled < self.need:
-            part = self._parts[0]
-            take = min(len(part), self.need - filled)
-            out[filled : filled + take] = part[:take]
-            filled += take
-            if take == len(part):
-                self._parts.pop(0)
+        need, parts = self.need, self._parts
+        part = parts[0]
+        if len(part) >= need:  # the common case (documents of ~1000 tokens, rows=1): one copy, no loop
+            out = part[:need].copy()
+            if len(part) == need:
+                parts.popleft()
             else:
-                self._parts[0] = part[take:]
-        self.pending -= self.need
+                parts[0] = part[need:]
+        else:
+            out = np.empty(need, dtype=TOKEN_DTYPE)
+            filled = 0
+            while filled < need:
+                part = parts[0]
+                take = min(len(part), need - filled)
+                out[filled : filled + take] = part[:take]
+                filled += take
+                if take == len(part):
+                    parts.popleft()
+                else:
+                    parts[0] = part[take:]
+        self.pending -= need
         return out.reshape(self.rows, self.block_len)
 
 

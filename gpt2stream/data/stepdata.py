@@ -107,7 +107,7 @@ class StepDataset(IterableDataset):
                         states[c] = st
                 added = counters.since(baseline) if baseline is not None else None
                 pool.release()
-                yield torch.from_numpy(np.stack(rows)).long(), keys, docs, states, added
+                yield stack_long(rows), keys, docs, states, added
         except UserError as e:
             if info is None:
                 raise
@@ -123,6 +123,14 @@ class StepDataset(IterableDataset):
 
             background.stop(last=release)
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def stack_long(rows: list[np.ndarray]) -> torch.Tensor:
+    """The int32 blocks as one (n, seq_len+1) int64 tensor, cast while copied: one pass, not np.stack then .long()."""
+    out = np.empty((len(rows), len(rows[0])), dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return torch.from_numpy(out)
 
 
 class SourceSpill:
