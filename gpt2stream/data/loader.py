@@ -281,7 +281,9 @@ class TrainLoader:
                     srcs[ic] = names[int(key[2])]
             for c, s in st.items():
                 states[int(c)] = s
-        ordered = torch.stack([rows[key] for key in self.order])
+        # one reader whose blocks already come in step order (one stream per reader): its tensor is the step
+        ordered = blocks if len(self.readers) == 1 and list(rows) == self.order else torch.stack(
+            [rows[key] for key in self.order])
         self._start, self._states = self._states, states
         self._cur, self._cur_docs, self._cur_sources, a = [], [], [], 0
         for size in self.micro_sizes:
