@@ -32,15 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
+from bench_data import rss_mb  # noqa: E402  # bench/, the script's directory, is on sys.path
+
 SEQ, BLOCKS = 1024, 16  # a step of 16 blocks: 16 canonical streams
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def documents(doc_bytes: int = 4000) -> dict[str, list[str]]:
