@@ -2,8 +2,9 @@
 
 A bad flag or a missing file fails on every rank before the process group exists, so no collective can decide who
 speaks. Each failing rank instead leaves its line in torchrun's agent store: rank 0 prints its own; another rank
-stays silent when rank 0 failed with the same line, and prints it, with its rank, when rank 0 did not fail (within
-``RANK0_WAIT_S``) or failed otherwise: an error on one rank only is never lost. Every failing rank also writes the
+stays silent when rank 0 failed with the same line, and prints it, with its rank, when rank 0 failed otherwise or
+got past these checks (``rank0_started``, as it starts the process group), or said nothing within ``RANK0_WAIT_S``:
+an error on one rank only is never lost. Every failing rank also writes the
 line to torchrun's error file (``TORCHELASTIC_ERROR_FILE``), so that torchrun's closing "Root Cause" shows it
 instead of a link to its documentation. torchrun's own ChildFailedError traceback is printed by torchrun itself,
 after ours: no child can prevent it.
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-RANK0_WAIT_S = 5.0  # how long another rank waits for rank 0's line before printing its own
+RANK0_WAIT_S = 30.0  # how long another rank waits for word from rank 0 (a loaded machine skews start-ups)
 _CONNECT_S = 5.0
 
 
@@ -61,8 +62,21 @@ def _agent_store(env: Mapping[str, str]) -> object | None:
         return None
 
 
+def rank0_started(env: Mapping[str, str] = os.environ) -> None:
+    """Rank 0 got past the checks that fail on every rank and starts the process group: a rank that failed them
+    need not wait for rank 0's line. No-op elsewhere."""
+    if launched_rank(env) != 0:
+        return
+    store = _agent_store(env)
+    if store is not None:
+        try:
+            store.set("rank0", "")  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - the others then wait RANK0_WAIT_S
+            pass
+
+
 def _rank0_said(store: object, line: str, wait_s: float) -> bool:
-    """Whether rank 0 published exactly ``line`` within ``wait_s`` seconds."""
+    """Whether rank 0 published exactly ``line`` within ``wait_s`` seconds (not: it failed otherwise, or started)."""
     try:
         store.wait(["rank0"], datetime.timedelta(seconds=wait_s))  # type: ignore[attr-defined]
         return store.get("rank0").decode() == line  # type: ignore[attr-defined]

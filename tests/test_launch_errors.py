@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import time
 
-from gpt2stream.launcher import report_error, write_error_file
+from gpt2stream.launcher import RANK0_WAIT_S, report_error, write_error_file
 from tests.test_train_common import ROOT, RUN_TRAIN, env, torchrun
 
 
-def _torchrun(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*torchrun(2), *args], capture_output=True, text=True, env=env(), timeout=timeout, cwd=ROOT)
+def _torchrun(args: list[str], **extra_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*torchrun(2), *args], capture_output=True, text=True, env={**env(), **extra_env},
+                          timeout=180, cwd=ROOT)
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -34,17 +36,22 @@ def test_an_error_on_rank_1_alone_is_still_said(tmp_path):
     script.write_text(textwrap.dedent("""
         import os, time
         from gpt2stream.cli import run_main
+        from gpt2stream.distributed import init_distributed
         from gpt2stream.errors import UserError
 
         def main(argv):
             if os.environ["RANK"] == "1":
+                with open(os.environ["FAILED_AT"], "w") as f:
+                    f.write(repr(time.time()))
                 raise UserError("data file /mnt/node2/x.parquet does not exist")
-            time.sleep(60)  # rank 0 is fine: it would wait for rank 1 in the process group
+            init_distributed("cpu", timeout_s=60)  # rank 0 is fine: it waits for rank 1 in the process group
 
         run_main(main)
     """))
-    p = _torchrun([str(script)])
+    p = _torchrun([str(script)], FAILED_AT=str(tmp_path / "failed_at"))
     assert p.returncode != 0
+    # rank 1 did not wait out RANK0_WAIT_S: rank 0 had said that it got past the checks (rank0_started)
+    assert time.time() - float((tmp_path / "failed_at").read_text()) < RANK0_WAIT_S / 2
     line = "error: [rank 1] data file /mnt/node2/x.parquet does not exist"
     assert _error_lines(p.stderr) == [line], p.stderr[-3000:]
     assert f"traceback : {line}" in p.stderr.split("Root Cause", 1)[1]
