@@ -71,7 +71,9 @@ def load_run(path: str | Path) -> Run:
 
 
 def hms(seconds: float) -> str:
-    """>>> hms(3725.4)
+    """``seconds`` as H:MM:SS.
+
+    >>> hms(3725.4)
     '1:02:05'
     """
     s = int(round(seconds))
@@ -79,7 +81,9 @@ def hms(seconds: float) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """>>> human_bytes(1536), human_bytes(3.2e9)
+    """``n`` bytes in binary units, one decimal.
+
+    >>> human_bytes(1536), human_bytes(3.2e9)
     ('1.5 KiB', '3.0 GiB')
     """
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
