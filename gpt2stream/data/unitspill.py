@@ -117,7 +117,8 @@ def remove_stale_spills(root: str | None = None) -> list[str]:
     """Remove the spill directories in ``root`` ($TMPDIR) left by processes of this user that are gone (killed
     with SIGKILL); return their paths. Anything else there is left alone."""
     root = root or tempfile.gettempdir()
-    removed, tag, uid = [], place_tag(), os.getuid()
+    removed: list[str] = []
+    tag, uid = place_tag(), os.getuid()
     try:
         names = os.listdir(root)
     except OSError:
