@@ -26,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
 from bench_data import rss_mb  # noqa: E402  # bench/, the script's directory, is on sys.path
+
+from tests.mixture_checks import worst_window_error  # noqa: E402
 
 SEQ, BLOCKS = 1024, 16  # a step of 16 blocks: 16 canonical streams
 
@@ -110,15 +111,6 @@ def rate(data: Path, steps: int, warmup: int) -> tuple[float, float]:
     return n / wall, n / cpu
 
 
-def worst_window(sources: list[str], weights: dict[str, float], per_step: int, window: int = 50) -> float:
-    steps = [sources[i : i + per_step] for i in range(0, len(sources), per_step)]
-    worst = 0.0
-    for s in range(len(steps) - window + 1):
-        counts = Counter(x for st in steps[s : s + window] for x in st)
-        worst = max(worst, *(abs(counts[n] / (window * per_step) - w) for n, w in weights.items()))
-    return worst
-
-
 def child(data: Path, steps: int) -> None:
     """One stream in this fresh process: print its RSS before the loader, the most it reached while streaming
     (sampled after every step), its peak (ru_maxrss) and its blocks' sources."""
@@ -168,7 +160,7 @@ def main() -> None:
     off, w = weyl_offset(0), list(weights.values())
     chosen = [pick(weyl_point(n, off), w, [False] * len(w)) for n in range(2000 * 512)]
     print(f"WORST 50-STEP WINDOW share error, block choice alone (2000 steps x 512 blocks): "
-          f"{worst_window(chosen, dict(enumerate(w)), 512) * 100:.3f} pp (target <= 2 pp)")
+          f"{worst_window_error(chosen, dict(enumerate(w)), 512) * 100:.3f} pp (target <= 2 pp)")
 
     rounds = []
     for _ in range(args.repeats):  # interleaved: the machine is shared and noisy
@@ -195,7 +187,7 @@ def main() -> None:
     print(f"MEMORY RATIO mixture / single: data path {med(data_path):.3f}, whole process {med(peaks):.3f} "
           f"(medians of {len(mem)}; target <= 1.2)")
     print(f"WORST 50-STEP WINDOW share error, blocks trained by the mixture run ({args.mem_steps} steps x {BLOCKS}): "
-          f"{worst_window(b['sources'], weights, BLOCKS) * 100:.3f} pp (target <= 2 pp)")
+          f"{worst_window_error(b['sources'], weights, BLOCKS) * 100:.3f} pp (target <= 2 pp)")
     tmp.cleanup()
 
 

@@ -154,13 +154,16 @@ def apply_flags(values: dict[str, Any], table: dict[str, tuple[Any, dataclasses.
 
 def run_main(main: Callable[[list[str]], int | None], argv: list[str] | None = None,
              broken_pipe_ok: bool = True) -> None:
-    """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback.
+    """Run an entry point: a UserError becomes ``error: <message>`` on stderr and exit status 2, no traceback
+    (under torchrun once for the job, not once per rank: gpt2stream.launcher).
     ``broken_pipe_ok``: a BrokenPipeError means ``| head`` has read enough, status 0 (never for training: its
     output cannot break (gpt2stream.console), so a broken pipe there is a real failure)."""
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except USER_ERRORS as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        from gpt2stream.launcher import report_error
+
+        report_error(str(e))
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)

@@ -152,6 +152,9 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
+        from gpt2stream.launcher import rank0_started
+
+        rank0_started()  # a rank that failed before this point need not wait for rank 0's error line
         control = start_groups(backend, device, timeout_s, gpu_timeout_s)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
                     control=control)

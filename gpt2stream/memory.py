@@ -60,7 +60,9 @@ class ModelShape(Protocol):
 
 
 def padded_vocab(vocab_size: int, multiple: int) -> int:
-    """>>> padded_vocab(50257, 64)
+    """``vocab_size`` rounded up to a multiple of ``multiple``.
+
+    >>> padded_vocab(50257, 64)
     50304
     """
     return (vocab_size + multiple - 1) // multiple * multiple

@@ -58,11 +58,14 @@ def datasheet_peak(name: str, dtype: torch.dtype) -> Peak | None:
 
 
 def measure_matmul_flops(device: torch.device, dtype: torch.dtype, size: int | None = None, rounds: int = 3,
-                         seconds: float = 0.1) -> float:
+                         seconds: float | None = None) -> float:
     """Achieved FLOP/s of square matmuls on this device, the best of ``rounds`` timed rounds after a warm-up
     round (other processes on a shared machine only ever make a round slower). On CUDA the matrices are 8192
-    wide and each round synchronises once, at its end."""
-    size = size or (8192 if device.type == "cuda" else 1024)
+    wide, a round lasts 0.1 s and synchronises once, at its end. On a CPU 512-wide rounds of 0.02 s: a CPU run is
+    small, and its start-up (every rank measures) should not pay seconds for an MFU that is only indicative."""
+    cuda = device.type == "cuda"
+    size = size or (8192 if cuda else 512)
+    seconds = seconds if seconds is not None else (0.1 if cuda else 0.02)
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = 0.0

@@ -71,7 +71,9 @@ def load_run(path: str | Path) -> Run:
 
 
 def hms(seconds: float) -> str:
-    """>>> hms(3725.4)
+    """``seconds`` as H:MM:SS.
+
+    >>> hms(3725.4)
     '1:02:05'
     """
     s = int(round(seconds))
@@ -79,7 +81,9 @@ def hms(seconds: float) -> str:
 
 
 def human_bytes(n: float) -> str:
-    """>>> human_bytes(1536), human_bytes(3.2e9)
+    """``n`` bytes in binary units, one decimal.
+
+    >>> human_bytes(1536), human_bytes(3.2e9)
     ('1.5 KiB', '3.0 GiB')
     """
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -208,7 +212,7 @@ def network_line(run: Run) -> str:
             f"read | {human_bytes(float(g('net/bytes', 0)))} fetched | Hub requests api {n('net/api')}, resolver "
             f"{n('net/resolver')}, CDN {n('net/cdn')} | retries {n('net/retries')} | rate-limit waits "
             f"{float(g('net/rate_limit_wait_s', 0)):.0f} s | signed-URL refreshes {n('net/url_refreshes')} | "
-            f"tokenizer {float(g('data/tokenize_tok_s', 0)):,.0f} tok/s per reader")
+            f"tokenizer {float(g('data/tokenize_tok_s_per_reader', 0)):,.0f} tok/s per reader")
 
 
 def checkpoint_lines(run: Run, world: int) -> list[str]:

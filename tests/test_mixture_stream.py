@@ -17,23 +17,13 @@ from gpt2stream.data.loader import TrainLoader, merge_states
 from gpt2stream.data.mixstream import pick, weyl_offset, weyl_point
 from gpt2stream.data.mixture import resolve
 from gpt2stream.errors import UserError
+from tests.mixture_checks import worst_window_error
 from tests.test_train_common import TINY, assert_same_weights, final_state, make_jsonl, run, run_and_kill_after
 from tests.test_train_elastic import assert_close_lines, train_lines
 
 SEQ = 32
 BLOCKS = 16  # blocks a step
 WEIGHTS = {"big": 0.5, "mid": 0.3, "small": 0.2}
-
-
-def worst_window_error(sources: list[str], weights: dict[str, float], per_step: int, window: int = 50) -> float:
-    """The largest |share - weight| of any source over any ``window`` consecutive steps (``sources``: the source
-    of every block in step order)."""
-    steps = [sources[i : i + per_step] for i in range(0, len(sources), per_step)]
-    worst = 0.0
-    for s in range(len(steps) - window + 1):
-        counts = Counter(x for st in steps[s : s + window] for x in st)
-        worst = max(worst, *(abs(counts[n] / (window * per_step) - w) for n, w in weights.items()))
-    return worst
 
 
 @pytest.mark.parametrize("weights", [[0.5, 0.3, 0.2], [0.9, 0.07, 0.03], [0.34, 0.33, 0.33]])

@@ -9,13 +9,23 @@ with one seek and one read: each unit is still fetched once, and memory holds on
 
 The files live in a private temporary directory (``$TMPDIR``), removed when the reader stops; a unit's file is
 removed as soon as its stream moves on. Which rows a window holds, and in what order, is exactly as without it.
+
+A process killed with SIGKILL (the OOM killer, a scheduler) cannot remove its directory, so the directory's name
+carries its owner: ``gpt2stream-units-<pid>-<start>-<where>-``, the pid, the process's start time (a reused pid has
+another) and a tag of this machine and pid namespace (a pid means nothing on another host sharing $TMPDIR, or in
+another container). The first spill of a process removes the directories of such owners that are gone, only those of
+this user, this machine and namespace, in exactly this naming.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
+import re
 import shutil
+import socket
+import stat
 import tempfile
 from typing import Any
 
@@ -62,6 +72,72 @@ class SpilledRows:
             pass
 
 
+_PREFIX = "gpt2stream-units-"
+_NAME = re.compile(r"gpt2stream-units-(\d+)-(\d+)-([0-9a-f]{8})-[A-Za-z0-9_]+")
+_swept: set[str] = set()  # the temporary directories this process has swept
+
+
+def start_ticks(pid: int) -> int:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22); 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def place_tag() -> str:
+    """This machine and pid namespace, in 8 hex digits: only there does an owner's pid name a process."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{ns}".encode()).hexdigest()[:8]
+
+
+def spill_prefix(pid: int | None = None) -> str:
+    """The name of a spill directory of process ``pid`` (this one by default), before mkdtemp's random end."""
+    pid = os.getpid() if pid is None else pid
+    return f"{_PREFIX}{pid}-{start_ticks(pid)}-{place_tag()}-"
+
+
+def _owner_gone(pid: int, start: int) -> bool:
+    """Whether process ``pid`` that started at ``start`` has ended (os.kill(pid, 0) semantics; a pid now used by a
+    process that started at another time counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's: its start time says whether it is the owner
+    return start != 0 and start_ticks(pid) not in (0, start)
+
+
+def remove_stale_spills(root: str | None = None) -> list[str]:
+    """Remove the spill directories in ``root`` ($TMPDIR) left by processes of this user that are gone (killed
+    with SIGKILL); return their paths. Anything else there is left alone."""
+    root = root or tempfile.gettempdir()
+    removed: list[str] = []
+    tag, uid = place_tag(), os.getuid()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        m = _NAME.fullmatch(name)
+        if m is None or m[3] != tag or int(m[1]) == os.getpid():
+            continue
+        path = os.path.join(root, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and _owner_gone(int(m[1]), int(m[2])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class UnitSpill:
     """One reader's spill directory; ``spill`` stores the rest of a unit for stream ``key``."""
 
@@ -71,7 +147,11 @@ class UnitSpill:
     def spill(self, key: Any, rows: list[Row], first: int) -> SpilledRows:
         """Rows ``first..`` of ``rows`` written to disk (``rows`` stays the caller's to drop)."""
         if self._dir is None:
-            self._dir = tempfile.mkdtemp(prefix="gpt2stream-units-")
+            root = tempfile.gettempdir()
+            if root not in _swept:  # once per process: what killed processes left
+                _swept.add(root)
+                remove_stale_spills(root)
+            self._dir = tempfile.mkdtemp(prefix=spill_prefix(), dir=root)
         path = os.path.join(self._dir, f"{key}.rows")
         parts = [pickle.dumps(tuple(r), protocol=pickle.HIGHEST_PROTOCOL) for r in rows[first:]]
         offsets = np.zeros(len(parts) + 1, dtype=np.int64)

@@ -26,6 +26,7 @@ from gpt2stream.train.build import Parts
 from gpt2stream.train.evaluate import run_eval, sample, val_line, validation
 from gpt2stream.train.mixnotes import SourceNotes
 from gpt2stream.train.output import RunLog, error, peak_memory_gb, step_line, step_record
+from gpt2stream.train.plotter import BackgroundPlotter
 from gpt2stream.train.saver import BackgroundSaver
 from gpt2stream.train.settings import Exit
 from gpt2stream.train.step import PendingStep, StepStats, read_steps
@@ -53,6 +54,7 @@ class Trainer:
         self.parts, self.out, self.log, self.stops, self.peak = parts, out, log, stops, peak
         self.resumed = (parts.progress.step, resumed_from) if resumed_from is not None else None
         self.saver = BackgroundSaver(out, parts.cfg.eval.keep_last, log)
+        self.plotter = BackgroundPlotter(out / "loss_plot.png", str(out.name), log.warn)
         self.step_times: list[float] = []
         self.pending: list[tuple[PendingStep, dict]] = []  # steps whose loss and norm are still on the device
         self.timer = StepTimer(parts.info.device)
@@ -252,6 +254,7 @@ class Trainer:
                                                          p.cfg.data.num_workers))
 
     def close(self) -> None:
+        self.plotter.close()
         if self.doclog is not None:
             self.doclog.close()
         self.parts.metrics.close()
@@ -325,14 +328,8 @@ class Trainer:
             raise Stop(Exit.SAVE)
 
     def plot(self) -> None:
-        if not self.parts.info.master:
-            return
-        try:
-            from gpt2stream.plot import plot_metrics
-
-            plot_metrics(self.parts.metrics.records, self.out / "loss_plot.png", title=str(self.out.name))
-        except Exception as e:  # noqa: BLE001 - a plot must never stop training
-            self.log.warn(f"could not draw loss_plot.png ({type(e).__name__}: {e})")
+        if self.parts.info.master:
+            self.plotter.request(self.parts.metrics.records)
 
     def resume_hint(self) -> str:
         info = self.parts.info

@@ -61,8 +61,11 @@ class RunLog:
 
 
 def error(msg: str) -> None:
-    """One ``error: ...`` line on stderr (from whichever rank calls it)."""
+    """One ``error: ...`` line on stderr (from whichever rank calls it), and in torchrun's error file."""
+    from gpt2stream.launcher import write_error_file
+
     print(f"error: {msg}", file=sys.stderr, flush=True)
+    write_error_file(f"error: {msg}")
 
 
 def header(parts: Parts, out: Path, peak: Peak, tokens_per_step: int) -> list[str]:

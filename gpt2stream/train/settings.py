@@ -48,7 +48,9 @@ def collective_timeout(data_cfg: DataConfig) -> float:
 
 
 def format_eta(seconds: float) -> str:
-    """>>> format_eta(3725.2)
+    """``seconds`` as H:MM:SS; "?" when unknown (not finite).
+
+    >>> format_eta(3725.2)
     '1:02:05'
     """
     if not math.isfinite(seconds):
