@@ -315,7 +315,8 @@ class TrainLoader:
         """This rank's whole next step (call at a step boundary)."""
         if self._cur is not None:
             raise RuntimeError("next_step() in the middle of a step handed out by next()")
-        micro, docs, sources = [], [], []
+        micro, sources = [], []
+        docs: list[tuple[int, str]] = []
         while True:
             micro.append(next(self))
             docs += self.last_docs
