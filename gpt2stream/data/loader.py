@@ -20,7 +20,7 @@ from gpt2stream.data.open import open_mixture, open_source
 from gpt2stream.data.packing import Packer, doc_tokens
 from gpt2stream.data.sources import Plan, Source, usable
 from gpt2stream.data.spec import StreamSpec, source_spec
-from gpt2stream.data.stepdata import StepDataset
+from gpt2stream.data.stepdata import StepDataset, keep_item
 from gpt2stream.data.unitspill import SPILL_ABOVE
 from gpt2stream.data.validate import check_int, check_layout, stall_timeout
 from gpt2stream.errors import DataStreamError, UserError
@@ -245,6 +245,7 @@ class TrainLoader:
             self._dl = torch.utils.data.DataLoader(
                 ds, batch_size=None, num_workers=self.num_workers, timeout=stall_timeout(self.cfg),
                 prefetch_factor=2, persistent_workers=False,  # _fetch pins the micro-batches it cuts
+                collate_fn=keep_item,
             )
             self._it = iter(self._dl)
         return self
@@ -282,7 +283,7 @@ class TrainLoader:
                     srcs[ic] = names[int(key[2])]
             for c, s in st.items():
                 states[int(c)] = s
-            parts.append(blocks.numpy())
+            parts.append(blocks)
         rows = [where[key] for key in self.order]
         # one reader whose blocks already come in step order (one stream per reader): its array is the step
         ordered = parts[0] if len(parts) == 1 and rows == list(range(len(rows))) else np.concatenate(parts)[rows]

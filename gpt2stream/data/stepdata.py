@@ -1,7 +1,7 @@
 """The IterableDataset of one physical reader (a rank in-process, or one of its DataLoader workers): it runs the
 canonical streams it was given and yields, per optimizer step, their blocks of that step.
 
-Item per step: ``(blocks (n, seq_len+1) int32 tensor, [(i, c)] of each row, [docs of each row], {c: state},
+Item per step: ``(blocks (n, seq_len+1) int32 array, [(i, c)] of each row, [docs of each row], {c: state},
 counters)``: a worker's pipeline and network totals since it started (counters.py; None in-process). For a mixture
 each row's key is ``(i, c, x)`` (x: the index of the row's source) and each document ``(epoch, id, source name)``.
 DataLoader hands items out worker 0, 1, ..., W-1, 0, ...; since every worker yields exactly one item per step,
@@ -14,7 +14,6 @@ import dataclasses
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from gpt2stream.data import counters
@@ -108,7 +107,7 @@ class StepDataset(IterableDataset):
                 added = counters.since(baseline) if baseline is not None else None
                 pool.release()
                 # one concatenate: np.stack costs more in Python than its copy
-                yield torch.from_numpy(np.concatenate(rows).reshape(len(rows), -1)), keys, docs, states, added
+                yield np.concatenate(rows).reshape(len(rows), -1), keys, docs, states, added
         except UserError as e:
             if info is None:
                 raise
@@ -124,6 +123,14 @@ class StepDataset(IterableDataset):
 
             background.stop(last=release)
             pool.shutdown(wait=False, cancel_futures=True)
+
+
+def keep_item(item: Any) -> Any:
+    """The DataLoader's collate_fn: the item as it is. Its blocks stay a numpy array, which is pickled into the
+    worker's result pipe, instead of a tensor whose shared-memory handle the main process must fetch from the
+    worker's resource-sharer thread at every step (a round trip that waits for the busy worker's GIL: the 5-15 ms
+    waits of the first steps; bench/bench_delivery.py)."""
+    return item
 
 
 class SourceSpill:
