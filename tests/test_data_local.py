@@ -411,7 +411,7 @@ def test_dataset_pickles_for_spawned_workers(tmp_path):
     loader.close()
     fresh = pickle.loads(pickle.dumps(TrainLoader(c, batch_size=2, tokenizer=load_tokenizer("gpt2"), seed=4)
                                       ._dataset()))
-    # one item per step: this reader's blocks (seq_len + 1 tokens) in step order (one reader: all of them)
-    got = [blocks[:, :-1] for _, (blocks, *_rest) in zip(range(3), fresh, strict=False)]
+    # one item per step: this reader's blocks (an int32 array of seq_len + 1 tokens) in step order (one reader: all)
+    got = [torch.from_numpy(blocks[:, :-1]) for _, (blocks, *_rest) in zip(range(3), fresh, strict=False)]
     assert all(a.equal(b) for a, b in zip(got, first, strict=True))
-    assert next(iter(later))[0][:, :-1].equal(fourth)
+    assert torch.from_numpy(next(iter(later))[0][:, :-1]).equal(fourth)
