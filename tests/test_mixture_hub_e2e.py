@@ -2,7 +2,7 @@
 runs it: two Hub datasets with different text columns (web ``text``, code ``content``) and one small local jsonl.
 
 One shared set of runs (module fixtures) serves every assert: an uninterrupted 60-step run (the reference: the
-document log's proportions, the small source's epochs, per-source validation), the same run killed with SIGKILL
+document log's proportions and per-step Weyl choice, the small source's epochs, per-source validation), the same run killed with SIGKILL
 after its step-30 checkpoint and resumed (bit-identical), and that checkpoint resumed on 2 processes (within 1e-5).
 """
 
@@ -118,6 +118,18 @@ def test_every_50_step_window_holds_the_weights(ref):
         for name, w in WEIGHTS.items():
             share = window[name] / (50 * BLOCKS)
             assert abs(share - w) <= 0.02, (first, name, share, w)
+
+
+def test_each_steps_blocks_per_source_are_the_weyl_choice(ref):
+    from gpt2stream.data.mixstream import pick, weyl_offset, weyl_point
+
+    config = json.loads((ref.dir / "config.json").read_text())
+    assert config["data"]["streams"] >= 2 and [e["name"] for e in config["data"]["mixture"]] == list(WEIGHTS)
+    off, names = weyl_offset(config["train"]["seed"]), list(WEIGHTS)
+    for step, got in doclog(ref.dir)[0].items():  # the doclog's blocks per source are the Weyl choice of its blocks
+        want = Counter(names[pick(weyl_point(n, off), list(WEIGHTS.values()), [False] * 3)]
+                       for n in range((step - 1) * BLOCKS, step * BLOCKS))
+        assert got == want, step
 
 
 def test_a_kill_9_resume_is_bit_identical(killed, ref):
