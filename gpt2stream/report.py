@@ -212,7 +212,7 @@ def network_line(run: Run) -> str:
             f"read | {human_bytes(float(g('net/bytes', 0)))} fetched | Hub requests api {n('net/api')}, resolver "
             f"{n('net/resolver')}, CDN {n('net/cdn')} | retries {n('net/retries')} | rate-limit waits "
             f"{float(g('net/rate_limit_wait_s', 0)):.0f} s | signed-URL refreshes {n('net/url_refreshes')} | "
-            f"tokenizer {float(g('data/tokenize_tok_s', 0)):,.0f} tok/s per reader")
+            f"tokenizer {float(g('data/tokenize_tok_s_per_reader', 0)):,.0f} tok/s per reader")
 
 
 def checkpoint_lines(run: Run, world: int) -> list[str]:
