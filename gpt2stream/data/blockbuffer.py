@@ -14,14 +14,14 @@ handful of ints), the buffer's index and how many of its blocks were emitted. A 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from gpt2stream.data.shuffle import block_order
 
-Docs = list[tuple[int, str]]  # (epoch, id) of the documents whose first token is in a block
+Docs = Sequence[tuple[int, str]]  # (epoch, id) of the documents whose first token is in a block
 
 
 def fresh_stream_state() -> dict[str, Any]:

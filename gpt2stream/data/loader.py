@@ -266,30 +266,31 @@ class TrainLoader:
         """The next step's blocks from every reader, in step order, cut into micro-batches."""
         if self._it is None:
             iter(self)
-        rows: dict[tuple[int, int], torch.Tensor] = {}
+        where: dict[tuple[int, int], int] = {}  # (i, c) -> row of the readers' blocks, concatenated
         docs: dict[tuple[int, int], Docs] = {}
         srcs: dict[tuple[int, int], str] = {}
         names = self.mixture.names if self.mixture is not None else []
         states = list(self._states)
+        parts = []
         for w in range(len(self.readers)):  # each reader yields one item per step, worker 0 first
             blocks, keys, block_docs, st, added = self._item()
             self._workers.update(w, added)
             for n, key in enumerate(keys):  # (i, c), or (i, c, source) for a mixture
                 ic = (int(key[0]), int(key[1]))
-                rows[ic], docs[ic] = blocks[n], [tuple(d) for d in block_docs[n]]
+                where[ic], docs[ic] = len(where), [tuple(d) for d in block_docs[n]]
                 if len(key) > 2:
                     srcs[ic] = names[int(key[2])]
             for c, s in st.items():
                 states[int(c)] = s
-        # one reader whose blocks already come in step order (one stream per reader): its tensor is the step
-        ordered = blocks if len(self.readers) == 1 and list(rows) == self.order else torch.stack(
-            [rows[key] for key in self.order])
+            parts.append(blocks.numpy())
+        rows = [where[key] for key in self.order]
+        # one reader whose blocks already come in step order (one stream per reader): its array is the step
+        ordered = parts[0] if len(parts) == 1 and rows == list(range(len(rows))) else np.concatenate(parts)[rows]
         self._start, self._states = self._states, states
         self._cur, self._cur_docs, self._cur_sources, a = [], [], [], 0
         for size in self.micro_sizes:
-            t = ordered[a : a + size]
-            x, y = t[:, :-1].contiguous(), t[:, 1:].contiguous()
-            # pinned after the contiguous copies: those are the tensors the step copies to the GPU
+            x, y = split_xy(ordered[a : a + size])
+            # pinned after the copies: those are the tensors the step copies to the GPU
             self._cur.append((x.pin_memory(), y.pin_memory()) if self.pin_memory else (x, y))
             self._cur_docs.append([d for key in self.order[a : a + size] for d in docs[key]])
             self._cur_sources.append([srcs[key] for key in self.order[a : a + size] if key in srcs])
@@ -314,7 +315,8 @@ class TrainLoader:
         """This rank's whole next step (call at a step boundary)."""
         if self._cur is not None:
             raise RuntimeError("next_step() in the middle of a step handed out by next()")
-        micro, docs, sources = [], [], []
+        micro, sources = [], []
+        docs: list[tuple[int, str]] = []
         while True:
             micro.append(next(self))
             docs += self.last_docs
@@ -339,6 +341,12 @@ class TrainLoader:
             self.close()
         except Exception:
             pass
+
+
+def split_xy(blocks: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of (rows, seq_len+1) int32 blocks: two contiguous int64 tensors, each cast while copied
+    (no int64 copy of the blocks first)."""
+    return torch.from_numpy(blocks[:, :-1].astype(np.int64)), torch.from_numpy(blocks[:, 1:].astype(np.int64))
 
 
 def merge_states(rank_states: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,6 @@ Pure: no I/O, no tokenizer. Rows are cut from one continuous stream, so no posit
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -35,39 +34,28 @@ class Packer:
         self.rows = rows
         self.block_len = block_len
         self.need = rows * block_len
-        self._parts: deque[np.ndarray] = deque()  # popped from the front once per cut
+        self._parts: list[np.ndarray] = []  # the pending tokens (fewer than ``need``)
         self.pending = 0
 
     def push(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
-        """Add tokens; yield each complete (rows, block_len) array as soon as it exists."""
-        self._parts.append(tokens)
-        self.pending += len(tokens)
-        while self.pending >= self.need:
-            yield self._cut()
-
-    def _cut(self) -> np.ndarray:
-        need, parts = self.need, self._parts
-        part = parts[0]
-        if len(part) >= need:  # the common case (documents of ~1000 tokens, rows=1): one copy, no loop
-            out = part[:need].copy()
-            if len(part) == need:
-                parts.popleft()
-            else:
-                parts[0] = part[need:]
-        else:
-            out = np.empty(need, dtype=TOKEN_DTYPE)
-            filled = 0
-            while filled < need:
-                part = parts[0]
-                take = min(len(part), need - filled)
-                out[filled : filled + take] = part[:take]
-                filled += take
-                if take == len(part):
-                    parts.popleft()
-                else:
-                    parts[0] = part[take:]
-        self.pending -= need
-        return out.reshape(self.rows, self.block_len)
+        """Add tokens; yield each complete (rows, block_len) array as soon as it exists (``pending`` counts down as
+        they are handed out)."""
+        total = self.pending + len(tokens)
+        if total < self.need:
+            self._parts.append(tokens)
+            self.pending = total
+            return
+        # every complete block at once, in one copy (the blocks are views of it): no per-block copy loop
+        m, need = total // self.need, self.need
+        out = np.empty((m, self.rows, self.block_len), dtype=TOKEN_DTYPE)
+        used = m * need - self.pending  # of ``tokens``
+        np.concatenate([*self._parts, tokens[:used]], out=out.reshape(-1))
+        self._parts.clear()
+        if used < len(tokens):
+            self._parts.append(tokens[used:])
+        for i in range(m):
+            self.pending = total - (i + 1) * need
+            yield out[i]
 
 
 def pack_blocks(docs: Iterable[list[int]], eot: int, block_len: int) -> list[list[int]]:
