@@ -58,14 +58,25 @@ def test_valid_data_trains_with_the_defaults(tmp_path, make):
     assert (out / "checkpoints" / "step_00000001.pt").exists()
 
 
-@pytest.mark.parametrize("bom", [True, False])
-def test_utf16_text_is_named(tmp_path, bom):
-    data = tmp_path / "u16.txt"
+def test_utf16_text_is_named(tmp_path):
+    """With a byte-order mark through run_train.py; without one (NUL bytes) as rank 0 opens the data."""
+    from types import SimpleNamespace
+
+    from gpt2stream.config import DataConfig
+    from gpt2stream.data.job import open_data_for_job
+    from gpt2stream.data.mixture import resolve
+    from gpt2stream.errors import UserError
+
     text = "A first paragraph.\n\nA second one.\n" * 50
-    data.write_bytes(text.encode("utf-16") if bom else text.encode("utf-16-le"))
+    data, plain = tmp_path / "u16.txt", tmp_path / "u16le.txt"
+    data.write_bytes(text.encode("utf-16"))
+    plain.write_bytes(text.encode("utf-16-le"))
     line = one_error_line(run([*TINY, "--data", str(data), "--val-docs", "0", *ONE_STEP, "--out-dir",
                                str(tmp_path / "run")], check=False))
-    assert "UTF-16" in line and "not UTF-8" in line and "--text-column" not in line
+    with pytest.raises(UserError) as e:
+        open_data_for_job(resolve(DataConfig(data=str(plain), val_docs=0)), SimpleNamespace(rank=0, ddp=False))
+    for msg in (line, str(e.value)):
+        assert "UTF-16" in msg and "not UTF-8" in msg and "--text-column" not in msg, msg
 
 
 def test_zero_row_parquet_is_named(tmp_path):

@@ -1,11 +1,12 @@
 """A run can grow from a few processes to 512: with the default streams (C = the step's blocks, 512 for the 124M
 step) the same global batches come out of one reader holding all 512 streams as out of 24, 64 or 512 ranks, and a
 state written by 2 ranks resumes on any of them exactly; the loss weights stay one per block (arithmetic); and one
-real torchrun run grows to a world size the old default (C <= 16, the largest divisor) refused, with the losses of a
-one-process run."""
+real torchrun run grows to a world size the old default (C <= 16, the largest divisor) refused, with the losses of
+the run it was cut from."""
 
 from __future__ import annotations
 
+import shutil
 from fractions import Fraction
 
 import pyarrow as pa
@@ -134,8 +135,9 @@ def test_a_run_started_on_2_processes_resumes_on_3_where_the_old_default_refused
     common = [*TINY, "--data", str(data), "--total-batch-size", str(34 * 32), "--eval-every", "0",
               "--save-every", "3", "--min-lr", "3e-3", "--num-workers", "0"]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run([*common, "--max-steps", "6", "--out-dir", str(full)])
-    run([*common, "--max-steps", "3", "--out-dir", str(cut)], nproc=2)
+    run([*common, "--max-steps", "6", "--out-dir", str(full)], nproc=2)  # uninterrupted: the reference
+    shutil.copytree(full, cut)  # as if it had died after its step-3 checkpoint
+    (cut / "checkpoints" / "step_00000006.pt").unlink()
     p = run(["--out-dir", str(cut), "--resume", "--max-steps", "6"], nproc=3)
     assert " at step 3" in p.stdout
     assert len(steps_only(train_lines(full))) == 6

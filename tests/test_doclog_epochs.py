@@ -1,6 +1,7 @@
-"""Every training document exactly once per epoch in the document log (--log-docs), over several epochs and resumes
-on other layouts (1 x 2 workers -> torchrun 2 x 1 -> 1 x 0), on parquet data whose id column has gaps (null or
-empty ids: those rows are logged by where they are, never all as one "None") and with unusable texts (skipped)."""
+"""Every training document exactly once per epoch in the document log (--log-docs), over several epochs and a resume
+on another layout (1 x 2 workers -> 1 x 0, micro-batch 3), on parquet data whose id column has gaps (null or empty
+ids: those rows are logged by where they are, never all as one "None") and with unusable texts (skipped). The same
+on 2 processes (torchrun), after a kill -9, is tests/test_train_elastic.py's scenario (jsonl data)."""
 
 from __future__ import annotations
 
@@ -47,9 +48,8 @@ def test_every_document_once_per_epoch_across_resumes_on_other_layouts(tmp_path)
     expected = make_parquet_set(data)
     assert len(expected) == FILES * GROUPS * ROWS - VAL - 3 and not any(k == "None" for k in expected)
     out = tmp_path / "run"
-    common = ["--eval-every", "0", "--save-every", "12", "--log-docs", "--val-docs", str(VAL)]
-    run([*TINY, "--data", str(data), *common, "--num-workers", "2", "--max-steps", "12", "--out-dir", str(out)])
-    run(["--out-dir", str(out), "--resume", "--num-workers", "1", "--max-steps", "24"], nproc=2)
+    common = ["--eval-every", "0", "--save-every", "18", "--log-docs", "--val-docs", str(VAL)]
+    run([*TINY, "--data", str(data), *common, "--num-workers", "2", "--max-steps", "18", "--out-dir", str(out)])
     run(["--out-dir", str(out), "--resume", "--num-workers", "0", "--batch-size", "3", "--max-steps", "36"])
 
     per_epoch: dict[int, Counter] = defaultdict(Counter)

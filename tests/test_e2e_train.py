@@ -1,9 +1,11 @@
 """The whole flow as a user runs it, against the local Hub test server: train_tokenizer.py -> run_train.py --preset
-tiny under torchrun x2 -> stop it (SIGTERM, as a scheduler does) -> --resume -> run_sample.py --prompt -> export."""
+tiny under torchrun x2 -> stop it (SIGTERM, as a scheduler does) -> --resume -> run_sample.py --prompt -> export
+(whose trained tokenizer loads in transformers) -> a checkpoint copied away whose tokenizer.json then moved."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,3 +73,22 @@ def test_tokenizer_train_stop_resume_sample(hub_server, tmp_path):
                        text=True, env=e, cwd=ROOT, timeout=120)
     assert p.returncode == 0, p.stderr
     assert (hf / "model.safetensors").is_file() and (hf / "tokenizer.json").read_bytes() == tok.read_bytes()
+    from transformers import AutoTokenizer  # the exported trained tokenizer gives transformers the same tokens
+
+    from tokenizer import load_tokenizer
+
+    bpe, auto = load_tokenizer(str(tok)), AutoTokenizer.from_pretrained(hf)
+    text = "the cat sat on a log<|endoftext|>zebra!"
+    assert auto(text)["input_ids"] == bpe.encode(text, allowed_special="all")
+    assert auto.eos_token_id == bpe.eot_id
+
+    # a checkpoint copied away from its run directory, whose tokenizer.json is then gone: one line names the fix
+    lone = shutil.copy(find_latest(out)[0], tmp_path / "lone.pt")
+    tok.rename(tmp_path / "moved.json")
+    sample = [sys.executable, str(ROOT / "run_sample.py"), "--ckpt", str(lone), "--prompt", "x", "--transcript", "off"]
+    bad = subprocess.run(sample, capture_output=True, text=True, env=e, cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
+    assert "tok.json, which is gone" in bad.stderr and "--tokenizer PATH" in bad.stderr
+    ok = subprocess.run([*sample, "--tokenizer", "moved.json", "--max-new-tokens", "3"], capture_output=True, text=True,
+                        env=e, cwd=tmp_path, timeout=120)
+    assert ok.returncode == 0, ok.stderr

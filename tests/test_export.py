@@ -1,4 +1,5 @@
-"""python -m gpt2stream.export: a checkpoint -> a directory transformers loads, with the same logits and tokens."""
+"""python -m gpt2stream.export: a checkpoint -> a directory transformers loads, with the same logits and tokens (a
+trained tokenizer's export loading in transformers: test_e2e_train.py)."""
 
 from __future__ import annotations
 
@@ -54,24 +55,6 @@ def test_export_checkpoint_loads_in_transformers(tmp_path, tiktoken_r50k):
     for text in ("Hello world", "  Héllo\n\nwörld 1234 it's<|endoftext|>x"):
         assert tok(text)["input_ids"] == enc.encode(text, allowed_special="all")
     assert tok.eos_token_id == 50256 and tok.decode(enc.encode("Hello world")) == "Hello world"
-
-
-def test_export_trained_tokenizer_loads_in_transformers(tmp_path):
-    from transformers import AutoTokenizer
-
-    from tokenizer.train import train_bpe
-
-    bpe = train_bpe(["the cat sat on the mat, the dog sat on the log. " * 20, "a bird in the hand"], vocab_size=300)
-    bpe.save(tmp_path / "tok.json")
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=bpe.n_vocab))
-    run = _run_dir(tmp_path / "run", model, bpe.n_vocab, tokenizer_spec=str(tmp_path / "tok.json"))
-    p = _export(run, tmp_path / "hf")
-    assert p.returncode == 0, p.stderr
-    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
-    text = "the cat sat on a log<|endoftext|>zebra!"
-    assert tok(text)["input_ids"] == bpe.encode(text, allowed_special="all")
-    assert tok.eos_token_id == bpe.eot_id
 
 
 def test_export_refuses_to_write_over_a_run(tmp_path):

@@ -1,5 +1,6 @@
 """HellaSwag (gpt2stream/evals): scores equal an independent transformers computation; data download/cache/errors;
-the command (``python -m gpt2stream.hellaswag`` is ``python -m gpt2stream.evals hellaswag``); torchrun."""
+the command (``python -m gpt2stream.hellaswag`` is ``python -m gpt2stream.evals hellaswag``); torchrun. Scoring in
+the training loop (across 2 ranks) equal to the command on the saved checkpoint: test_train_ddp.py."""
 
 from __future__ import annotations
 
@@ -286,35 +287,6 @@ def test_cli_argument_errors(argv, message):
     assert parse_args(alias_argv(["run", "--limit", "5", "--json"]))[1] == "run"
     _, run, args = parse_args(alias_argv(["--hellaswag", "f.jsonl", "run"]))
     assert (run, args.data) == ("run", "f.jsonl")
-
-
-@pytest.mark.slow
-def test_in_training_and_standalone_agree_on_a_trained_run(tmp_path):
-    """run_train.py --hellaswag-every scores in the loop (into metrics.jsonl); the standalone command on the saved
-    checkpoint of the same step gives the same figures."""
-    run = tmp_path / "run"
-    data = write_examples(tmp_path / "hs.jsonl")
-    with open(tmp_path / "docs.jsonl", "w") as f:
-        for i in range(200):
-            text = f"Document {i}: a man is sitting on a roof and he starts pulling. " * 4
-            f.write(json.dumps({"text": text}) + "\n")
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "run_train.py"), "--preset", "tiny", "--data", "docs.jsonl", "--out-dir", "run",
-         "--max-steps", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "64",
-         "--seq-len", "64", "--batch-size", "2", "--total-batch-size", "256", "--val-docs", "20",
-         "--eval-tokens", "1024", "--num-workers", "0", "--sample-every", "0",
-         "--evals-every", "2", "--evals-data", f"hellaswag={data}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-3000:]
-    records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    in_loop = [rec for rec in records if "hellaswag_acc_norm" in rec]
-    assert len(in_loop) == 1 and in_loop[0]["step"] == 2 and in_loop[0]["hellaswag_n"] == 5
-    r = subprocess.run([sys.executable, "-m", "gpt2stream.evals", "hellaswag", str(run), "--data", str(data), "--json"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert r.returncode == 0, r.stderr
-    got = json.loads(r.stdout.strip().splitlines()[-1])
-    assert got["n"] == 5 and "step 2" in got["model"]  # block_size 64 < some rows: contexts were cut, still scored
-    assert (got["acc"], got["acc_norm"]) == (in_loop[0]["hellaswag_acc"], in_loop[0]["hellaswag_acc_norm"])
 
 
 @pytest.mark.slow

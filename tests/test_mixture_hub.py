@@ -1,6 +1,7 @@
 """A mixture of two Hub datasets with different text columns and one local jsonl, against the test Hub server
-(tests/hubserver.py): each Hub source is resolved once per job and pinned, a resume reads each pinned sha (no
-listing), a source's mistakes name the source, and the offline HF-cache mode works per source."""
+(tests/hubserver.py), in process: each Hub source is resolved once per job and pinned, a resume reads each pinned
+sha (no listing), a source's mistakes name the source, and the offline HF-cache mode works per source. The same
+through run_train.py (and --plan) is in tests/test_mixture_hub_e2e.py, on its shared runs."""
 
 from __future__ import annotations
 
@@ -186,105 +187,3 @@ def test_offline_mode_reads_each_hub_source_from_the_cache(servers, mix_files, t
         assert f"HF_HUB_OFFLINE=1: reading {repo} from the local Hugging Face cache" in p.stderr
     assert sorted(f.name for f in run.glob("data-*.json")) == ["data-files-code.json", "data-files-mine.json",
                                                                  "data-files-web.json"]
-
-
-# ---- through run_train.py: one shared set of tiny runs ---------------------------------------------------------
-
-def startup_counts(server: HubServer) -> dict[str, dict[str, int]]:
-    """Per Hub repo: api requests, listings and card reads (what opening a source costs; data reads aside)."""
-    out = {}
-    for repo in (DEFAULT_REPO, CODE_REPO):
-        mine = [r for r in server.requests if repo in r.path]
-        out[repo] = {"api": sum(r.kind == "api" for r in mine), "tree": sum("/tree/" in r.path for r in mine),
-                     "card": sum(r.path.endswith("/README.md") for r in mine)}
-    return out
-
-
-@pytest.fixture(scope="module")
-def trained(hub_repo, mix_files, tmp_path_factory):
-    """--plan for 2 processes; a 1-process run (2 steps, a checkpoint at 2) resumed to 3, and the same 2 steps on 2
-    processes (torchrun, gloo), each against a fresh count of the server's requests."""
-    from tests.test_train_common import TINY, run
-
-    d = tmp_path_factory.mktemp("mixruns")
-    args = [*TINY, "--data", str(mix_files[1]), "--num-workers", "0", "--eval-every", "0", "--save-every", "2",
-            "--max-retries", "2"]
-    out: dict = {"dir": d}
-    with HubServer({DEFAULT_REPO: hub_repo.root, CODE_REPO: mix_files[0]}, redirect_data=True) as server:
-        mp = pytest.MonkeyPatch()
-        mp.setenv("HF_ENDPOINT", server.url)
-        try:
-            out["plan"] = run([*args, "--max-steps", "2", "--plan", "--nproc", "2"])
-            for name, nproc in (("solo", 1), ("duo", 2)):
-                server.reset_counters()
-                out[name] = run([*args, "--max-steps", "2", "--out-dir", str(d / name)], nproc=nproc, timeout=400)
-                out[f"{name}_counts"] = startup_counts(server)
-                out[f"{name}_resolver"] = server.counts()["resolver"]
-                out[f"{name}_api"] = server.counts()["api"]
-            server.reset_counters()
-            out["resume"] = run(["--out-dir", str(d / "solo"), "--resume", "--max-steps", "3"])
-            out["resume_requests"] = list(server.requests)
-            out["shas"] = {DEFAULT_REPO: server.sha(), CODE_REPO: server.sha(CODE_REPO)}
-        finally:
-            mp.undo()
-    return out
-
-
-@pytest.mark.slow
-def test_a_mixture_trains_with_each_hub_source_resolved_once_per_job(trained):
-    solo, shas = trained["dir"] / "solo", trained["shas"]
-    once = {"api": 2, "tree": 1, "card": 1}  # the revision info + one listing (api), one card, whatever the ranks
-    assert trained["solo_counts"] == {DEFAULT_REPO: once, CODE_REPO: once}, trained["solo_counts"]
-    assert trained["duo_counts"] == trained["solo_counts"]
-    assert trained["duo_resolver"] <= trained["solo_resolver"], (trained["duo_resolver"], trained["solo_resolver"])
-    mixture = json.loads((solo / "config.json").read_text())["data"]["mixture"]
-    assert [(d["name"], d["revision"]) for d in mixture] == [("web", shas[DEFAULT_REPO]), ("code", shas[CODE_REPO]),
-                                                            ("mine", "")]
-    import torch
-
-    ckpt = torch.load(solo / "checkpoints/step_00000002.pt", map_location="cpu", weights_only=False, mmap=True)
-    assert ckpt["config"]["data"]["mixture"] == mixture
-    log = (solo / "train.log").read_text()
-    assert "mixture of 3 sources:" in log and f"revision {shas[CODE_REPO]}, text 'content'" in log
-    assert sorted(p.name for p in solo.glob("data-*.json")) == ["data-files-mine.json", "data-manifest-code.json",
-                                                                "data-manifest-web.json"]
-
-
-@pytest.mark.slow
-def test_plan_predicts_each_source_and_the_startup_requests_of_the_job(trained):
-    import re
-
-    plan, shas = trained["plan"].stdout, trained["shas"]
-    assert "data: a mixture of 3 sources" in plan and "plan: OK" in plan, plan
-    assert f"  web (50.0%): {DEFAULT_REPO} (revision {shas[DEFAULT_REPO]}): 4 files, 12 row groups" in plan, plan
-    assert f"  code (30.0%): {CODE_REPO} (revision {shas[CODE_REPO]}): 2 files, 4 row groups" in plan, plan
-    assert "  mine (20.0%): " in plan and "(revision local files): 1 files" in plan, plan
-    m = re.search(r"Hub requests at start-up .*: api (\d+), resolver (\d+)", plan)
-    assert m, plan
-    # two steps are all start-up (no signed URL expires): every api and resolver request the 2-process job sent
-    assert (int(m.group(1)), int(m.group(2))) == (trained["duo_api"], trained["duo_resolver"]), plan
-
-
-@pytest.mark.slow
-def test_a_resume_reads_each_pinned_sha_and_lists_nothing(trained):
-    reqs, shas = trained["resume_requests"], trained["shas"]
-    assert "resumed from" in trained["resume"].stdout
-    api = sorted(r.path.rsplit("/", 1)[-1] for r in reqs if r.kind == "api")
-    assert api == sorted(shas.values()), api  # one check per Hub source: its pinned sha, never main
-    assert not [r for r in reqs if "/tree/" in r.path or r.path.endswith("/README.md")]
-    steps = [json.loads(ln)["step"] for ln in (trained["dir"] / "solo/metrics.jsonl").read_text().splitlines()
-             if '"loss"' in ln]
-    assert steps[-1] == 3
-
-
-@pytest.mark.slow
-def test_a_resume_given_another_mixture_is_refused_in_one_line(trained, mix_files, tmp_path):
-    from tests.test_train_common import run
-
-    other = tmp_path / "other.yaml"
-    other.write_text(mix_files[1].read_text().replace("weight: 0.3", "weight: 0.5"))
-    p = run(["--out-dir", str(trained["dir"] / "solo"), "--resume", "--data", str(other)], check=False)
-    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
-    assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    assert "is not the data this run trained on (source web: weight 0.5 -> 0.4167; source code: weight 0.3 -> " \
-           "0.4167" in errors[0] and "drop --data to resume" in errors[0], errors[0]

@@ -2,13 +2,16 @@
 runs it: two Hub datasets with different text columns (web ``text``, code ``content``) and one small local jsonl.
 
 One shared set of runs (module fixtures) serves every assert: an uninterrupted 60-step run (the reference: the
-document log's proportions, the small source's epochs, per-source validation), the same run killed with SIGKILL
-after its step-30 checkpoint and resumed (bit-identical), and that checkpoint resumed on 2 processes (within 1e-5).
+document log's proportions and per-step Weyl choice, the small source's epochs, per-source validation, each Hub
+source resolved once and pinned), the same run killed with SIGKILL after its step-30 checkpoint and resumed
+(bit-identical; the resume reads each pinned sha and lists nothing), that checkpoint resumed on 2 processes (within
+1e-5), and a 2-step 2-process run (resolved once per job, as its --plan predicts).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -59,8 +62,9 @@ def hub(hub_repo, tmp_path_factory):
 def ref(hub) -> SimpleNamespace:
     """The uninterrupted run: 1 process, no DataLoader workers."""
     out = hub.dir / "ref"
+    hub.server.reset_counters()
     p = run([*hub.args, "--num-workers", "0", "--out-dir", str(out)])
-    return SimpleNamespace(dir=out, stdout=p.stdout)
+    return SimpleNamespace(dir=out, stdout=p.stdout, counts=startup_counts(hub.server))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +75,9 @@ def killed(hub) -> SimpleNamespace:
     run_and_kill_after([*hub.args, "--num-workers", "2", "--out-dir", str(cut)],
                        cut / "checkpoints" / f"step_{CUT:08d}.pt")
     shutil.copytree(cut, other)
+    hub.server.reset_counters()
     p = run(["--out-dir", str(cut), "--resume"])
-    return SimpleNamespace(dir=cut, copy=other, stdout=p.stdout)
+    return SimpleNamespace(dir=cut, copy=other, stdout=p.stdout, requests=list(hub.server.requests))
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,32 @@ def elastic(killed) -> Path:
     """The killed run's copy resumed on another layout: 2 processes (torchrun, gloo) of 1 worker each."""
     run(["--out-dir", str(killed.copy), "--resume", "--num-workers", "1"], nproc=2, timeout=400)
     return killed.copy
+
+
+@pytest.fixture(scope="module")
+def duo(hub) -> SimpleNamespace:
+    """--plan for 2 processes, then those 2 steps on 2 processes (torchrun, gloo) against a fresh count of the
+    server's requests: two steps are all start-up (no signed URL expires, no evaluation)."""
+    args = [*hub.args, "--max-steps", "2", "--eval-every", "0", "--num-workers", "0"]
+    plan = run([*args, "--plan", "--nproc", "2"])
+    hub.server.reset_counters()
+    run([*args, "--out-dir", str(hub.dir / "duo")], nproc=2, timeout=400)
+    return SimpleNamespace(plan=plan.stdout, counts=startup_counts(hub.server), api=hub.server.counts()["api"],
+                           resolver=hub.server.counts()["resolver"])
+
+
+def startup_counts(server: HubServer) -> dict[str, dict[str, int]]:
+    """Per Hub repo: api requests, listings and card reads (what opening a source costs; data reads aside)."""
+    out = {}
+    for repo in (DEFAULT_REPO, CODE_REPO):
+        mine = [r for r in server.requests if repo in r.path]
+        out[repo] = {"api": sum(r.kind == "api" for r in mine), "tree": sum("/tree/" in r.path for r in mine),
+                     "card": sum(r.path.endswith("/README.md") for r in mine)}
+    return out
+
+
+def shas(hub) -> dict[str, str]:
+    return {DEFAULT_REPO: hub.server.sha(), CODE_REPO: hub.server.sha(CODE_REPO)}
 
 
 def doclog(run_dir: Path) -> tuple[dict[int, Counter], dict[int, list[tuple]]]:
@@ -120,6 +151,18 @@ def test_every_50_step_window_holds_the_weights(ref):
             assert abs(share - w) <= 0.02, (first, name, share, w)
 
 
+def test_each_steps_blocks_per_source_are_the_weyl_choice(ref):
+    from gpt2stream.data.mixstream import pick, weyl_offset, weyl_point
+
+    config = json.loads((ref.dir / "config.json").read_text())
+    assert config["data"]["streams"] >= 2 and [e["name"] for e in config["data"]["mixture"]] == list(WEIGHTS)
+    off, names = weyl_offset(config["train"]["seed"]), list(WEIGHTS)
+    for step, got in doclog(ref.dir)[0].items():  # the doclog's blocks per source are the Weyl choice of its blocks
+        want = Counter(names[pick(weyl_point(n, off), list(WEIGHTS.values()), [False] * 3)]
+                       for n in range((step - 1) * BLOCKS, step * BLOCKS))
+        assert got == want, step
+
+
 def test_a_kill_9_resume_is_bit_identical(killed, ref):
     assert f"resumed from {killed.dir / 'checkpoints' / f'step_{CUT:08d}.pt'}" in killed.stdout, killed.stdout[-2000:]
     assert train_lines(killed.dir) == train_lines(ref.dir)
@@ -130,6 +173,10 @@ def test_a_kill_9_resume_is_bit_identical(killed, ref):
 def test_a_resume_on_two_processes_is_within_1e5(elastic, ref):
     assert doclog(elastic) == doclog(ref.dir)  # the same documents in the same blocks, per step and source
     assert_close_lines(train_lines(elastic), train_lines(ref.dir))
+    vals = [[r for r in records(d) if "val_loss" in r] for d in (elastic, ref.dir)]
+    assert [r["step"] for r in vals[0]] == [r["step"] for r in vals[1]] and vals[1][-1]["step"] == STEPS
+    for a, b in zip(*vals, strict=True):  # every source's figures, validated on 2 processes, as on 1
+        assert a.keys() == b.keys() and all(a[k] == pytest.approx(b[k], abs=1e-5) for k in a), (a, b)
     a, b = final_state(elastic)["model"], final_state(ref.dir)["model"]
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
 
@@ -161,3 +208,64 @@ def test_each_source_is_validated_on_its_own(ref):
         assert len({r[f"val/{n}/bpb"] for n in WEIGHTS}) == 3  # each its own held-out documents
     lines = [ln for ln in (ref.dir / "train.log").read_text().splitlines() if "| val loss " in ln]
     assert len(lines) == len(vals) and all(f" | {n} " in ln for ln in lines for n in WEIGHTS), lines
+
+
+def test_each_hub_source_validates_on_its_own_text_column(ref, hub, monkeypatch):
+    from gpt2stream.data.hub import signed
+    from gpt2stream.data.mixval import mixture_val_batches
+    from tests.test_mixture_val import mixture_cfg
+    from tokenizer import load_tokenizer
+
+    for r in (r for r in records(ref.dir) if "val_loss" in r):
+        assert set(r) == {"step", "val_loss", "val_bpb", *(f"val/{n}{b}" for n in WEIGHTS for b in ("", "/bpb"))}
+        assert r["val_loss"] == pytest.approx(sum(w * r[f"val/{n}"] for n, w in WEIGHTS.items()), abs=1e-9)
+    monkeypatch.setattr(signed, "TARGETS", {})
+    tok = load_tokenizer("gpt2")
+    val = mixture_val_batches(mixture_cfg(hub.dir / "mix.yaml").data, 4, tok, num_tokens=64)
+    assert tok.decode(val["code"][0][0][0].tolist()).startswith("def f")  # the content column, held out
+    assert not tok.decode(val["web"][0][0][0].tolist()).startswith("def f")
+
+
+def test_each_hub_source_is_resolved_once_per_job_and_pinned(ref, duo, hub):
+    once = {"api": 2, "tree": 1, "card": 1}  # the revision info + one listing (api), one card, whatever the ranks
+    assert ref.counts == {DEFAULT_REPO: once, CODE_REPO: once}, ref.counts
+    assert duo.counts == ref.counts
+    sha = shas(hub)
+    mixture = json.loads((ref.dir / "config.json").read_text())["data"]["mixture"]
+    assert [(d["name"], d["revision"]) for d in mixture] == [("web", sha[DEFAULT_REPO]), ("code", sha[CODE_REPO]),
+                                                            ("mine", "")]
+    ckpt = torch.load(ref.dir / f"checkpoints/step_{CUT:08d}.pt", map_location="cpu", weights_only=False, mmap=True)
+    assert ckpt["config"]["data"]["mixture"] == mixture
+    log = (ref.dir / "train.log").read_text()
+    assert "mixture of 3 sources:" in log and f"revision {sha[CODE_REPO]}, text 'content'" in log
+    assert sorted(p.name for p in ref.dir.glob("data-*.json")) == ["data-files-mine.json", "data-manifest-code.json",
+                                                                   "data-manifest-web.json"]
+
+
+def test_plan_predicts_each_source_and_the_startup_requests_of_the_job(duo, hub):
+    plan, sha = duo.plan, shas(hub)
+    assert "data: a mixture of 3 sources" in plan and "plan: OK" in plan, plan
+    assert f"  web (50.0%): {DEFAULT_REPO} (revision {sha[DEFAULT_REPO]}): 4 files, 12 row groups" in plan, plan
+    assert f"  code (30.0%): {CODE_REPO} (revision {sha[CODE_REPO]}): 2 files, 4 row groups" in plan, plan
+    assert "  mine (20.0%): " in plan and "(revision local files): 1 files" in plan, plan
+    m = re.search(r"Hub requests at start-up .*: api (\d+), resolver (\d+)", plan)
+    assert m, plan
+    # every api and resolver request the 2-process job sent (so none per rank)
+    assert (int(m.group(1)), int(m.group(2))) == (duo.api, duo.resolver), plan
+
+
+def test_a_resume_reads_each_pinned_sha_and_lists_nothing(killed, hub):
+    api = sorted(r.path.rsplit("/", 1)[-1] for r in killed.requests if r.kind == "api")
+    assert api == sorted(shas(hub).values()), api  # one check per Hub source: its pinned sha, never main
+    assert not [r for r in killed.requests if "/tree/" in r.path or r.path.endswith("/README.md")]
+    assert [r["step"] for r in records(killed.dir) if "loss" in r][-1] == STEPS
+
+
+def test_a_resume_given_another_mixture_is_refused_in_one_line(ref, hub, tmp_path):
+    other = tmp_path / "other.yaml"
+    other.write_text((hub.dir / "mix.yaml").read_text().replace("weight: 0.3", "weight: 0.5"))
+    p = run(["--out-dir", str(ref.dir), "--resume", "--data", str(other)], check=False)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert p.returncode == 2 and len(errors) == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert "is not the data this run trained on (source web: weight 0.5 -> 0.4167; source code: weight 0.3 -> " \
+           "0.4167" in errors[0] and "drop --data to resume" in errors[0], errors[0]

@@ -93,13 +93,15 @@ def bad_mixtures(tmp_path) -> dict[str, tuple[str, list[str]]]:
 PARSED = ["unknown key", "zero weight", "negative weight", "text weight", "duplicate names", "no sources",
           "not a list", "bad yaml", "tabs", "top-level list", "empty file", "missing file", "bad json", "one-line",
           "one-line names"]
-# Through the real entry point: one found parsing, the two found opening the sources (rank 0, before training).
-ENTRY = ["unknown key", "nothing matches", "text column"]
+# Through the real entry point: one found parsing, one found opening the sources (rank 0, before training).
+ENTRY = ["unknown key", "text column"]
+# Found opening the sources, like "text column": checked in this process, as rank 0 opens them.
+OPENED = ["nothing matches"]
 
 
 def test_every_bad_mixture_is_one_clear_error(tmp_path):
     bad = bad_mixtures(tmp_path)
-    assert sorted(bad) == sorted(set(PARSED + ENTRY))
+    assert sorted(bad) == sorted(set(PARSED + ENTRY + OPENED))
     for case in PARSED:
         data, words = bad[case]
         with pytest.raises(UserError) as e:
@@ -107,6 +109,15 @@ def test_every_bad_mixture_is_one_clear_error(tmp_path):
         assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), (case, str(e.value))
     with pytest.raises(UserError, match="does not apply to a mixture: set 'revision:' on each Hub source"):
         for_run(RunConfig(data=DataConfig(data="demo@1,demo@1", data_revision="v1")), data_given=True)
+    from types import SimpleNamespace
+
+    from gpt2stream.data.job import open_data_for_job
+
+    for case in OPENED:
+        data, words = bad[case]
+        with pytest.raises(UserError) as e:
+            open_data_for_job(resolve(DataConfig(data=data, val_docs=5)), SimpleNamespace(rank=0, ddp=False))
+        assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), (case, str(e.value))
 
 
 @pytest.mark.parametrize("case", ENTRY)

@@ -1,11 +1,12 @@
 """Weighted mixtures streamed exactly (data/mixstream.py): the shares of every window of steps, the same batches on
 every layout, exact resume (also on another layout), per-source epochs and max_epochs drops; through the
-TrainLoader on local jsonl sources, and end to end through run_train.py."""
+TrainLoader on local jsonl sources, and a max_epochs drop end to end through run_train.py. The mixture's other
+end-to-end properties (the Weyl choice in the document log, kill -9 and 2-process resumes) are proven once, on the
+Hub + local mixture, in tests/test_mixture_hub_e2e.py."""
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -18,8 +19,7 @@ from gpt2stream.data.mixstream import pick, weyl_offset, weyl_point
 from gpt2stream.data.mixture import resolve
 from gpt2stream.errors import UserError
 from tests.mixture_checks import worst_window_error
-from tests.test_train_common import TINY, assert_same_weights, final_state, make_jsonl, run, run_and_kill_after
-from tests.test_train_elastic import assert_close_lines, train_lines
+from tests.test_train_common import TINY, final_state, make_jsonl, run
 
 SEQ = 32
 BLOCKS = 16  # blocks a step
@@ -229,7 +229,6 @@ def test_a_changed_mixture_is_refused_naming_what_changed(mixdir, reference):
 
 
 # -- end to end through run_train.py ---------------------------------------------------------------------------
-# 8 blocks of 32 tokens a step; the small source has pieces enough for several canonical streams (2 processes)
 
 def doclog_by_step(run_dir: Path) -> tuple[dict[int, list], dict[int, Counter]]:
     """({step: sorted (source, epoch, id) of its documents}, {step: blocks per source}) over every rank's file."""
@@ -241,58 +240,6 @@ def doclog_by_step(run_dir: Path) -> tuple[dict[int, list], dict[int, Counter]]:
         docs[r["step"]] += [(r["source"], r["epoch"], i) for i in r["ids"]]
         blocks[r["step"]][r["source"]] += r["blocks"]
     return {k: sorted(v) for k, v in docs.items()}, dict(blocks)
-
-
-@pytest.fixture(scope="module")
-def e2e(tmp_path_factory) -> tuple[Path, list[str], Path]:
-    """(the mixture file, the common flags, the reference run: 6 steps on 1 process x 2 workers)."""
-    d = tmp_path_factory.mktemp("mix_e2e")
-    make_jsonl(d / "big.jsonl", n_docs=300, seed=1)
-    make_jsonl(d / "mid.jsonl", n_docs=200, seed=2)
-    make_jsonl(d / "small.jsonl", n_docs=60, seed=3)
-    mix = mixture_file(d, "mix")
-    common = [*TINY, "--data", str(mix), "--max-steps", "6", "--save-every", "3", "--eval-every", "6", "--log-docs"]
-    ref = d / "ref"
-    run([*common, "--num-workers", "2", "--out-dir", str(ref)])
-    return mix, common, ref
-
-
-@pytest.mark.slow
-def test_train_same_batches_on_every_layout_and_shares_as_chosen(e2e, tmp_path):
-    mix, common, ref = e2e
-    docs, blocks = doclog_by_step(ref)
-    assert sorted(docs) == list(range(1, 7)) and all(docs.values())
-    config = json.loads((ref / "config.json").read_text())
-    streams, seed = config["data"]["streams"], config["train"]["seed"]
-    assert streams >= 2 and [e["name"] for e in config["data"]["mixture"]] == list(WEIGHTS)
-    off, per_step = weyl_offset(seed), 256 // 32
-    for step, got in blocks.items():  # the doclog's blocks per source are the Weyl choice of the step's blocks
-        want = Counter(list(WEIGHTS)[pick(weyl_point(n, off), list(WEIGHTS.values()), [False] * 3)]
-                       for n in range((step - 1) * per_step, step * per_step))
-        assert +got == want, step
-    metrics = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["epoch/big"] == r["epoch/mid"] == r["epoch/small"] == 0 for r in metrics if "loss" in r)
-    for name, nproc, extra in (("2x1w", 2, ["--num-workers", "1"]), ("1x0w-b3", 1, ["--num-workers", "0",
-                                                                                    "--batch-size", "3"])):
-        out = tmp_path / name
-        run([*common, *extra, "--out-dir", str(out)], nproc=nproc)
-        assert doclog_by_step(out) == (docs, blocks), name
-        assert_close_lines(train_lines(out), train_lines(ref))
-
-
-@pytest.mark.slow
-def test_train_kill_9_resumes_bit_identical_and_on_another_layout(e2e, tmp_path):
-    mix, common, ref = e2e
-    cut = tmp_path / "cut"
-    run_and_kill_after([*common, "--num-workers", "2", "--out-dir", str(cut)], cut / "checkpoints" / "step_00000003.pt")
-    other = tmp_path / "other"
-    shutil.copytree(cut, other)
-    run(["--out-dir", str(cut), "--resume"])
-    assert train_lines(cut) == train_lines(ref) and doclog_by_step(cut) == doclog_by_step(ref)
-    assert_same_weights(final_state(cut)["model"], final_state(ref)["model"])
-    run(["--out-dir", str(other), "--resume", "--num-workers", "1"], nproc=2)
-    assert doclog_by_step(other) == doclog_by_step(ref)
-    assert_close_lines(train_lines(other), train_lines(ref))
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 """run_sample.py end to end: --prompt, piped stdin, errors; plus the pure helpers (the pseudo-terminal session:
-test_sample_pty.py)."""
+test_sample_pty.py; a checkpoint whose trained tokenizer.json is gone: test_e2e_train.py)."""
 
 from __future__ import annotations
 
@@ -299,36 +299,6 @@ def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
     # an explicit --tokenizer still wins (and GPT-2's 50257 tokens do not fit this 300-token model)
     bad = _run(["--init", str(d), "--tokenizer", "gpt2", "--prompt", "x", "--transcript", "off"], tmp_path)
     assert bad.returncode == 2 and bad.stderr.startswith("error: tokenizer 'gpt2' has 50257 tokens"), bad.stderr
-
-
-@pytest.mark.slow
-def test_checkpoint_whose_tokenizer_is_gone_names_the_fix(tmp_path):
-    """A checkpoint copied away from its run directory, trained with a tokenizer.json that no longer exists."""
-    import json
-    import shutil
-
-    from gpt2stream.checkpoint import list_checkpoints
-    from tokenizer.train import train_bpe
-
-    docs = [f"Document {i}: the quick brown fox jumps over the lazy dog. " * 4 for i in range(100)]
-    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
-    train_bpe(docs, 300, workers=1).save(tmp_path / "tok.json")
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "run_train.py"), "--preset", "tiny", "--data", "docs.jsonl", "--out-dir", "run",
-         "--tokenizer", "tok.json", "--max-steps", "1", "--n-layer", "1", "--n-head", "2", "--n-embd", "32",
-         "--block-size", "64", "--seq-len", "64", "--batch-size", "2", "--total-batch-size", "128",
-         "--val-docs", "10", "--eval-every", "0", "--num-workers", "0", "--sample-every", "0"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr[-3000:]
-    ((_, ckpt),) = list_checkpoints(tmp_path / "run" / "checkpoints")
-    lone = shutil.copy(ckpt, tmp_path / "lone.pt")
-    (tmp_path / "tok.json").rename(tmp_path / "moved.json")
-    bad = _run(["--ckpt", str(lone), "--prompt", "x", "--transcript", "off"], tmp_path)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
-    assert "tok.json, which is gone" in bad.stderr and "--tokenizer PATH" in bad.stderr
-    ok = _run(["--ckpt", str(lone), "--tokenizer", "moved.json", "--prompt", "x", "--max-new-tokens", "3",
-               "--transcript", "off"], tmp_path)
-    assert ok.returncode == 0, ok.stderr
 
 
 @pytest.mark.parametrize("mode", ["piped", "prompt"])

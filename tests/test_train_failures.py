@@ -114,10 +114,11 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_stream_failure_saves_and_resumes_exactly(tmp_path):
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    args = _args(tmp_path, "--max-steps", "5", "--save-every", "0")
-    run([*args, "--out-dir", str(full)])
+def test_data_stream_failure_saves_and_resumes_exactly(four_steps, tmp_path):
+    # the uninterrupted reference is the module's run (its checkpoints every 2 steps do not change its training);
+    # here nothing saves but the failure itself
+    full, cut = four_steps, tmp_path / "cut"
+    args = _args(four_steps.parent, "--max-steps", "4", "--save-every", "0")
     patch = (
         "from gpt2stream.data import TrainLoader\n"
         "from gpt2stream.errors import DataStreamError\n"
@@ -165,14 +166,13 @@ def test_disk_full_while_saving_keeps_previous_checkpoint(four_steps, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, False), (signal.SIGTERM, 143, True),
-                                            (signal.SIGINT, 130, True), (signal.SIGHUP, 129, True),
-                                            (signal.SIGUSR1, 138, False)])
+@pytest.mark.parametrize("sig,code,group", [(signal.SIGTERM, 143, True), (signal.SIGINT, 130, True),
+                                            (signal.SIGHUP, 129, True), (signal.SIGUSR1, 138, False)])
 def test_signal_saves_then_exits(tmp_path, sig, code, group):
-    """SIGTERM to the trainer (a scheduler's preemption), to its whole process group (torchrun's way: the DataLoader
-    worker dies from it too), SIGINT or SIGHUP to the group (Ctrl-C, a closed terminal) or SIGUSR1 (Slurm's early
-    warning): a checkpoint at the next step boundary,
-    then a clean exit."""
+    """SIGTERM to the whole process group (torchrun's way: the DataLoader worker dies from it too), SIGINT or SIGHUP
+    to the group (Ctrl-C, a closed terminal), or SIGUSR1 to the trainer alone while its worker lives (Slurm's early
+    warning): a checkpoint at the next step boundary, then a clean exit. SIGTERM to the trainer alone (a scheduler's
+    preemption) is test_train_stops.py's signal test, which also checks the due evaluation is skipped."""
     out = tmp_path / "run"
     args = _args(tmp_path, "--max-steps", "100000", "--save-every", "0", "--num-workers", "1", "--out-dir", str(out))
     p = subprocess.Popen([sys.executable, RUN_TRAIN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

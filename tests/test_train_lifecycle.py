@@ -1,6 +1,7 @@
 """A run's life through the real entry point: output that goes away (a killed tee, ``| head``) neither stops nor
 fakes a run; a DataLoader worker killed by SIGKILL saves and says so in one line; one run per run directory (its
-lock, taken over from a dead run); ``--resume auto``."""
+lock, taken over from a dead run); ``--resume auto``. A torchrun restart after a worker is killed:
+test_train_muon.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 from gpt2stream.checkpoint import find_latest
 from gpt2stream.errors import UserError
 from gpt2stream.runlock import LOCK_NAME, STALE_S, RunLock
-from tests.test_train_common import ROOT, RUN_TRAIN, assert_same_weights, env, final_state, run, train_lines
+from tests.test_train_common import ROOT, RUN_TRAIN, env, run, train_lines
 from tests.test_train_failures import _args
 
 
@@ -195,31 +196,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_torchrun_restart_after_a_worker_is_killed_continues_exactly(tmp_path):
-    """torchrun --max-restarts=1 with c10d rendezvous (the README's command): one worker SIGKILLed after a
-    checkpoint; the restarted group connects, continues from the newest checkpoint with the same command line, and
-    ends with the losses and weights of an uninterrupted run."""
-    ref, out = tmp_path / "ref", tmp_path / "run"
-    args = _args(tmp_path, "--max-steps", "8", "--save-every", "2")
-    run([*args, "--out-dir", str(ref)], nproc=2)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2", "--max-restarts=1",
-           "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}", f"--rdzv-id=restart-{os.getpid()}",
-           RUN_TRAIN, *args, "--out-dir", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(), cwd=ROOT,
-                         start_new_session=True)
-    try:
-        _wait_for((out / "checkpoints" / "step_00000004.pt").exists, p, "the step-4 checkpoint", timeout=240)
-        ranks = {k: open(f"/proc/{k}/environ", "rb").read().split(b"\0") for k in _children(p.pid)}
-        os.kill(next(k for k, e in ranks.items() if b"RANK=1" in e), signal.SIGKILL)
-        stdout = p.communicate(timeout=300)[0]
-    finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-    assert p.returncode == 0, stdout[-5000:]
-    m = re.search(rf"torchrun restart 1: continuing from {re.escape(str(out))}/checkpoints/step_0+(\d+).pt", stdout)
-    assert m and int(m[1]) >= 4, stdout[-5000:]
-    assert train_lines(out) == train_lines(ref)
-    assert_same_weights(final_state(out)["model"], final_state(ref)["model"])
