@@ -13,16 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Seconds one file took in a full CI run on 2 cores (--durations; approximate: only the order matters). A file not
-# listed is estimated from its tests (SLOW_S per test marked slow, UNIT_S per other test).
+# Seconds one file takes in a full CI run on 2 cores (the --durations of a loaded full run, halved; approximate:
+# only the order matters). A file not listed is estimated from its tests (SLOW_S per test marked slow, UNIT_S per
+# other test).
 MEASURED_S = {
-    "test_train_elastic.py": 150, "test_hub_scale_train.py": 105, "test_train_resume.py": 90,
-    "test_train_ddp.py": 72, "test_train_lifecycle.py": 75, "test_train_failures.py": 70, "test_e2e_train.py": 59,
-    "test_train_ddp_compile.py": 53, "test_readme_offline.py": 52, "test_activation_checkpointing.py": 46,
-    "test_data_scale.py": 45, "test_train_muon.py": 42, "test_doclog_epochs.py": 40, "test_multinode.py": 40,
-    "test_tokenizer_encoding.py": 38, "test_telemetry.py": 35, "test_offline.py": 32, "test_step_costs.py": 30,
-    "test_hellaswag.py": 30, "test_tracking.py": 28, "test_export.py": 28, "test_train_compile.py": 28,
-    "test_bench_train.py": 26, "test_data_diagnosis.py": 25, "test_data_mixing.py": 20,
+    "test_mixture_hub_e2e.py": 130, "test_telemetry.py": 95, "test_data_scale.py": 80, "test_readme_offline.py": 80,
+    "test_tracking.py": 80, "test_train_failures.py": 75, "test_offline.py": 70, "test_multinode.py": 65,
+    "test_hellaswag.py": 60, "test_doclog_epochs.py": 55, "test_train_elastic.py": 55, "test_hub_faults.py": 50,
+    "test_export.py": 48, "test_hub_scale_train.py": 48, "test_data_diagnosis.py": 48, "test_presets.py": 44,
+    "test_tokenizer_encoding.py": 44, "test_train_muon.py": 43, "test_train_ddp.py": 40, "test_data_hub.py": 38,
+    "test_sample.py": 35, "test_activation_checkpointing.py": 35, "test_data_mixing.py": 33, "test_e2e_train.py": 30,
+    "test_mixture_hub.py": 30, "test_bench_train.py": 30, "test_train_compile.py": 29, "test_memory.py": 28,
+    "test_mixture_stream.py": 28, "test_train_resume.py": 27, "test_step_costs.py": 26, "test_hub_clients.py": 26,
+    "test_sample_pty.py": 20, "test_doctests.py": 10,
 }
 SLOW_S = 10.0
 UNIT_S = 0.2
