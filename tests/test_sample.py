@@ -316,6 +316,7 @@ def test_ctrl_c_stops_a_non_interactive_run_with_status_130(tiny_hf, tmp_path, m
     if mode == "piped":
         proc.stdin.write(b"first\nsecond\nthird\n")
     proc.stdin.close()
+    proc.stdin = None  # closed: communicate() below must not flush it
     deadline = time.monotonic() + 120
     out = b""
     while len(out) < 20:  # wait until the first continuation is streaming
@@ -323,9 +324,8 @@ def test_ctrl_c_stops_a_non_interactive_run_with_status_130(tiny_hf, tmp_path, m
         if select.select([proc.stdout], [], [], 1)[0]:
             out += os.read(proc.stdout.fileno(), 4096)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does to the foreground job
-    proc.wait(timeout=60)
-    out += proc.stdout.read()
-    err = proc.stderr.read()
+    rest, err = proc.communicate(timeout=60)  # read while waiting: a full pipe would block the sampler's last lines
+    out += rest
     assert proc.returncode == 130, err
     assert out.count(b"[interrupted]") == 1 and b"Traceback" not in err, (out[-500:], err)
     assert [ln for ln in transcript.read_text().splitlines() if ln.startswith(">>>")] == [">>> first"]
