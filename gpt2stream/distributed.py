@@ -152,10 +152,11 @@ def init_distributed(device_spec: str = "auto", timeout_s: float | None = None,
         if device.type == "mps":
             raise UserError("multi-process training on MPS is not supported; run a single process on a Mac")
         backend = "nccl" if device.type == "cuda" else "gloo"
+        control = start_groups(backend, device, timeout_s, gpu_timeout_s)
         from gpt2stream.launcher import rank0_started
 
-        rank0_started()  # a rank that failed before this point need not wait for rank 0's error line
-        control = start_groups(backend, device, timeout_s, gpu_timeout_s)
+        # after the groups start: a failure to start them (every rank's) is then said once, by rank 0
+        rank0_started()
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=device, backend=backend,
                     control=control)
 

@@ -263,10 +263,24 @@ def transcript_path(args: SampleArgs, loaded: Loaded) -> Path | None:
     return path
 
 
+def ctrl_c_works() -> None:
+    """Ctrl-C stops a generation even when this process inherited SIGINT ignored or blocked from whatever started it
+    (a launcher that shields its children from the terminal's Ctrl-C): the sampler is interactive. Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def main(argv: list[str], stdin: TextIO | None = None, stdout: TextIO | None = None,
          stderr: TextIO | None = None) -> int:
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
     args, prompt = parse_args(argv)
+    ctrl_c_works()
     device = pick_device(args.device)
     loaded = load_source(args.out_dir, args.ckpt, args.init, args.tokenizer, device)
     session = Session(loaded, args.settings, stdout, stderr, transcript_path(args, loaded))

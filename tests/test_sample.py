@@ -301,18 +301,24 @@ def test_init_directory_uses_its_own_tokenizer_json(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: tokenizer 'gpt2' has 50257 tokens"), bad.stderr
 
 
-@pytest.mark.parametrize("mode", ["piped", "prompt"])
+@pytest.mark.parametrize("mode", ["piped", "prompt", "inherited-ignore"])
 def test_ctrl_c_stops_a_non_interactive_run_with_status_130(tiny_hf, tmp_path, mode):
-    """Piped prompts / --prompt: Ctrl-C stops the whole batch (not just this prompt) and a script sees exit 130."""
+    """Piped prompts / --prompt: Ctrl-C stops the whole batch (not just this prompt) and a script sees exit 130;
+    also when the sampler was started with SIGINT ignored (a launcher shielding its children)."""
     import signal
 
     transcript = tmp_path / "t.txt"
     args = [sys.executable, RUN_SAMPLE, "--init", str(tiny_hf), "--max-new-tokens", "100000", "--no-stop-at-eot",
             "--transcript", str(transcript)]
-    if mode == "prompt":
+    if mode != "piped":
         args += ["--prompt", "first"]
+
+    def ignore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=_env(tmp_path), cwd=tmp_path, start_new_session=True)
+                            env=_env(tmp_path), cwd=tmp_path, start_new_session=True,
+                            preexec_fn=ignore_sigint if mode == "inherited-ignore" else None)
     if mode == "piped":
         proc.stdin.write(b"first\nsecond\nthird\n")
     proc.stdin.close()
