@@ -3,9 +3,9 @@
 A bad flag or a missing file fails on every rank before the process group exists, so no collective can decide who
 speaks. Each failing rank instead leaves its line in torchrun's agent store: rank 0 prints its own; another rank
 stays silent when rank 0 failed with the same line, and prints it, with its rank, when rank 0 failed otherwise or
-got past these checks (``rank0_started``, as it starts the process group), or said nothing within ``RANK0_WAIT_S``:
-an error on one rank only is never lost. Every failing rank also writes the
-line to torchrun's error file (``TORCHELASTIC_ERROR_FILE``), so that torchrun's closing "Root Cause" shows it
+got past these checks (``rank0_started``, once its process groups have started), or said nothing within
+``RANK0_WAIT_S``: an error on one rank only is never lost. Every failing rank also writes the line to torchrun's
+error file (``TORCHELASTIC_ERROR_FILE``), so that torchrun's closing "Root Cause" shows it
 instead of a link to its documentation. torchrun's own ChildFailedError traceback is printed by torchrun itself,
 after ours: no child can prevent it.
 """
@@ -63,7 +63,7 @@ def _agent_store(env: Mapping[str, str]) -> object | None:
 
 
 def rank0_started(env: Mapping[str, str] = os.environ) -> None:
-    """Rank 0 got past the checks that fail on every rank and starts the process group: a rank that failed them
+    """Rank 0 got past the checks that fail on every rank and started its process groups: a rank that failed them
     need not wait for rank 0's line. No-op elsewhere."""
     if launched_rank(env) != 0:
         return
