@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import codecs
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -266,9 +268,6 @@ def transcript_path(args: SampleArgs, loaded: Loaded) -> Path | None:
 def ctrl_c_works() -> None:
     """Ctrl-C stops a generation even when this process inherited SIGINT ignored or blocked from whatever started it
     (a launcher that shields its children from the terminal's Ctrl-C): the sampler is interactive. Main thread only."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
