@@ -156,11 +156,6 @@ def disk_free(path: str) -> int:
     return shutil.disk_usage(p).free
 
 
-def hms(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
 def gib(n: float) -> str:
     return f"{n / 2**30:,.2f} GiB"
 

@@ -20,6 +20,7 @@ from typing import Any
 from gpt2stream.checkpoint import CKPT_DIR, list_checkpoints
 from gpt2stream.errors import UserError
 from gpt2stream.metrics import read_metrics
+from gpt2stream.units import hms, human_bytes
 
 USAGE = "usage: python -m gpt2stream.report RUN_DIR"
 PARTS = ("data_wait_ms", "compute_ms", "optim_ms", "sync_ms")  # a step's time, attributed (train/timing.py)
@@ -68,29 +69,6 @@ def load_run(path: str | Path) -> Run:
     records = read_metrics(metrics) if metrics.is_file() else []
     log = (run / "train.log").read_text(errors="replace").splitlines() if (run / "train.log").is_file() else []
     return Run(run, config, records, log, list_checkpoints(run / CKPT_DIR))
-
-
-def hms(seconds: float) -> str:
-    """``seconds`` as H:MM:SS.
-
-    >>> hms(3725.4)
-    '1:02:05'
-    """
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
-
-
-def human_bytes(n: float) -> str:
-    """``n`` bytes in binary units, one decimal.
-
-    >>> human_bytes(1536), human_bytes(3.2e9)
-    ('1.5 KiB', '3.0 GiB')
-    """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def state_of(run: Run, now: float) -> str:

@@ -14,8 +14,8 @@ from gpt2stream.config import RunConfig
 from gpt2stream.mfu import Peak, format_mfu
 from gpt2stream.train.build import Parts
 from gpt2stream.train.evaluate import val_tokens
-from gpt2stream.train.settings import format_eta
 from gpt2stream.train.step import StepStats
+from gpt2stream.units import hms
 
 
 class RunLog:
@@ -139,4 +139,4 @@ def step_line(step: int, max_steps: int, stats: StepStats, dt: float, tok_s: flo
     wait = f" | data wait {data_share:.0%}" if data_share > STALL_SHOWN else ""
     return (f"step {step:>6}/{max_steps} | loss {stats.loss:.4f} | lr {stats.lr:.3e} | norm "
             f"{stats.grad_norm:.3f} | {dt * 1000:7.1f} ms{wait} | {tok_s:9,.0f} tok/s | MFU {format_mfu(mfu)}{mem} | "
-            f"ETA {format_eta(eta_s)}")
+            f"ETA {hms(eta_s)}")

@@ -3,7 +3,6 @@ gpt2stream/precision.py)."""
 
 from __future__ import annotations
 
-import math
 from enum import IntEnum
 
 from gpt2stream.config import DataConfig
@@ -47,13 +46,3 @@ def collective_timeout(data_cfg: DataConfig) -> float:
 
 
 
-def format_eta(seconds: float) -> str:
-    """``seconds`` as H:MM:SS; "?" when unknown (not finite).
-
-    >>> format_eta(3725.2)
-    '1:02:05'
-    """
-    if not math.isfinite(seconds):
-        return "?"
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
