@@ -210,6 +210,7 @@ class EvalConfig:
     wandb: str = ""  # Weights & Biases project that mirrors metrics.jsonl (rank 0); "" = off; pip install -e ".[wandb]"
     wandb_run_name: str = ""  # W&B run name; "" = the run directory's name
     tensorboard: bool = False  # also write metrics.jsonl's scalars as TensorBoard event files in the run directory
+    plot: bool = True  # redraw loss_plot.png at each evaluation and at the end (false: never; gpt2stream.plot draws it)
 
     def __post_init__(self) -> None:
         for n in ("eval_every", "save_every", "sample_every", "evals_every"):

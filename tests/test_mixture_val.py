@@ -220,8 +220,8 @@ def mix_runs(mix_files, tmp_path_factory) -> dict[str, Path]:
     e = {k: v for k, v in env().items() if k != "WANDB_DIR"}
     e.update(WANDB_MODE="offline", WANDB_SILENT="true")
     wandb = ["--wandb", "gpt2stream-test"] if importlib.util.find_spec("wandb") else []
-    p = subprocess.run([sys.executable, RUN_TRAIN, *common, "--out-dir", str(d / "one"), "--tensorboard", *wandb],
-                       capture_output=True, text=True, env=e, timeout=300, cwd=d)
+    p = subprocess.run([sys.executable, RUN_TRAIN, *common, "--out-dir", str(d / "one"), "--tensorboard", "--plot",
+                        "true", *wandb], capture_output=True, text=True, env=e, timeout=300, cwd=d)
     assert p.returncode == 0, p.stderr[-3000:]
     return {"one": d / "one"}
 

@@ -328,7 +328,7 @@ class Trainer:
             raise Stop(Exit.SAVE)
 
     def plot(self) -> None:
-        if self.parts.info.master:
+        if self.parts.info.master and self.parts.cfg.eval.plot:
             self.plotter.request(self.parts.metrics.records)
 
     def resume_hint(self) -> str:
