@@ -46,7 +46,7 @@ def muon_run(tmp_path_factory) -> tuple[Path, Path, str, list[str]]:
     run([*common, "--out-dir", str(full)], nproc=2)
     run_and_kill_after([*common, "--out-dir", str(cut)], cut / "checkpoints" / "step_00000004.pt", nproc=2)
     # flags on --resume: the checkpoint's config is used; only the out dir is needed to find it
-    p = run(["--out-dir", str(cut), "--resume"], nproc=2)
+    p = run(["--out-dir", str(cut), "--resume", "--plot", "true"], nproc=2)  # assert_exact_resume checks the plot
     return full, cut, p.stdout, common
 
 
