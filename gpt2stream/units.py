@@ -1,4 +1,4 @@
-"""How durations and byte counts read in the step line, the plan and the report (one place, so they agree)."""
+"""How durations and byte counts read in the step line and the report (one place, so they agree)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,10 @@ def human_bytes(n: float) -> str:
     >>> human_bytes(1536), human_bytes(3.2e9)
     ('1.5 KiB', '3.0 GiB')
     """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n:.1f} TiB"
+        if n < 1024:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1024:.1f} TiB"

@@ -18,7 +18,8 @@ import torch
 from config import PRESETS
 from gpt2stream.config import load_config
 from gpt2stream.errors import UserError
-from gpt2stream.train import format_eta, grad_accum_steps, incompatible_fields
+from gpt2stream.train import grad_accum_steps, incompatible_fields
+from gpt2stream.units import hms
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN_TRAIN = str(ROOT / "run_train.py")
@@ -156,7 +157,7 @@ def test_incompatible_fields_names_each_field():
     assert incompatible_fields(a, a, "x", "x") == []
 
 
-def test_format_eta():
-    assert format_eta(3725.2) == "1:02:05"
-    assert format_eta(59) == "0:00:59"
-    assert format_eta(float("inf")) == "?"
+def test_hms_formats_the_eta():
+    assert hms(3725.2) == "1:02:05"
+    assert hms(59) == "0:00:59"
+    assert hms(float("inf")) == "?"

@@ -27,6 +27,5 @@ from __future__ import annotations
 from gpt2stream.checkpoint import incompatible_fields
 from gpt2stream.train.main import train
 from gpt2stream.train.settings import Exit, collective_timeout, grad_accum_steps
-from gpt2stream.units import hms as format_eta
 
-__all__ = ["Exit", "collective_timeout", "format_eta", "grad_accum_steps", "incompatible_fields", "train"]
+__all__ = ["Exit", "collective_timeout", "grad_accum_steps", "incompatible_fields", "train"]

@@ -42,7 +42,3 @@ def collective_timeout(data_cfg: DataConfig) -> float:
     from gpt2stream.data.loader import stall_timeout
 
     return stall_timeout(data_cfg) + 900.0
-
-
-
-
